@@ -1,0 +1,213 @@
+"""Typed run configuration, validated once at the edge.
+
+A `RunConfig` is everything one training needs. It is built from defaults, an optional
+TOML/JSON file and `--set key=value` overrides; pydantic validates every field, and
+`ConfigError` carries the bad field and value so the CLI can exit 2 before anything runs.
+Inside the package the config is trusted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Norm = Literal["batch", "virtual", "none"]
+
+
+class ConfigError(ValueError):
+    """A bad configuration value: names the field, the value and why."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors, and assignments are validated too (studies set values one by one).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    dataset: Literal["mnist", "fashion-mnist"] = "mnist"
+    root: str | None = Field(None, description="data root (torchvision layout); None: $GANBENCH_DATA_ROOT or ./data")
+    train_subset: int | None = Field(None, ge=10, description="class-balanced subset of the train split")
+    download: bool = True
+
+
+class ModelConfig(_Section):
+    name: str = "dcgan-report000"
+    latent_dim: int = Field(100, ge=1, le=4096)
+    embed_dim: int = Field(10, ge=1, le=1024, description="label-embedding size (conditional models)")
+    g_depth: int = Field(3, ge=2, le=4, description="conv (or dense) layers in G")
+    d_depth: int = Field(3, ge=2, le=4, description="conv (or dense) layers in D")
+    width: int = Field(64, ge=4, le=1024, description="base channels (conv) of the widest layer")
+    hidden: int = Field(256, ge=8, le=4096, description="units per dense block (MLP models)")
+    mlp_blocks: int = Field(3, ge=1, le=8, description="Dense-LeakyReLU-BN blocks (cgan-mlp)")
+    d_dropout: float = Field(0.25, ge=0.0, lt=1.0)
+    g_norm: Norm = "batch"
+    d_norm: Norm = "none"
+    vbn_ref_size: int = Field(64, ge=2, le=1024, description="reference batch size for virtual batch norm")
+    weight_init: bool = Field(True, description="DCGAN init N(0, 0.02)")
+
+
+class TechniquesConfig(_Section):
+    real_target: float = Field(1.0, gt=0.5, le=1.0, description="one-sided label smoothing: D's target for real")
+    fake_target: float = Field(0.0, ge=0.0, lt=0.5, description="two-sided smoothing: D's target for fake")
+    flip_prob: float = Field(0.0, ge=0.0, lt=0.5, description="probability of swapping real/fake targets")
+    d_steps: int = Field(1, ge=1, le=20, description="D updates per iteration")
+    g_steps: int = Field(1, ge=1, le=20, description="G updates per iteration")
+    g_loss: Literal["non-saturating", "saturating"] = "non-saturating"
+
+
+class OptimConfig(_Section):
+    epochs: int = Field(1, ge=1, le=1000)
+    batch_size: int = Field(32, ge=2, le=65536)
+    lr_g: float = Field(2e-4, gt=0.0, le=1.0)
+    lr_d: float = Field(2e-4, gt=0.0, le=1.0)
+    beta1_g: float = Field(0.5, ge=0.0, lt=1.0)
+    beta2_g: float = Field(0.999, ge=0.0, lt=1.0)
+    beta1_d: float = Field(0.5, ge=0.0, lt=1.0)
+    beta2_d: float = Field(0.999, ge=0.0, lt=1.0)
+
+
+class EvalConfig(_Section):
+    n_samples: int = Field(10_000, ge=20, description="generated images for IS / FID / class histogram")
+    n_per_class: int = Field(1_000, ge=2, description="generated images per class for TARR")
+    splits: int = Field(10, ge=1, le=100, description="IS splits")
+    n_real: int = Field(10_000, ge=20, description="real test images for FID and D's test accuracy")
+    every: int = Field(1, ge=1, description="evaluate every N epochs (the last epoch always)")
+    evaluator_epochs: int = Field(4, ge=1, le=100)
+    evaluator_subset: int | None = Field(None, ge=100, description="train the evaluator on a subset (tests)")
+
+    @model_validator(mode="after")
+    def _splits_fit(self) -> "EvalConfig":
+        if self.splits > self.n_samples:
+            raise ValueError(f"splits ({self.splits}) must be <= n_samples ({self.n_samples})")
+        return self
+
+
+class TrainConfig(_Section):
+    log_every: int = Field(20, ge=1, description="steps per logged point of the per-step metrics")
+    fast: bool = Field(True, description="the fast path: device-resident data, no per-step host sync")
+    amp: bool = Field(False, description="bf16 autocast")
+    channels_last: bool = False
+
+
+class RunConfig(_Section):
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    techniques: TechniquesConfig = TechniquesConfig()
+    optim: OptimConfig = OptimConfig()
+    eval: EvalConfig = EvalConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _model_known(self) -> "RunConfig":
+        from bench.models import MODELS  # registry lives with the models
+
+        if self.model.name not in MODELS:
+            raise ValueError(f"unknown model {self.model.name!r}; choose one of {sorted(MODELS)}")
+        return self
+
+
+# ---------------------------------------------------------------------------
+# Building a config from files and overrides
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        value = e.get("input")
+        where = f"{loc}={value!r}" if loc else f"value {value!r}"
+        lines.append(f"{where}: {e['msg']}")
+    return "; ".join(lines)
+
+
+def parse_value(text: str) -> Any:
+    """`--set` values: JSON/TOML literals (numbers, true/false, null, lists), else the raw string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def all_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
+    """Every settable dotted key, e.g. `techniques.real_target`."""
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += all_keys(ann, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def check_key(key: str) -> str:
+    """Normalise `a/b` to `a.b` and reject unknown keys with a did-you-mean hint."""
+    key = key.replace("/", ".")
+    known = all_keys()
+    if key not in known:
+        hint = difflib.get_close_matches(key, known, n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(f"unknown config key {key!r}{extra}")
+    return key
+
+
+def set_dotted(tree: dict, key: str, value: Any) -> None:
+    *parents, leaf = check_key(key).split(".")
+    node = tree
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+
+
+def load_file(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"config file {str(path)!r}: cannot read ({e.strerror})") from None
+    try:
+        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"config file {str(path)!r}: {e}") from None
+
+
+def build_config(base: dict | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults <- base tree (a file's content) <- dotted overrides; validated."""
+    tree: dict = json.loads(json.dumps(base or {}))  # deep copy, plain types
+    for key, value in (overrides or {}).items():
+        set_dotted(tree, key, value)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e)) from None
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    return build_config(cfg.model_dump(), overrides)
+
+
+def flatten(cfg: RunConfig, sep: str = "/") -> dict[str, Any]:
+    """The whole config as flat `section/key` params (the form MLflow shows)."""
+    out: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}{sep}")
+            else:
+                out[prefix + k] = v
+
+    walk(cfg.model_dump(), "")
+    return out

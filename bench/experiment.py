@@ -1,0 +1,155 @@
+"""One training run end to end: data, models, evaluator, training loop, MLflow run.
+
+Order matters: everything that can fail because of bad input (config, data files, the
+tracking store) is checked before a run is created, so a typo never leaves an empty run.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torchvision.utils import make_grid
+
+from bench import data as data_mod
+from bench import techniques
+from bench.config import RunConfig, flatten
+from bench.evaluator import Evaluator, evaluate_gan, load_or_train
+from bench.models import GAN, build_gan, count_params, summary, uses_reference
+from bench.plots import curves_figure
+from bench.tracking import MlflowTracker, NullTracker, ensure_experiment, git_commit
+from bench.train import EpochHook, TrainResult, resolve_device, train
+
+GRID_COLUMNS = 10
+
+
+@dataclass
+class Context:
+    """Everything a run needs besides its config, loaded once (studies reuse it across trials)."""
+
+    device: torch.device
+    train_full: data_mod.DeviceDataset
+    test: data_mod.DeviceDataset
+    evaluator: Evaluator
+
+
+@dataclass
+class RunResult:
+    run_id: str | None
+    metrics: dict[str, float]
+    result: TrainResult
+    gan: GAN
+
+
+def prepare(cfg: RunConfig, progress: bool = True) -> Context:
+    """Device, data and evaluator. Raises `data.DataError` for missing/corrupt data."""
+    device = resolve_device(cfg.device)
+    root = data_mod.resolve_root(cfg.data.root)
+    kw = dict(device=device, download=cfg.data.download)
+    train_full = data_mod.load_dataset(root, cfg.data.dataset, "train", **kw)
+    test = data_mod.load_dataset(root, cfg.data.dataset, "test", **kw)
+    evaluator = load_or_train(cfg.data.dataset, train_full, test, cfg.eval, progress=progress).to(device)
+    return Context(device, train_full, test, evaluator)
+
+
+def run_name(cfg: RunConfig) -> str:
+    labels = [f"{k}={v}" for k, v in techniques.technique_labels(cfg).items()]
+    return ",".join([cfg.model.name, *labels, f"seed={cfg.seed}"])
+
+
+def run_tags(cfg: RunConfig, device: torch.device) -> dict[str, str]:
+    labels = techniques.technique_labels(cfg)
+    tags = {"model_family": cfg.model.name, "dataset": cfg.data.dataset, "seed": str(cfg.seed),
+            "device": str(device), "techniques": ",".join(f"{k}={v}" for k, v in labels.items()) or "baseline",
+            "host": platform.node()}
+    tags.update({f"technique.{k}": v for k, v in labels.items()})
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def sample_grid(gan: GAN, noise: torch.Tensor, labels: torch.Tensor | None) -> np.ndarray:
+    """HWC uint8 grid from fixed noise; conditional models get one row per class."""
+    G = gan.generator
+    was_training = G.training
+    G.eval()
+    with torch.inference_mode():
+        images = G(noise, labels).float()
+    G.train(was_training)
+    grid = make_grid(images, nrow=GRID_COLUMNS, normalize=True, value_range=(-1, 1), padding=2)
+    return (grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-bench",
+        context: Context | None = None, name: str | None = None, tags: dict[str, Any] | None = None,
+        parent_run_id: str | None = None, hooks: Sequence[EpochHook] = (), progress: bool = True,
+        log_checkpoints: bool = True) -> RunResult:
+    """Train `cfg` and log it as one MLflow run (tracking_uri None: tracking off)."""
+    ctx = context or prepare(cfg, progress)
+    if tracking_uri is not None:
+        ensure_experiment(tracking_uri, experiment)  # store problems surface before training
+    torch.manual_seed(cfg.seed)
+    device = ctx.device
+    train_data = ctx.train_full
+    if cfg.data.train_subset is not None:
+        train_data = train_data.subset(cfg.data.train_subset, seed=cfg.seed)
+
+    gan = build_gan(cfg.model, num_classes=train_data.num_classes)
+    gan.generator.to(device)
+    gan.discriminator.to(device)
+    if cfg.train.channels_last:
+        gan.generator.to(memory_format=torch.channels_last)
+        gan.discriminator.to(memory_format=torch.channels_last)
+
+    ref_gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)
+    n_classes = train_data.num_classes
+    if gan.conditional:
+        grid_labels = torch.arange(n_classes).repeat_interleave(GRID_COLUMNS).to(device)
+    else:
+        grid_labels = None
+    grid_noise = torch.randn(GRID_COLUMNS * (n_classes if gan.conditional else 8), cfg.model.latent_dim,
+                             generator=ref_gen).to(device)
+    if uses_reference(gan.generator):  # VBN: fixed reference noise for G, a fixed real batch for D
+        k = cfg.model.vbn_ref_size
+        ref_y = torch.randint(n_classes, (k,), generator=ref_gen).to(device) if gan.conditional else None
+        gan.generator.set_reference(torch.randn(k, cfg.model.latent_dim, generator=ref_gen).to(device), ref_y)
+    if uses_reference(gan.discriminator):
+        x, y = train_data.sample(cfg.model.vbn_ref_size, ref_gen)
+        gan.discriminator.set_reference(x, y if gan.conditional else None)
+
+    tracker = (NullTracker() if tracking_uri is None else
+               MlflowTracker(tracking_uri, experiment, run_name=name or run_name(cfg),
+                             tags={**run_tags(cfg, device), **(tags or {})}, parent_run_id=parent_run_id))
+    with tracker:
+        n_g, n_d = count_params(gan.generator), count_params(gan.discriminator)
+        tracker.log_params({**flatten(cfg), "model/g_params": n_g, "model/d_params": n_d,
+                            "model/conditional": gan.conditional})
+        tracker.log_dict(cfg.model_dump(), "config.json")
+        z1 = grid_noise[:2]
+        y1 = grid_labels[:2] if grid_labels is not None else None
+        tracker.log_text(f"Generator ({n_g:,} parameters)\n{summary(gan.generator, z1, y1)}\n\n"
+                         f"Discriminator ({n_d:,} parameters)\n"
+                         f"{summary(gan.discriminator, train_data.sample(2, ref_gen)[0], y1)}\n",
+                         "model_summary.txt")
+
+        def log_samples(epoch: int, _metrics: dict) -> None:
+            tracker.log_image(sample_grid(gan, grid_noise, grid_labels), key="samples", step=epoch)
+
+        result = train(cfg, gan, train_data, tracker,
+                       evaluate=lambda: evaluate_gan(gan, ctx.evaluator, ctx.test, cfg.eval,
+                                                     cfg.model.latent_dim, seed=cfg.seed),
+                       hooks=[log_samples, *hooks], progress=progress)
+        if result.diverged:
+            tracker.set_tags({"diverged": "true"})
+        for fig_name, fig in curves_figure(result.history).items():
+            tracker.log_figure(fig, f"plots/{fig_name}.png")
+        if log_checkpoints:
+            tracker.log_torch(gan.generator.state_dict(), "checkpoints/generator.pt")
+            tracker.log_torch(gan.discriminator.state_dict(), "checkpoints/discriminator.pt")
+    metrics = {**{f"eval/{k}": v for k, v in result.metrics.items()},
+               "time/train_s": result.train_s, "time/eval_s": result.eval_s}
+    return RunResult(tracker.run_id, metrics, result, gan)

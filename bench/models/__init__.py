@@ -1,0 +1,144 @@
+"""GAN model families and their registry.
+
+Each family module (dcgan, cgan, vanilla) registers builder functions
+`build(cfg: ModelConfig, num_classes=10) -> (generator, discriminator)` with `@register_model`;
+`build_gan(cfg)` looks the name up in `MODELS`, builds both nets and applies the DCGAN init.
+
+Interfaces every family follows: `G(z, y=None) -> (B, 1, 28, 28)` in [-1, 1] (tanh) and
+`D(x, y=None) -> (B,)` logits; unconditional nets ignore y, conditional ones require int64
+labels. Nets with virtual batch norm come back wrapped in `WithReference`: call
+`net.set_reference(...)` before training (`uses_reference(net)` says when).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bench.config import ModelConfig
+from bench.models.common import dcgan_init
+from bench.models.lenet import LeNet
+from bench.models.vbn import VirtualBatchNorm, WithReference, uses_reference, with_reference_if_needed
+
+__all__ = ["GAN", "MODELS", "LeNet", "ModelSpec", "VirtualBatchNorm", "WithReference", "build_gan",
+           "count_params", "register_model", "summary", "uses_reference"]
+
+Builder = Callable[..., tuple[nn.Module, nn.Module]]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    build: Builder  # (cfg: ModelConfig, num_classes: int = 10) -> (generator, discriminator)
+    conditional: bool
+    description: str
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, *, conditional: bool, description: str) -> Callable[[Builder], Builder]:
+    """Register a builder under `name`. The registered builder wraps VBN nets in `WithReference`."""
+
+    def decorator(fn: Builder) -> Builder:
+        if name in MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+
+        @functools.wraps(fn)
+        def build(cfg: ModelConfig, num_classes: int = 10) -> tuple[nn.Module, nn.Module]:
+            generator, discriminator = fn(cfg, num_classes)
+            return (with_reference_if_needed(generator, conditional=conditional),
+                    with_reference_if_needed(discriminator, conditional=conditional))
+
+        MODELS[name] = ModelSpec(name, build, conditional, description)
+        return build
+
+    return decorator
+
+
+@dataclass
+class GAN:
+    generator: nn.Module
+    discriminator: nn.Module
+    spec: ModelSpec
+    num_classes: int = 10
+
+    @property
+    def conditional(self) -> bool:
+        return self.spec.conditional
+
+
+def build_gan(cfg: ModelConfig, num_classes: int = 10) -> GAN:
+    """Build the registered model `cfg.name`; DCGAN init when `cfg.weight_init`."""
+    if cfg.name not in MODELS:
+        raise KeyError(f"unknown model {cfg.name!r}; choose one of {sorted(MODELS)}")
+    spec = MODELS[cfg.name]
+    generator, discriminator = spec.build(cfg, num_classes)
+    if cfg.weight_init:
+        generator.apply(dcgan_init)
+        discriminator.apply(dcgan_init)
+    return GAN(generator, discriminator, spec, num_classes)
+
+
+def count_params(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def summary(module: nn.Module, *example_inputs) -> str:
+    """A table of every layer that runs on `example_inputs`: name, type, output shape, parameters.
+
+    Runs one forward pass in eval mode without gradients (forward hooks record the shapes).
+    Rows are leaf modules in call order; a module called twice gets two rows.
+    """
+    rows: list[tuple[str, str, str, int]] = []
+
+    def shape_of(out) -> str:
+        if isinstance(out, torch.Tensor):
+            return str(tuple(out.shape))
+        if isinstance(out, (tuple, list)):
+            return ", ".join(shape_of(o) for o in out)
+        return type(out).__name__
+
+    def own_params(mod: nn.Module) -> int:
+        return sum(p.numel() for p in mod.parameters(recurse=False))
+
+    def hook(name: str):
+        def record(mod, _inputs, output):
+            rows.append((name, type(mod).__name__, shape_of(output), own_params(mod)))
+        return record
+
+    # Leaves, plus any container that owns parameters directly, so the rows add up to the total.
+    watched = [(n, m) for n, m in module.named_modules()
+               if n and (not list(m.children()) or own_params(m))]
+    handles = [m.register_forward_hook(hook(n)) for n, m in watched]
+    was_training = module.training
+    try:
+        module.eval()
+        with torch.no_grad():
+            module(*example_inputs)
+    finally:
+        module.train(was_training)
+        for h in handles:
+            h.remove()
+
+    header = ("Layer", "Type", "Output shape", "Params")
+    body = [(n, t, s, f"{p:,}") for n, t, s, p in rows]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(4)]
+
+    def line(r) -> str:
+        return "  ".join([r[0].ljust(widths[0]), r[1].ljust(widths[1]), r[2].ljust(widths[2]),
+                          r[3].rjust(widths[3])])
+
+    rule = "-" * len(line(header))
+    total, trainable = count_params(module), count_params(module, trainable_only=True)
+    return "\n".join([line(header), rule, *map(line, body), rule,
+                      f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+                      f"Non-trainable params: {total - trainable:,}"])
+
+
+# Importing the families registers them. Last, because they import `register_model` from here.
+from bench.models import cgan, dcgan, vanilla  # noqa: E402,F401

@@ -1,0 +1,83 @@
+"""Conditional GANs (Mirza & Osindero 2014): both nets see the class label through an embedding.
+
+* `cgan-mlp`: dense G and D; the label embedding is concatenated to the noise (G) or to the
+  flattened image (D).
+* `cgan-conv`: a conditional DCGAN. G concatenates a 7x7 label map to the projected noise
+  before the transposed convs; D appends a 28x28 label map to the image as a second channel.
+  Depth and width as in `dcgan`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bench.config import ModelConfig
+from bench.models import register_model
+from bench.models.common import (IMAGE_PIXELS, IMAGE_SHAPE, SEED, dense_blocks, downsampling_convs,
+                                 image_head, logit_head, require_labels, seed_projection, upsampling_convs)
+
+
+class MLPGenerator(nn.Module):
+    def __init__(self, cfg: ModelConfig, num_classes: int):
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, cfg.embed_dim)
+        self.body = dense_blocks(cfg.latent_dim + cfg.embed_dim, cfg.hidden, cfg.mlp_blocks, cfg.g_norm)
+        self.head = image_head(cfg.hidden)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = torch.cat([z, self.embed(require_labels(y)).to(z.dtype)], dim=1)
+        return self.head(self.body(h))
+
+
+class MLPDiscriminator(nn.Module):
+    def __init__(self, cfg: ModelConfig, num_classes: int):
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, cfg.embed_dim)
+        self.body = dense_blocks(IMAGE_PIXELS + cfg.embed_dim, cfg.hidden, cfg.mlp_blocks, cfg.d_norm,
+                                 cfg.d_dropout)
+        self.head = logit_head(cfg.hidden)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = torch.cat([x.flatten(1), self.embed(require_labels(y)).to(x.dtype)], dim=1)
+        return self.head(self.body(h))
+
+
+class ConvGenerator(nn.Module):
+    def __init__(self, cfg: ModelConfig, num_classes: int):
+        super().__init__()
+        self.project = seed_projection(cfg.latent_dim, cfg.width, cfg.g_norm)
+        # The label becomes one extra 7x7 channel next to the noise's `width` channels.
+        self.label_map = nn.Sequential(nn.Embedding(num_classes, cfg.embed_dim),
+                                       nn.Linear(cfg.embed_dim, SEED * SEED), nn.Unflatten(1, (1, SEED, SEED)))
+        self.upsample = upsampling_convs(cfg.width + 1, cfg.width, cfg.g_depth, cfg.g_norm)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        seed = self.project(z)
+        return self.upsample(torch.cat([seed, self.label_map(require_labels(y)).to(seed.dtype)], dim=1))
+
+
+class ConvDiscriminator(nn.Module):
+    def __init__(self, cfg: ModelConfig, num_classes: int):
+        super().__init__()
+        # The label becomes a 28x28 map stacked on the image as a second input channel.
+        self.label_map = nn.Sequential(nn.Embedding(num_classes, cfg.embed_dim),
+                                       nn.Linear(cfg.embed_dim, IMAGE_PIXELS), nn.Unflatten(1, IMAGE_SHAPE))
+        self.downsample = downsampling_convs(2, cfg.width, cfg.d_depth, cfg.d_norm, cfg.d_dropout)
+        self.head = logit_head(cfg.width * SEED * SEED)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = torch.cat([x, self.label_map(require_labels(y)).to(x.dtype)], dim=1)
+        return self.head(self.downsample(h))
+
+
+@register_model("cgan-mlp", conditional=True,
+                description="conditional MLP GAN: label embedding concatenated to noise / flattened image")
+def build_cgan_mlp(cfg: ModelConfig, num_classes: int = 10) -> tuple[nn.Module, nn.Module]:
+    return MLPGenerator(cfg, num_classes), MLPDiscriminator(cfg, num_classes)
+
+
+@register_model("cgan-conv", conditional=True,
+                description="conditional DCGAN: label maps concatenated as channels; depth and width as dcgan")
+def build_cgan_conv(cfg: ModelConfig, num_classes: int = 10) -> tuple[nn.Module, nn.Module]:
+    return ConvGenerator(cfg, num_classes), ConvDiscriminator(cfg, num_classes)

@@ -1,0 +1,224 @@
+"""MLflow run lifecycle: store resolution, experiments, buffered metrics, images and artifacts.
+
+We use `MlflowClient` with explicit run ids rather than the fluent `mlflow.start_run` API so
+that several trainings (study workers, nested runs) never share a global "active run".
+`NullTracker` has the same interface and does nothing (tracking off, benchmarks).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+DEFAULT_STORE = Path("mlruns")
+MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
+MAX_PARAMS_PER_BATCH = 100
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (unreachable, unwritable)."""
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE}/mlflow.db"
+
+
+def mask_uri(uri: str) -> str:
+    """Hide a password in a URL (`postgresql://user:***@host/db`) before it is logged or printed."""
+    parts = urlsplit(uri)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    return uri
+
+
+def safe_name(name: str) -> str:
+    """A name that cannot escape a folder: no separators, no `..`."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.=,:+-]+", "_", name).strip("._") or "unnamed"
+    return cleaned.replace("..", "_")
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def client(tracking_uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_experiment(tracking_uri: str, name: str) -> str:
+    """Create the store (once, in the calling process) and the experiment; return its id.
+
+    For a local SQLite store, artifacts go under `<store folder>/artifacts/<experiment>`,
+    next to the database, so one folder (`mlruns/`) holds everything.
+    """
+    from mlflow.exceptions import MlflowException
+
+    db = _sqlite_path(tracking_uri)
+    artifact_location = None
+    if db is not None:
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrackingError(f"tracking store {tracking_uri!r}: cannot create {db.parent} ({e.strerror})") from None
+        artifact_location = (db.parent / "artifacts" / safe_name(name)).resolve().as_uri()
+    try:
+        c = client(tracking_uri)
+        exp = c.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return c.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:  # another process created it first
+            exp = c.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+    except TrackingError:
+        raise
+    except Exception as e:  # any backend failure: say which store and why, before training starts
+        raise TrackingError(f"tracking store {mask_uri(tracking_uri)!r} is not usable: {e}") from None
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class MlflowTracker:
+    """One MLflow run. Metrics are buffered and sent with `log_batch`, never one call per value."""
+
+    def __init__(self, tracking_uri: str, experiment: str, run_name: str | None = None,
+                 tags: dict[str, Any] | None = None, parent_run_id: str | None = None,
+                 flush_every: int = MAX_METRICS_PER_BATCH):
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        self.tracking_uri = tracking_uri
+        self.client = client(tracking_uri)
+        experiment_id = ensure_experiment(tracking_uri, experiment)
+        all_tags = {k: str(v) for k, v in (tags or {}).items()}
+        if parent_run_id:
+            all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+        self.run_id = run.info.run_id
+        self.artifact_uri = run.info.artifact_uri
+        self._buffer: list = []
+        self._flush_every = flush_every
+
+    # -- values ------------------------------------------------------------
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, "None" if v is None else str(v)) for k, v in params.items()]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._buffer += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if len(self._buffer) >= self._flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        while self._buffer:
+            chunk, self._buffer = self._buffer[:MAX_METRICS_PER_BATCH], self._buffer[MAX_METRICS_PER_BATCH:]
+            self.client.log_batch(self.run_id, metrics=chunk)
+
+    # -- files ---------------------------------------------------------------
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        """An image series: the MLflow UI shows it with a step slider."""
+        self.client.log_image(self.run_id, image, key=key, step=step)
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_dict(self, data: dict, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, data, artifact_file)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_torch(self, obj: Any, artifact_file: str) -> None:
+        import torch
+
+        folder, name = os.path.split(artifact_file)
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(obj, Path(tmp) / name)
+            self.log_artifact(Path(tmp) / name, folder or None)
+
+    # -- lifecycle ---------------------------------------------------------
+    def end(self, status: str = "FINISHED") -> None:
+        self.flush()
+        self.client.set_terminated(self.run_id, status=status)
+
+    def __enter__(self) -> "MlflowTracker":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.end("FINISHED")
+            return
+        try:
+            if issubclass(exc_type, KeyboardInterrupt):
+                self.end("KILLED")
+            else:
+                self.set_tags({"error": f"{exc_type.__name__}: {exc}"[:5000]})
+                self.end("FAILED")
+        except Exception:  # never hide the original error behind a logging failure
+            pass
+
+
+class NullTracker:
+    """Tracking off: the same interface, nothing written."""
+
+    run_id = None
+    artifact_uri = None
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def figure_to_png(figure) -> bytes:
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def json_default(obj):
+    return obj.item() if hasattr(obj, "item") else str(obj)
+
+
+def dumps(data: dict) -> str:
+    return json.dumps(data, indent=2, default=json_default)
