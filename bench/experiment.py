@@ -6,6 +6,8 @@ tracking store) is checked before a run is created, so a typo never leaves an em
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -20,7 +22,7 @@ from bench.config import RunConfig, flatten
 from bench.evaluator import Evaluator, evaluate_gan, load_or_train
 from bench.models import GAN, build_gan, count_params, summary, uses_reference
 from bench.plots import curves_figure
-from bench.tracking import MlflowTracker, NullTracker, ensure_experiment, git_commit
+from bench.tracking import TAG_CONFIG_ID, TAG_DIVERGED, MlflowTracker, NullTracker, ensure_experiment, git_commit
 from bench.train import EpochHook, TrainResult, resolve_device, train
 
 GRID_COLUMNS = 10
@@ -60,12 +62,19 @@ def run_name(cfg: RunConfig) -> str:
     return ",".join([cfg.model.name, *labels, f"seed={cfg.seed}"])
 
 
+def config_id(cfg: RunConfig) -> str:
+    """Identifies a configuration across seeds (runs that differ only by seed share it)."""
+    flat = {k: v for k, v in flatten(cfg).items() if k != "seed"}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def run_tags(cfg: RunConfig, device: torch.device) -> dict[str, str]:
     labels = techniques.technique_labels(cfg)
     tags = {"model_family": cfg.model.name, "dataset": cfg.data.dataset, "seed": str(cfg.seed),
             "device": str(device), "techniques": ",".join(f"{k}={v}" for k, v in labels.items()) or "baseline",
             "host": platform.node()}
     tags.update({f"technique.{k}": v for k, v in labels.items()})
+    tags[TAG_CONFIG_ID] = config_id(cfg)
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -144,7 +153,7 @@ def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-benc
                                                      cfg.model.latent_dim, seed=cfg.seed),
                        hooks=[log_samples, *hooks], progress=progress)
         if result.diverged:
-            tracker.set_tags({"diverged": "true"})
+            tracker.set_tags({TAG_DIVERGED: "true"})
         for fig_name, fig in curves_figure(result.history).items():
             tracker.log_figure(fig, f"plots/{fig_name}.png")
         if log_checkpoints:

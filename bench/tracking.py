@@ -25,6 +25,15 @@ MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
 MAX_PARAMS_PER_BATCH = 100
 
 
+# Tags that tie runs to studies; reports and analyses find runs by them.
+TAG_STUDY = "study"              # study name (also the MLflow experiment name)
+TAG_ROLE = "role"                # "parent" (one per study) or "trial" (one per trial and seed)
+TAG_TRIAL = "trial"              # Optuna trial number
+TAG_CONFIG = "config_label"      # the varied parameters, e.g. "real_target=0.9,fake_target=0.1"; seeds pool by it
+TAG_CONFIG_ID = "config_id"      # hash of the whole config without the seed
+TAG_DIVERGED = "diverged"
+
+
 class TrackingError(RuntimeError):
     """The tracking store cannot be used (unreachable, unwritable)."""
 
