@@ -10,7 +10,7 @@ import hashlib
 import json
 import platform
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -96,7 +96,8 @@ def sample_grid(gan: GAN, noise: torch.Tensor, labels: torch.Tensor | None) -> n
 def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-bench",
         context: Context | None = None, name: str | None = None, tags: dict[str, Any] | None = None,
         parent_run_id: str | None = None, hooks: Sequence[EpochHook] = (), progress: bool = True,
-        log_checkpoints: bool = True) -> RunResult:
+        log_checkpoints: bool = True, killed_on: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
+        on_run_start: Callable[[str], None] | None = None) -> RunResult:
     """Train `cfg` and log it as one MLflow run (tracking_uri None: tracking off)."""
     ctx = context or prepare(cfg, progress)
     if tracking_uri is not None:
@@ -132,7 +133,10 @@ def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-benc
 
     tracker = (NullTracker() if tracking_uri is None else
                MlflowTracker(tracking_uri, experiment, run_name=name or run_name(cfg),
-                             tags={**run_tags(cfg, device), **(tags or {})}, parent_run_id=parent_run_id))
+                             tags={**run_tags(cfg, device), **(tags or {})}, parent_run_id=parent_run_id,
+                             killed_on=killed_on))
+    if on_run_start is not None and tracker.run_id is not None:
+        on_run_start(tracker.run_id)
     with tracker:
         n_g, n_d = count_params(gan.generator), count_params(gan.discriminator)
         tracker.log_params({**flatten(cfg), "model/g_params": n_g, "model/d_params": n_d,

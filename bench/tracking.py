@@ -115,7 +115,8 @@ class MlflowTracker:
 
     def __init__(self, tracking_uri: str, experiment: str, run_name: str | None = None,
                  tags: dict[str, Any] | None = None, parent_run_id: str | None = None,
-                 flush_every: int = MAX_METRICS_PER_BATCH):
+                 flush_every: int = MAX_METRICS_PER_BATCH,
+                 killed_on: tuple[type[BaseException], ...] = (KeyboardInterrupt,)):
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         self.tracking_uri = tracking_uri
@@ -129,6 +130,7 @@ class MlflowTracker:
         self.artifact_uri = run.info.artifact_uri
         self._buffer: list = []
         self._flush_every = flush_every
+        self._killed_on = killed_on  # exceptions that mean "stopped on purpose" (Ctrl-C, a pruned trial)
 
     # -- values ------------------------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:
@@ -194,7 +196,7 @@ class MlflowTracker:
             self.end("FINISHED")
             return
         try:
-            if issubclass(exc_type, KeyboardInterrupt):
+            if issubclass(exc_type, self._killed_on):
                 self.end("KILLED")
             else:
                 self.set_tags({"error": f"{exc_type.__name__}: {exc}"[:5000]})

@@ -25,9 +25,18 @@ class MLPGenerator(nn.Module):
         self.body = dense_blocks(cfg.latent_dim + cfg.embed_dim, cfg.hidden, cfg.mlp_blocks, cfg.g_norm)
         self.head = image_head(cfg.hidden)
 
+    @property
+    def label_embedding(self) -> nn.Embedding:
+        """The label-embedding table (num_classes, embed_dim) G conditions on."""
+        return self.embed
+
+    def forward_embedding(self, z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """G fed an embedding vector e (B, embed_dim) instead of a label: forward(z, y) is
+        forward_embedding(z, label_embedding(y)). Lets analyses probe embeddings no label has."""
+        return self.head(self.body(torch.cat([z, e.to(z.dtype)], dim=1)))
+
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = torch.cat([z, self.embed(require_labels(y)).to(z.dtype)], dim=1)
-        return self.head(self.body(h))
+        return self.forward_embedding(z, self.embed(require_labels(y)))
 
 
 class MLPDiscriminator(nn.Module):
@@ -52,9 +61,19 @@ class ConvGenerator(nn.Module):
                                        nn.Linear(cfg.embed_dim, SEED * SEED), nn.Unflatten(1, (1, SEED, SEED)))
         self.upsample = upsampling_convs(cfg.width + 1, cfg.width, cfg.g_depth, cfg.g_norm)
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def label_embedding(self) -> nn.Embedding:
+        """The label-embedding table (num_classes, embed_dim) G conditions on."""
+        return self.label_map[0]
+
+    def forward_embedding(self, z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """G fed an embedding vector e (B, embed_dim) instead of a label (see MLPGenerator)."""
         seed = self.project(z)
-        return self.upsample(torch.cat([seed, self.label_map(require_labels(y)).to(seed.dtype)], dim=1))
+        label_map = self.label_map[1:](e)  # Linear + Unflatten: the 7x7 label channel
+        return self.upsample(torch.cat([seed, label_map.to(seed.dtype)], dim=1))
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_embedding(z, self.label_embedding(require_labels(y)))
 
 
 class ConvDiscriminator(nn.Module):

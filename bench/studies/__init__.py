@@ -1,0 +1,104 @@
+"""Studies: each technique question as an Optuna search over harness configs, every trial an MLflow run.
+
+- `spec`: the study-file schema and its validation (nothing runs on a bad file);
+- `runner`: storage, queue, workers, resumption, MLflow parent/child runs;
+- `summary`: the trials table, best trial(s) and Optuna plots on the parent run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from bench.studies.spec import StudyError, StudySpec, load_study
+
+__all__ = ["StudyError", "StudySpec", "load_study", "register_cli"]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.cli import overrides_from_args, tracking_uri_from_args
+    from bench.studies import runner, summary
+    from bench.tracking import mask_uri
+
+    overrides = overrides_from_args(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        spec, text = load_study(args.file, overrides)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    uri = tracking_uri_from_args(args)
+    storage = args.storage or runner.default_storage(uri)
+    study, parent_id, retried = runner.prepare(spec, text, storage, uri)
+    if retried:
+        print(f"retrying trials left running by a dead worker: {retried}")
+    before = runner.counts(study)
+    if before["waiting"] == 0:
+        print(f"study {spec.name!r} is already finished ({before['complete']} complete, "
+              f"{before['pruned']} pruned, {before['fail']} failed); nothing to do.")
+        summary.log_to_parent(study, spec, uri, parent_id, complete=True)
+        return 0
+    print(f"study {spec.name!r}: {before['waiting']} trials to run, {args.workers} worker(s); "
+          f"storage {mask_uri(storage)}; MLflow {mask_uri(uri)} (parent run {parent_id})")
+    plan = runner.Plan(spec=spec, storage_url=storage, tracking_uri=uri, overrides=overrides,
+                       parent_run_id=parent_id, max_trials=args.n_trials, timeout=args.timeout or spec.budget.timeout,
+                       workers=args.workers, progress=not args.quiet)
+    try:
+        after = runner.run_study(plan, study)
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are kept; run the same command again to resume", file=sys.stderr)
+        summary.log_to_parent(study, spec, uri, parent_id, complete=False)
+        return 130
+    complete = after["waiting"] == 0 and after["running"] == 0
+    summary.log_to_parent(study, spec, uri, parent_id, complete=complete)
+    print(summary.format_table(summary.trials_table(study)))
+    print(f"best: {runner.best_text(study)}" + ("" if complete else "  (study not finished: run again to resume)"))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import optuna
+
+    from bench.cli import tracking_uri_from_args
+    from bench.studies import runner, summary
+
+    name = args.study
+    if Path(name).is_file():
+        name = load_study(name)[0].name
+    uri = tracking_uri_from_args(args)
+    storage = args.storage or runner.default_storage(uri)
+    try:
+        study = optuna.load_study(study_name=name, storage=runner.make_storage(storage))
+    except KeyError:
+        raise StudyError(f"study {name!r} not found in storage {storage!r}") from None
+    print(summary.format_table(summary.trials_table(study)))
+    print("counts:", ", ".join(f"{k} {v}" for k, v in runner.counts(study).items()))
+    for t in summary.best_trials(study):
+        print(f"best: trial {t.number} values={t.values} params={t.params}")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    from bench.cli import add_run_options
+
+    p = subparsers.add_parser("study", help="run Optuna studies over technique spaces (studies/*.toml)")
+    sub = p.add_subparsers(dest="study_command", required=True, metavar="ACTION")
+
+    r = sub.add_parser("run", help="create or resume a study and run its trials",
+                       description="Create the study (or resume it: same name, same storage) and run trials.")
+    r.add_argument("file", help="study file (TOML), e.g. studies/smoke.toml")
+    r.add_argument("--n-trials", type=int, help="run at most N trials in this invocation (all workers together)")
+    r.add_argument("--timeout", type=float, help="stop starting new trials after S seconds")
+    r.add_argument("--storage", help="Optuna storage URL (postgresql://...) or journal file "
+                                     "(default: optuna-journal.log next to the MLflow store)")
+    r.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (and the GPU)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_options(r)
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("status", help="print a study's trials table and best trial(s)")
+    s.add_argument("study", help="study file or study name")
+    s.add_argument("--storage")
+    s.add_argument("--tracking-uri")
+    s.set_defaults(func=cmd_status)

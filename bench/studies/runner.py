@@ -1,0 +1,422 @@
+"""Running a study: Optuna storage and study, MLflow parent/child runs, workers, resumption.
+
+How trials are handed out: the study's whole budget is put in Optuna's queue up front, as
+WAITING trials (`enqueue_trial`): grid cells with their parameters, or empty "slots" that
+the sampler fills when a worker claims them (so TPE still learns from finished trials).
+A worker claims a WAITING trial with one atomic storage update (WAITING -> RUNNING) and
+never creates trials of its own. So K workers never duplicate a grid cell or exceed the
+budget, and an interrupted study resumes with exactly the trials that are left.
+
+A worker writes a heartbeat into its running trial; on the next `study run`, a RUNNING trial
+whose worker is gone (dead pid on this host, or a stale heartbeat) is marked FAIL and its
+parameters are enqueued again (retried).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from bench.config import build_config
+from bench.studies.spec import StudySpec, file_hash
+from bench.tracking import (TAG_CONFIG, TAG_ROLE, TAG_STUDY, TAG_TRIAL, TrackingError, client,
+                            ensure_experiment, mask_uri)
+
+HEARTBEAT_S = 20.0
+STALE_AFTER_S = 300.0  # a RUNNING trial on another host without a heartbeat for this long is dead
+PARENT_ATTR = "mlflow_parent_run_id"
+
+
+# ---------------------------------------------------------------------------
+# Storage, sampler, pruner
+
+
+def default_storage(tracking_uri: str) -> str:
+    """A journal file next to a local MLflow store (safe for several processes on one machine)."""
+    if tracking_uri.startswith("sqlite:///"):
+        folder = Path(tracking_uri[len("sqlite:///"):]).parent
+    else:
+        folder = Path("mlruns")
+    return str(folder / "optuna-journal.log")
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage URL (postgresql://, sqlite://, ...) or a journal file path."""
+    if "://" in url:
+        return optuna.storages.RDBStorage(url)
+    path = Path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    s = spec.sampler
+    if s.type == "grid":
+        return optuna.samplers.GridSampler({k: p.grid_values() for k, p in spec.space.items()}, seed=s.seed)
+    if s.type == "tpe":
+        return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True)
+    if s.type == "gp":
+        return optuna.samplers.GPSampler(seed=s.seed)
+    return optuna.samplers.RandomSampler(seed=s.seed)
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    p = spec.pruner
+    if p.type == "median":
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
+    elif p.type == "hyperband":
+        pruner = optuna.pruners.HyperbandPruner()
+    else:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.PatientPruner(pruner, patience=p.patience) if p.patience else pruner
+
+
+def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    return optuna.create_study(study_name=spec.name, storage=storage, load_if_exists=True,
+                               sampler=make_sampler(spec), pruner=make_pruner(spec),
+                               directions=list(spec.objective.directions))
+
+
+# ---------------------------------------------------------------------------
+# Preparing a study (parent process, once, before any worker starts)
+
+
+@dataclass
+class Plan:
+    """What one `study run` invocation does; picklable, handed to every worker."""
+
+    spec: StudySpec
+    storage_url: str
+    tracking_uri: str
+    overrides: dict[str, Any]
+    parent_run_id: str
+    max_trials: int | None = None
+    timeout: float | None = None
+    workers: int = 1
+    progress: bool = True
+    retried: list[int] = field(default_factory=list)
+
+
+def _counted(trial: optuna.trial.FrozenTrial) -> bool:
+    """Trials that use up budget: all except failures that were retried (their retry counts)."""
+    return not trial.user_attrs.get("retried", False)
+
+
+def recover_stale(study: optuna.Study) -> list[int]:
+    """Mark RUNNING trials whose worker is gone as FAIL and enqueue them again. Returns their numbers."""
+    here = socket.gethostname()
+    now = time.time()
+    retried = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        host, pid = t.user_attrs.get("worker_host"), t.user_attrs.get("worker_pid")
+        beat = t.user_attrs.get("heartbeat", 0.0)
+        gone = (host == here and pid is not None and not _alive(pid)) or now - beat > STALE_AFTER_S
+        if not gone:
+            continue
+        study._storage.set_trial_user_attr(t._trial_id, "retried", True)
+        study._storage.set_trial_user_attr(t._trial_id, "error", "worker died (killed or crashed)")
+        if study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            retried.append(t.number)
+    return retried
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def enqueue_budget(spec: StudySpec, study: optuna.Study) -> int:
+    """Put what is left of the budget in the queue; returns how many trials were added."""
+    trials = study.get_trials(deepcopy=False)
+    if spec.sampler.type == "grid":
+        seen = [t.params for t in trials if _counted(t) or t.state == TrialState.WAITING]
+        todo = [cell for cell in spec.grid()[:spec.n_trials] if cell not in seen]
+        for cell in todo:
+            study.enqueue_trial(cell)
+        return len(todo)
+    missing = spec.n_trials - sum(1 for t in trials if _counted(t))
+    for _ in range(max(0, missing)):
+        study.enqueue_trial({})
+    return max(0, missing)
+
+
+def prepare(spec: StudySpec, study_text: str, storage_url: str, tracking_uri: str) -> tuple[optuna.Study, str, list[int]]:
+    """Create (or resume) the Optuna study and the MLflow parent run; fill the queue."""
+    experiment_id = ensure_experiment(tracking_uri, spec.name)  # creates the MLflow DB once, here
+    try:
+        study = open_study(spec, make_storage(storage_url))
+    except Exception as e:
+        raise TrackingError(f"Optuna storage {mask_uri(storage_url)!r} is not usable: {e}") from None
+    mlflow = client(tracking_uri)
+    parent_id = study.user_attrs.get(PARENT_ATTR)
+    if parent_id is None:
+        tags = {TAG_STUDY: spec.name, TAG_ROLE: "parent", "sampler": spec.sampler.type, "pruner": spec.pruner.type,
+                "objective": ",".join(f"{m}:{d}" for m, d in zip(spec.objective.metrics, spec.objective.directions)),
+                "space_keys": _json(list(spec.space)), "study_file_sha256": file_hash(study_text),
+                "repeats": spec.repeats, "mlflow.note.content": spec.description,
+                "optuna_storage": mask_uri(storage_url)}
+        if spec.reproduces:
+            tags["reproduces"] = spec.reproduces
+        run = mlflow.create_run(experiment_id, run_name=f"study:{spec.name}", tags={k: str(v) for k, v in tags.items()})
+        parent_id = run.info.run_id
+        mlflow.log_text(parent_id, study_text, "study.toml")
+        study.set_user_attr(PARENT_ATTR, parent_id)
+    else:
+        mlflow.update_run(parent_id, status="RUNNING")
+    retried = recover_stale(study)
+    enqueue_budget(spec, study)
+    return study, parent_id, retried
+
+
+# ---------------------------------------------------------------------------
+# Workers
+
+
+class _Heartbeat:
+    """Writes a timestamp into the running trial so other processes can tell it is alive."""
+
+    def __init__(self, study: optuna.Study, trial_id: int):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(study, trial_id), daemon=True)
+
+    def _beat(self, study, trial_id):
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                study._storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+            except Exception:  # the trial finished meanwhile, or the storage hiccupped: next beat
+                pass
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def claim(study: optuna.Study) -> optuna.Trial | None:
+    """Atomically take one WAITING trial (or None when the queue is empty)."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if study._storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+            trial = optuna.Trial(study, t._trial_id)
+            for key, value in {"worker_host": socket.gethostname(), "worker_pid": os.getpid(),
+                               "heartbeat": time.time()}.items():
+                trial.set_user_attr(key, value)
+            return trial
+    return None
+
+
+def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    """Sample the space (conditional parameters only when their `when` holds)."""
+    params: dict[str, Any] = {}
+    for key, p in spec.space.items():
+        if p.when and any(params.get(k) != v for k, v in p.when.items()):
+            continue
+        if p.type == "categorical":
+            params[key] = trial.suggest_categorical(key, p.choices)
+        elif p.type == "int":
+            params[key] = trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+        else:
+            params[key] = trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
+    return params
+
+
+def objective(trial: optuna.Trial, plan: Plan, contexts: dict) -> list[float]:
+    """Train the trial's configuration with `repeats` seeds; the objective is their mean."""
+    from bench import experiment
+
+    spec = plan.spec
+    params = suggest(trial, spec)
+    base = build_config(spec.base, plan.overrides)
+    label = spec.short_label(params)
+    run_ids: list[str] = []
+    per_seed: list[list[float]] = []
+    for k in range(spec.repeats):
+        cfg = build_config(base.model_dump(), {**params, "seed": base.seed + k})
+        key = (cfg.device, cfg.data.dataset, cfg.data.root, cfg.eval.evaluator_epochs, cfg.eval.evaluator_subset)
+        if key not in contexts:
+            contexts[key] = experiment.prepare(cfg, progress=plan.progress and plan.workers == 1)
+        hooks = [_pruning_hook(trial, spec.objective.watched)] if k == 0 and spec.pruner.type != "none" else []
+        tags = {TAG_STUDY: spec.name, TAG_ROLE: "trial", TAG_TRIAL: trial.number, TAG_CONFIG: label,
+                **{f"param.{p}": v for p, v in params.items()}}
+
+        def started(run_id: str) -> None:
+            run_ids.append(run_id)
+            trial.set_user_attr("mlflow_run_ids", list(run_ids))
+
+        result = experiment.run(cfg, tracking_uri=plan.tracking_uri, experiment=spec.name, context=contexts[key],
+                                name=f"{label},seed={cfg.seed}", tags=tags, parent_run_id=plan.parent_run_id,
+                                hooks=hooks, progress=plan.progress and plan.workers == 1,
+                                killed_on=(KeyboardInterrupt, optuna.TrialPruned), on_run_start=started)
+        if result.result.diverged:
+            trial.set_user_attr("diverged", True)
+        missing = [m for m in spec.objective.metrics if m not in result.metrics]
+        if missing:
+            raise RuntimeError(f"run {result.run_id} did not produce {missing}")
+        per_seed.append([result.metrics[m] for m in spec.objective.metrics])
+    return [sum(vals) / len(vals) for vals in zip(*per_seed)]
+
+
+def _pruning_hook(trial: optuna.Trial, metric: str) -> Callable[[int, dict], None]:
+    name = metric.removeprefix("eval/")
+
+    def hook(epoch: int, metrics: dict) -> None:
+        if name in metrics:
+            trial.report(metrics[name], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+    return hook
+
+
+def run_one(study: optuna.Study, trial: optuna.Trial, plan: Plan, contexts: dict) -> TrialState:
+    """Run a claimed trial and record its outcome; an exception fails this trial, never the study."""
+    with _Heartbeat(study, trial._trial_id):
+        try:
+            values = objective(trial, plan, contexts)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            return TrialState.PRUNED
+        except Exception as e:  # a crash in one trial must not lose the others
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
+            study.tell(trial, state=TrialState.FAIL)
+            return TrialState.FAIL
+    study.tell(trial, values)
+    return TrialState.COMPLETE
+
+
+class _Budget:
+    """How many more trials this invocation may start (shared by all workers through a lock)."""
+
+    def __init__(self, limit: int | None, timeout: float | None, shared=None):
+        self.deadline = None if timeout is None else time.time() + timeout
+        self.shared = shared  # multiprocessing.Value for several workers, else a plain counter
+        self.left = limit
+
+    def take(self) -> bool:
+        if self.deadline is not None and time.time() >= self.deadline:
+            return False
+        if self.shared is not None:
+            with self.shared.get_lock():
+                if self.shared.value == 0:
+                    return False
+                self.shared.value -= 1  # -1 means unlimited: it never reaches 0
+                return True
+        if self.left is None:
+            return True
+        if self.left == 0:
+            return False
+        self.left -= 1
+        return True
+
+    def give_back(self) -> None:
+        if self.shared is not None:
+            with self.shared.get_lock():
+                self.shared.value += 1
+        elif self.left is not None:
+            self.left += 1
+
+
+def work(plan: Plan, budget: _Budget, on_trial_end: Callable[[], None] | None = None) -> None:
+    """One worker: claim and run trials until the queue, the invocation budget or the time is used up."""
+    if plan.workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.workers))  # split the cores
+    study = open_study(plan.spec, make_storage(plan.storage_url))
+    contexts: dict = {}
+    while budget.take():
+        trial = claim(study)
+        if trial is None:
+            budget.give_back()
+            return
+        run_one(study, trial, plan, contexts)
+        if on_trial_end:
+            on_trial_end()
+
+
+def _worker_main(plan: Plan, shared) -> None:
+    work(plan, _Budget(None, plan.timeout, shared))
+
+
+# ---------------------------------------------------------------------------
+# The invocation: prepare, run workers, summarise
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    trials = study.get_trials(deepcopy=False)
+    out = {s.name.lower(): 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
+                                       TrialState.RUNNING, TrialState.WAITING)}
+    for t in trials:
+        if t.state == TrialState.FAIL and not _counted(t):
+            continue
+        out[t.state.name.lower()] += 1
+    return out
+
+
+def best_text(study: optuna.Study) -> str:
+    try:
+        if len(study.directions) > 1:
+            return f"{len(study.best_trials)} Pareto-optimal"
+        return f"{study.best_value:.4g} (trial {study.best_trial.number})"
+    except ValueError:
+        return "-"
+
+
+def run_study(plan: Plan, study: optuna.Study) -> dict[str, int]:
+    """Run the plan's workers (in this process when there is one) with a live progress view."""
+    waiting = counts(study)["waiting"]
+    total = waiting if plan.max_trials is None else min(waiting, plan.max_trials)
+    bar = tqdm(total=total, desc=f"study {plan.spec.name}", unit="trial", disable=not plan.progress,
+               position=0, dynamic_ncols=True)
+
+    def refresh() -> None:
+        c = counts(study)
+        bar.n = min(total, c["complete"] + c["pruned"] + c["fail"] - done_before)
+        bar.set_postfix(done=c["complete"], running=c["running"], pruned=c["pruned"], failed=c["fail"],
+                        best=best_text(study), refresh=False)
+        bar.refresh()
+
+    c0 = counts(study)
+    done_before = c0["complete"] + c0["pruned"] + c0["fail"]
+    if plan.workers == 1:
+        work(plan, _Budget(plan.max_trials, plan.timeout), on_trial_end=refresh)
+    else:
+        ctx = mp.get_context("spawn")  # fork is unsafe with torch threads and open storages
+        shared = ctx.Value("i", -1 if plan.max_trials is None else plan.max_trials)
+        procs = [ctx.Process(target=_worker_main, args=(plan, shared), daemon=False) for _ in range(plan.workers)]
+        for p in procs:
+            p.start()
+        while any(p.is_alive() for p in procs):
+            time.sleep(1.0)
+            refresh()
+        for p in procs:
+            p.join()
+    refresh()
+    bar.close()
+    return counts(study)
+
+
+def _json(obj) -> str:
+    import json
+
+    return json.dumps(obj, default=str)
