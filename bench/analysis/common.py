@@ -12,16 +12,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import nn
@@ -87,6 +91,21 @@ def get_run(client, run_id: str, tracking_uri: str):
     return run
 
 
+@contextlib.contextmanager
+def _no_download_bars():
+    """MLflow draws a progress bar per downloaded file; three tiny files do not need them."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    old = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
 def load_run(run_id: str, tracking_uri: str, *, data_root: str | None = None, device: str = "auto",
              progress: bool = True) -> LoadedRun:
     """Rebuild run `run_id`: config, generator and discriminator weights, data and evaluator.
@@ -98,7 +117,7 @@ def load_run(run_id: str, tracking_uri: str, *, data_root: str | None = None, de
 
     client = open_store(tracking_uri)
     get_run(client, run_id, tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="gan-bench-analysis-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gan-bench-analysis-") as tmp, _no_download_bars():
         files = {}
         for name in ("config.json", *CHECKPOINTS.values()):
             try:
@@ -312,41 +331,41 @@ def publish(client, run_id: str, result: AnalysisResult) -> list[str]:
 def image_grid(images: torch.Tensor, ncols: int, *, titles: list[str] | None = None,
                row_labels: list[str] | None = None, col_labels: list[str] | None = None,
                suptitle: str | None = None, cell: float = 0.75) -> Figure:
-    """A grid of (N, 1, 28, 28) images in [-1, 1], with optional per-image titles and row/column labels.
+    """A grid of (N, 1, 28, 28) images in [-1, 1] (NaN images show as blanks), drawn as one mosaic.
 
-    `None` rows in `images` are not supported; pass NaN-filled images for blanks (shown empty).
+    Optional: a small title above each image, labels left of each row and above each column.
+    One `imshow` plus text, so hundreds of images cost little. `cell`: inches per image.
     """
     pics = images.detach().float().cpu().clamp(-1, 1)[:, 0].numpy()
-    n = len(pics)
-    nrows = max(1, math.ceil(n / ncols))
-    title_h = 0.22 if titles else 0.0
-    left = 0.55 if row_labels else 0.05
-    top = 0.45 if suptitle else 0.1
-    top += 0.2 if col_labels else 0.0
-    width, height = left + ncols * cell + 0.05, top + nrows * (cell + title_h) + 0.05
-    fig = Figure(figsize=(width, height))
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-        if i < n:
-            ax.imshow(pics[i], cmap="gray", vmin=-1, vmax=1)
-        head = []
-        if col_labels and i < ncols and i < len(col_labels):
-            head.append(col_labels[i])
-        if titles and i < n:
-            head.append(titles[i])
-        if head:
-            ax.set_title("\n".join(head), fontsize=6, pad=2)
-    if row_labels:
-        for r, label in enumerate(row_labels[:nrows]):
-            axes[r, 0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-    fig.subplots_adjust(left=left / width, right=1 - 0.05 / width, bottom=0.05 / height,
-                        top=1 - top / height, wspace=0.05, hspace=(title_h + 0.05) / cell)
+    size, pad = pics.shape[-1] if len(pics) else 28, 2
+    band = 9 if titles else 0  # pixels above each image for its title
+    nrows = max(1, math.ceil(len(pics) / ncols))
+    height, width = nrows * (size + pad + band) + pad, ncols * (size + pad) + pad
+    canvas = np.full((height, width), np.nan)
+    corners = []
+    for i, pic in enumerate(pics):
+        r, c = divmod(i, ncols)
+        y0, x0 = pad + band + r * (size + pad + band), pad + c * (size + pad)
+        canvas[y0:y0 + size, x0:x0 + size] = pic
+        corners.append((y0, x0))
+    inch = cell / (size + pad)
+    left = 0.6 if row_labels else 0.05
+    top = (0.4 if suptitle else 0.05) + (0.18 if col_labels else 0.0)
+    fig_w, fig_h = left + width * inch + 0.05, top + height * inch + 0.05
+    fig = Figure(figsize=(fig_w, fig_h))
+    ax = fig.add_axes((left / fig_w, 0.05 / fig_h, width * inch / fig_w, height * inch / fig_h))
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")
+    ax.imshow(canvas, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    for i, (y0, x0) in enumerate(corners):
+        if titles and i < len(titles) and titles[i]:
+            ax.text(x0 + size / 2, y0 - 1, titles[i], ha="center", va="bottom", fontsize=5.5)
+    for r, label in enumerate((row_labels or [])[:nrows]):
+        ax.text(-2, pad + band + r * (size + pad + band) + size / 2, label, ha="right", va="center", fontsize=7)
+    for c, label in enumerate((col_labels or [])[:ncols]):
+        ax.text(pad + c * (size + pad) + size / 2, -1, label, ha="center", va="bottom", fontsize=6)
     if suptitle:
-        fig.suptitle(suptitle, fontsize=9, y=1 - 0.1 / height, va="top")
+        fig.suptitle(suptitle, fontsize=8, y=1 - 0.05 / fig_h, va="top")
     return fig
 
 

@@ -148,7 +148,9 @@ def enqueue_budget(spec: StudySpec, study: optuna.Study) -> int:
     """Put what is left of the budget in the queue; returns how many trials were added."""
     trials = study.get_trials(deepcopy=False)
     if spec.sampler.type == "grid":
-        seen = [t.params for t in trials if _counted(t) or t.state == TrialState.WAITING]
+        # A WAITING trial has no params yet: its cell is in the `fixed_params` system attribute.
+        seen = [t.params if t.state != TrialState.WAITING else t.system_attrs.get("fixed_params", {})
+                for t in trials if _counted(t)]
         todo = [cell for cell in spec.grid()[:spec.n_trials] if cell not in seen]
         for cell in todo:
             study.enqueue_trial(cell)

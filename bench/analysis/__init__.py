@@ -1,0 +1,145 @@
+"""`gan-bench analyze latent|discriminator|retrain`: analyses of a finished run, logged back to it.
+
+Each analysis loads a run's checkpoints from MLflow (`--run RUN_ID`, or `--study NAME` for the
+best trial of a study), computes its numbers, figures and tables (`bench.analysis.<name>.analyze`,
+no I/O), and `common.publish` logs them to that run under `analysis/<name>/`: figures as PNG,
+tables as JSON and CSV, `summary.json` (options, metrics, notes), and metrics named
+`analysis/<name>/<metric>`. Same `--seed`, same numbers.
+
+Only this file knows argparse; the analysis modules are imported when a command runs, so
+`gan-bench --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+ANALYSES = {
+    "latent": "latent space and label embeddings: class means, labeled latent vectors, interpolation, "
+              "noise, out-of-distribution embeddings (reports 000, 003, 004)",
+    "discriminator": "discriminator accuracy per class on real and generated images (report 003 2.2)",
+    "retrain": "train the evaluator's architecture on real/generated mixes; CAS (reports 001, 002)",
+}
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 1")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 0")
+    return value
+
+
+def _at_least_two(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 2")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be in [0, 1]")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be > 0")
+    return value
+
+
+def _common_options(p: argparse.ArgumentParser) -> None:
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--run", metavar="RUN_ID", help="the MLflow run to analyse (it must have checkpoints)")
+    target.add_argument("--study", metavar="NAME", help="analyse the best trial of this study")
+    p.add_argument("--objective", metavar="METRIC:DIRECTION",
+                   help="with --study: rank trials by this, e.g. eval/fid:minimize "
+                        "(default: the study's parent run's `objective` tag)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
+    p.add_argument("--data-root", help="data root (default: the run's, else $GANBENCH_DATA_ROOT or ./data)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where to analyse, whatever the run trained on (default: auto)")
+    p.add_argument("--seed", type=_non_negative, default=0, help="seed for every random draw (default: 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _latent_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n-pool", type=_positive, default=20_000, help="latent vectors sampled and labelled (default: 20000)")
+    p.add_argument("--threshold", type=_probability, default=0.9,
+                   help="evaluator confidence that makes a latent vector labeled (default: 0.9)")
+    p.add_argument("--n-random", type=_positive, default=8, help="random samples per class in the means figure (default: 8)")
+    p.add_argument("--interp-steps", type=_at_least_two, default=10,
+                   help="points per interpolation path, endpoints included (default: 10)")
+    p.add_argument("--noise-samples", type=_positive, default=100, help="images per class and sigma (default: 100)")
+    p.add_argument("--n-ood", type=_positive, default=1_000, help="random embedding vectors (default: 1000)")
+
+
+def _discriminator_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n", type=_positive, default=500, help="generated and real images per class (default: 500)")
+
+
+def _retrain_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--real-size", type=_positive, help="real training images, class-balanced (default: the whole split)")
+    p.add_argument("--epochs", type=_positive, default=5, help="epochs per training from scratch (default: 5)")
+    p.add_argument("--finetune-epochs", type=_positive, default=2, help="epochs per fine-tuning (default: 2)")
+    p.add_argument("--min-steps", type=_non_negative, default=500,
+                   help="every training runs at least this many steps (small sets get more epochs; default: 500)")
+    p.add_argument("--batch-size", type=_positive, default=128)
+    p.add_argument("--lr", type=_positive_float, default=1e-3)
+    p.add_argument("--finetune-lr", type=_positive_float, default=1e-4)
+    p.add_argument("--few-per-class", type=_positive, default=55, help="real images per class in the few-shot rows (default: 55)")
+    p.add_argument("--few-generated", type=_positive, help="generated images added to the few real ones (default: the real set's size)")
+    p.add_argument("--max-draws", type=_positive, default=20,
+                   help="rounds of generated images drawn to fill the confidence-filtered sets (default: 20)")
+    p.add_argument("--n-test", type=_positive, help="real test images scored (default: the whole test split)")
+
+
+OPTIONS = {"latent": _latent_options, "discriminator": _discriminator_options, "retrain": _retrain_options}
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("analyze", help="analyses of a finished run: latent, discriminator, retrain",
+                              description=__doc__.split("\n\n")[0] if __doc__ else None)
+    actions = p.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+    for name, help_text in ANALYSES.items():
+        a = actions.add_parser(name, help=help_text, description=help_text)
+        _common_options(a)
+        OPTIONS[name](a)
+        a.set_defaults(func=cmd_analyze)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from bench.analysis import common
+    from bench.cli import InputError, print_table
+    from bench.tracking import default_tracking_uri, mask_uri
+
+    module = importlib.import_module(f"bench.analysis.{args.analysis}")
+    uri = args.tracking_uri or default_tracking_uri()
+    if args.objective and not args.study:
+        raise InputError("--objective: only with --study")
+    run_id = args.run
+    if args.study is not None:
+        run_id, why = common.best_trial_run(uri, args.study, args.objective)
+        print(why)
+    run = common.load_run(run_id, uri, data_root=args.data_root, device=args.device, progress=not args.quiet)
+    opts = module.Options(**{f.name: getattr(args, f.name) for f in fields(module.Options)})
+    result = module.analyze(run, opts, progress=not args.quiet)
+    paths = common.publish(common.open_store(uri), run_id, result)
+    for note in result.notes:
+        print(f"note: {note}")
+    print_table({f"analysis/{result.name}/{k}": v for k, v in result.metrics.items()},
+                f"{args.analysis} analysis of run {run_id} ({run.cfg.model.name}):")
+    print(f"logged {len(paths)} artifacts under analysis/{result.name}/ of run {run_id} (tracking: {mask_uri(uri)})")
+    return 0

@@ -1,0 +1,274 @@
+"""Analyses of finished runs: the maths on synthetic data, then every analysis end to end on tiny runs.
+
+Two tiny runs (a conditional `cgan-mlp`, an unconditional `vanilla`) are trained once per module;
+each analysis runs through the CLI and must log its figures, tables and metrics back to the run.
+"""
+
+import json
+import math
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from bench.analysis import common, discriminator, latent, retrain
+from bench.cli import InputError, main
+from bench.config import build_config
+from bench.experiment import run as train_run
+from bench.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL
+
+
+def tiny_overrides(data_root) -> dict:
+    """conftest's `tiny`, which is function-scoped; the module-scoped runs below need it once."""
+    return {
+        "data.root": str(data_root), "data.train_subset": 320, "data.download": False,
+        "device": "cpu", "optim.epochs": 1, "optim.batch_size": 32,
+        "model.width": 16, "model.hidden": 64,
+        "eval.n_samples": 200, "eval.n_per_class": 20, "eval.n_real": 200, "eval.splits": 5,
+        "eval.evaluator_epochs": 1, "eval.evaluator_subset": 2000,
+        "train.log_every": 2,
+    }
+
+
+LATENT = ["--n-pool", "400", "--noise-samples", "3", "--n-ood", "30", "--interp-steps", "4", "--n-random", "2"]
+RETRAIN = ["--real-size", "200", "--epochs", "1", "--finetune-epochs", "1", "--min-steps", "0", "--batch-size", "50",
+           "--few-per-class", "2", "--few-generated", "100", "--max-draws", "1", "--n-test", "200"]
+
+
+@pytest.fixture(scope="module")
+def runs(data_root, tmp_path_factory):
+    """{"store": uri, "cgan-mlp": run id, "vanilla": run id}: tiny runs with checkpoints."""
+    store = f"sqlite:///{tmp_path_factory.mktemp('analysis') / 'store' / 'mlflow.db'}"
+    out = {"store": store, "data_root": str(data_root)}
+    for model in ("cgan-mlp", "vanilla"):
+        cfg = build_config(overrides={**tiny_overrides(data_root), "model.name": model})
+        out[model] = train_run(cfg, tracking_uri=store, experiment="analysis", progress=False).run_id
+    return out
+
+
+@pytest.fixture(scope="module")
+def cgan(runs):
+    return common.load_run(runs["cgan-mlp"], runs["store"], device="cpu", progress=False)
+
+
+def cli(runs, analysis, model, *extra):
+    return main(["analyze", analysis, "--run", runs[model], "--tracking-uri", runs["store"],
+                 "--device", "cpu", "--quiet", *extra])
+
+
+def artifacts(client, run_id, path):
+    out = []
+    for f in client.list_artifacts(run_id, path):
+        out += artifacts(client, run_id, f.path) if f.is_dir else [f.path]
+    return out
+
+
+def read_json(store, run_id, path, tmp_path):
+    import mlflow.artifacts
+
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(tmp_path),
+                                                tracking_uri=store)
+    with open(local) as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------------------
+# The maths
+
+
+def clusters(num_classes=4, per_class=50, dim=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    centers = 10 * torch.randn(num_classes, dim, generator=gen)
+    labels = torch.arange(num_classes).repeat(per_class)[torch.randperm(num_classes * per_class, generator=gen)]
+    vectors = centers[labels] + 0.5 * torch.randn(len(labels), dim, generator=gen)
+    return vectors, labels, centers
+
+
+def test_minimum_distance_classifier_is_exact_on_clusters():
+    vectors, labels, centers = clusters()
+    means, counts = latent.class_means(vectors, labels, 4)
+    assert counts.tolist() == [50] * 4
+    assert torch.allclose(means.float(), centers, atol=0.3)
+    assert torch.equal(latent.nearest_mean(vectors, means), labels)
+    rows = latent.mdm_agreement(vectors, labels, torch.ones(len(labels)), 4, thresholds=(0.0, 0.9))
+    assert [r["agreement"] for r in rows] == [1.0, 1.0]
+    assert all(r["n_fit"] + r["n_eval"] == 200 and r["chance"] < 0.5 for r in rows)
+
+
+def test_minimum_distance_classifier_ignores_absent_classes():
+    vectors, labels, _ = clusters()
+    keep = labels != 2  # class 2 has no vector: its mean is NaN and must never be chosen
+    means, counts = latent.class_means(vectors[keep], labels[keep], 4)
+    assert counts[2] == 0 and means[2].isnan().all()
+    pred = latent.nearest_mean(vectors, means)
+    assert not (pred == 2).any()
+    assert torch.equal(pred[keep], labels[keep])
+
+
+def test_mdm_agreement_below_threshold_is_nan():
+    vectors, labels, _ = clusters()
+    rows = latent.mdm_agreement(vectors, labels, torch.full((len(labels),), 0.5), 4, thresholds=(0.9,))
+    assert rows[0]["n_eval"] == 0 and math.isnan(rows[0]["agreement"])
+
+
+def test_interpolate_has_exact_endpoints():
+    a, b = torch.randn(100), torch.randn(100)
+    path = latent.interpolate(a, b, 7)
+    assert path.shape == (7, 100)
+    assert torch.equal(path[0], a) and torch.equal(path[-1], b)
+    assert torch.allclose(path[3], (a + b) / 2, atol=1e-6)
+
+
+def test_discriminator_class_table_counts():
+    real_labels = torch.tensor([0, 0, 1, 1])
+    real_logits = torch.tensor([2.0, -1.0, 3.0, 1.0])   # class 0: one real called fake
+    fake_labels = torch.tensor([0, 0, 1, 1])
+    fake_logits = torch.tensor([-2.0, -1.0, 0.5, 4.0])  # class 1: both fakes called real
+    rows = discriminator.class_table(real_logits, real_labels, fake_logits, fake_labels, 2)
+    assert [r["class"] for r in rows] == [0, 1, "all"]
+    r0, r1, total = rows
+    assert (r0["acc_real"], r0["acc_fake"], r0["false_negatives"], r0["false_positives"]) == (0.5, 1.0, 1, 0)
+    assert (r1["acc_real"], r1["acc_fake"], r1["false_negatives"], r1["false_positives"]) == (1.0, 0.0, 0, 2)
+    assert total["acc"] == 5 / 8 and total["fp_rate"] == 0.5 and total["fn_rate"] == 0.25
+
+
+def test_retrain_budget_rules():
+    assert retrain.epochs_for(60_000, 128, 5, 500) == 5
+    assert retrain.epochs_for(550, 128, 5, 500) == 125  # 4 steps an epoch
+    assert retrain.epochs_for(30, 128, 1, 0) == 1
+    x = torch.tensor([[[[-1.0, 0.0, 1.0]]]])
+    assert retrain.to_uint8(x).tolist() == [[[0, 128, 255]]]
+    assert len(retrain.row_names()) == len(set(retrain.row_names())) == 18
+
+
+# ---------------------------------------------------------------------------
+# On a trained conditional run
+
+
+def test_interpolation_endpoints_reproduce_endpoint_images(cgan):
+    G = cgan.gan.generator
+    gen = torch.Generator().manual_seed(1)
+    za, zb = torch.randn(2, cgan.latent_dim, generator=gen)
+    images = latent.interpolation_images(G, za, zb, 5, label=3)
+    ends = common.generate(G, torch.stack([za, zb]), torch.tensor([3, 3]))
+    assert torch.allclose(images[0], ends[0], atol=1e-5) and torch.allclose(images[-1], ends[1], atol=1e-5)
+    assert not torch.allclose(images[2], ends[0], atol=1e-3)  # the middle is neither endpoint
+    table = common.embedding_table(G)
+    joint = latent.interpolation_images(G, za, zb, 5, ea=table[2], eb=table[7])
+    ends = common.generate(G, torch.stack([za, zb]), torch.tensor([2, 7]))
+    assert torch.allclose(joint[0], ends[0], atol=1e-5) and torch.allclose(joint[-1], ends[1], atol=1e-5)
+
+
+def test_latent_analysis_is_reproducible(cgan):
+    opts = latent.Options(n_pool=200, noise_samples=2, n_ood=20, interp_steps=3, n_random=1)
+    a = latent.analyze(cgan, opts, progress=False)
+    b = latent.analyze(cgan, opts, progress=False)
+    c = latent.analyze(cgan, latent.Options(**{**opts.__dict__, "seed": 1}), progress=False)
+    same = lambda x, y: x == y or (math.isnan(x) and math.isnan(y))  # noqa: E731
+    assert all(same(a.metrics[k], b.metrics[k]) for k in a.metrics)
+    assert a.tables["ood"] == b.tables["ood"]
+    assert a.metrics["norm_random"] != c.metrics["norm_random"]
+
+
+def test_latent_end_to_end(runs, tmp_path, capsys):
+    assert cli(runs, "latent", "cgan-mlp", *LATENT) == 0
+    assert "analysis/latent/norm_random" in capsys.readouterr().out
+    client, run_id = MlflowClient(runs["store"]), runs["cgan-mlp"]
+    files = artifacts(client, run_id, "analysis/latent")
+    for name in ("class_means.png", "class_means.json", "class_means.csv", "mdm_agreement.json", "mdm_agreement.csv",
+                 "interpolation.json", "noise.json", "noise.csv", "noise_latent.png", "noise_embedding.png",
+                 "noise_latent_curves.png", "ood.json", "ood_embeddings.png", "summary.json"):
+        assert f"analysis/latent/{name}" in files, (name, files)
+    metrics = client.get_run(run_id).data.metrics
+    assert abs(metrics["analysis/latent/norm_random"] - 10.0) < 0.5  # ||z|| ~ sqrt(100) for z ~ N(0, I)
+    assert 0.0 <= metrics["analysis/latent/ood_agreement"] <= 1.0
+    assert "analysis/latent/noise_embedding_label_rate_s2.0" in metrics
+    rows = read_json(runs["store"], run_id, "analysis/latent/class_means.json", tmp_path)
+    assert [r["class"] for r in rows] == list(range(10))
+    noise_rows = read_json(runs["store"], run_id, "analysis/latent/noise.json", tmp_path)
+    assert {(r["space"], r["sigma"]) for r in noise_rows} == {(s, g) for s in ("latent", "embedding")
+                                                              for g in latent.SIGMAS}
+    summary = read_json(runs["store"], run_id, "analysis/latent/summary.json", tmp_path)
+    assert summary["options"]["n_pool"] == 400 and summary["options"]["seed"] == 0
+
+
+def test_discriminator_end_to_end(runs, tmp_path):
+    assert cli(runs, "discriminator", "cgan-mlp", "--n", "20") == 0
+    client, run_id = MlflowClient(runs["store"]), runs["cgan-mlp"]
+    files = artifacts(client, run_id, "analysis/discriminator")
+    for name in ("per_class.png", "per_class.json", "per_class.csv", "summary.json"):
+        assert f"analysis/discriminator/{name}" in files, (name, files)
+    rows = read_json(runs["store"], run_id, "analysis/discriminator/per_class.json", tmp_path)
+    assert [r["class"] for r in rows] == [*range(10), "all"]
+    assert all(r["n_real"] == 20 and r["n_fake"] == 20 for r in rows[:-1])
+    metrics = client.get_run(run_id).data.metrics
+    for key in ("acc", "acc_real", "acc_fake", "fp_rate", "fn_rate", "acc_real_0", "acc_fake_9"):
+        assert 0.0 <= metrics[f"analysis/discriminator/{key}"] <= 1.0
+    assert metrics["analysis/discriminator/fp_rate"] == pytest.approx(1 - metrics["analysis/discriminator/acc_fake"])
+
+
+def test_retrain_matrix_has_every_row(runs, tmp_path):
+    assert cli(runs, "retrain", "cgan-mlp", *RETRAIN) == 0
+    client, run_id = MlflowClient(runs["store"]), runs["cgan-mlp"]
+    rows = read_json(runs["store"], run_id, "analysis/retrain/matrix.json", tmp_path)
+    assert [r["name"] for r in rows] == retrain.row_names()
+    by_name = {r["name"]: r for r in rows}
+    assert (by_name["mix/gen0"]["real"], by_name["mix/gen0"]["generated"]) == (200, 0)
+    assert (by_name["mix/gen20"]["real"], by_name["mix/gen20"]["generated"]) == (160, 40)
+    assert (by_name["add/gen50"]["real"], by_name["add/gen50"]["generated"]) == (200, 100)
+    assert by_name["few/real"]["real"] == 20 and by_name["gen_then_real/ft10"]["finetune_n"] == 20
+    assert all(r["test_acc"] is None or 0.0 <= r["test_acc"] <= 1.0 for r in rows)
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["analysis/retrain/cas"] == by_name["mix/gen100"]["test_acc"]
+    assert "analysis/retrain/matrix.png" in artifacts(client, run_id, "analysis/retrain")
+
+
+# ---------------------------------------------------------------------------
+# Unconditional runs, bad input, studies
+
+
+def test_unconditional_run_skips_embedding_analyses(runs, capsys):
+    assert cli(runs, "latent", "vanilla", *LATENT) == 0
+    out = capsys.readouterr().out
+    assert "unconditional" in out and "label-embedding analyses skipped" in out
+    files = artifacts(MlflowClient(runs["store"]), runs["vanilla"], "analysis/latent")
+    assert "analysis/latent/class_means.png" in files and "analysis/latent/mdm_agreement.json" in files
+    assert not any("embedding" in f or "ood" in f for f in files), files
+    assert cli(runs, "discriminator", "vanilla", "--n", "5") == 0
+
+
+def test_unknown_run_exits_2(runs, capsys):
+    assert main(["analyze", "latent", "--run", "0123456789abcdef", "--tracking-uri", runs["store"]]) == 2
+    assert "0123456789abcdef" in capsys.readouterr().err
+
+
+def test_missing_store_exits_2_without_creating_it(tmp_path, capsys):
+    db = tmp_path / "nowhere.db"
+    assert main(["analyze", "discriminator", "--run", "abc", "--tracking-uri", f"sqlite:///{db}"]) == 2
+    assert "no MLflow database" in capsys.readouterr().err
+    assert not db.exists()
+
+
+def test_bad_option_exits_2(runs, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli(runs, "latent", "cgan-mlp", "--threshold", "1.5")
+    assert e.value.code == 2 and "--threshold" in capsys.readouterr().err
+
+
+def test_study_resolves_to_best_trial(runs):
+    client = MlflowClient(runs["store"])
+    exp = client.get_experiment_by_name("analysis").experiment_id
+    fid = {m: client.get_run(runs[m]).data.metrics["eval/fid"] for m in ("cgan-mlp", "vanilla")}
+    for trial, model in enumerate(("cgan-mlp", "vanilla")):
+        for k, v in {TAG_STUDY: "s1", TAG_ROLE: "trial", TAG_TRIAL: str(trial)}.items():
+            client.set_tag(runs[model], k, v)
+    with pytest.raises(InputError, match="objective"):
+        common.best_trial_run(runs["store"], "s1")  # no parent run yet
+    parent = client.create_run(exp, tags={TAG_STUDY: "s1", TAG_ROLE: "parent", "objective": "eval/fid:minimize"})
+    client.set_terminated(parent.info.run_id)
+    best, why = common.best_trial_run(runs["store"], "s1")
+    assert best == runs[min(fid, key=fid.get)] and "eval/fid" in why
+    best, _ = common.best_trial_run(runs["store"], "s1", "eval/fid:maximize")
+    assert best == runs[max(fid, key=fid.get)]
+    with pytest.raises(InputError, match="s2"):
+        common.best_trial_run(runs["store"], "s2", "eval/fid:minimize")

@@ -1,0 +1,214 @@
+"""Studies end to end on CPU with tiny budgets: grids, resumption, workers, pruning, failures, bad files."""
+
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from bench.cli import main
+from bench.studies import runner
+
+GRID = """
+name = "{name}"
+description = "test grid"
+[base]
+model.name = "cgan-mlp"
+[space]
+"techniques.real_target" = {{ choices = [1.0, 0.9] }}
+"model.d_dropout" = {{ choices = [0.25, 0.5] }}
+[sampler]
+type = "grid"
+[objective]
+metrics = ["eval/tarr"]
+directions = ["maximize"]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def study_args(path, store, tiny, *extra):
+    args = ["study", "run", str(path), "--tracking-uri", store, "--quiet"]
+    for k, v in tiny.items():
+        args += ["--set", f"{k}={v}"]
+    return args + list(extra)
+
+
+def child_runs(store, name):
+    c = MlflowClient(store)
+    exp = c.get_experiment_by_name(name)
+    runs = c.search_runs([exp.experiment_id], filter_string="tags.role = 'trial'")
+    return c, exp, runs
+
+
+def load(store, name):
+    return optuna.load_study(study_name=name, storage=runner.make_storage(runner.default_storage(store)))
+
+
+def cells(study):
+    return sorted((t.params["techniques.real_target"], t.params["model.d_dropout"])
+                  for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
+
+
+ALL_CELLS = [(0.9, 0.25), (0.9, 0.5), (1.0, 0.25), (1.0, 0.5)]
+
+
+def test_grid_end_to_end_nested_runs_and_rerun_adds_nothing(tmp_path, store, tiny, capsys):
+    path = write(tmp_path, GRID.format(name="grid"))
+    assert main(study_args(path, store, tiny)) == 0
+    c, exp, runs = child_runs(store, "grid")
+    assert len(runs) == 4
+    parents = c.search_runs([exp.experiment_id], filter_string="tags.role = 'parent'")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.data.tags["study"] == "grid" and parent.data.tags["sampler"] == "grid"
+    assert "study_file_sha256" in parent.data.tags
+    for r in runs:
+        t = r.data.tags
+        assert t["mlflow.parentRunId"] == parent.info.run_id
+        assert t["study"] == "grid" and t["seed"] == "0" and r.info.status == "FINISHED"
+        assert "param.techniques.real_target" in t and "param.model.d_dropout" in t
+        assert t["config_label"].startswith("real_target=")
+    assert sorted(int(r.data.tags["trial"]) for r in runs) == [0, 1, 2, 3]
+    # Optuna knows the MLflow runs; the parent holds the trials table and the best trial
+    study = load(store, "grid")
+    assert all(t.user_attrs["mlflow_run_ids"] for t in study.trials)
+    files = [f.path for f in c.list_artifacts(parent.info.run_id)]
+    assert {"trials.csv", "best_trials.json", "study.toml"} <= set(files)
+    assert cells(study) == ALL_CELLS
+
+    capsys.readouterr()
+    assert main(study_args(path, store, tiny)) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert len(child_runs(store, "grid")[2]) == 4
+    assert len(load(store, "grid").trials) == 4
+
+
+def test_interrupted_study_resumes_without_duplicates(tmp_path, store, tiny):
+    path = write(tmp_path, GRID.format(name="resume"))
+    assert main(study_args(path, store, tiny, "--n-trials", "2")) == 0
+    assert len(load(store, "resume").get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2
+    assert main(study_args(path, store, tiny)) == 0
+    study = load(store, "resume")
+    assert len(study.trials) == 4 and cells(study) == ALL_CELLS
+    assert len(child_runs(store, "resume")[2]) == 4
+
+
+def test_two_workers_complete_the_grid_once(tmp_path, store, tiny):
+    path = write(tmp_path, GRID.format(name="workers"))
+    assert main(study_args(path, store, tiny, "--workers", "2")) == 0
+    study = load(store, "workers")
+    assert len(study.trials) == 4 and cells(study) == ALL_CELLS
+    runs = child_runs(store, "workers")[2]
+    assert len(runs) == 4 and len({r.data.tags["trial"] for r in runs}) == 4
+
+
+def test_median_pruner_prunes_a_clearly_worse_config(tmp_path, store, tiny):
+    # lr_g = 1e-8 leaves G at its initialisation: its FID after epoch 1 is far above the good run's
+    path = write(tmp_path, """
+        name = "prune"
+        description = "pruning"
+        [base]
+        model.name = "cgan-mlp"
+        optim.epochs = 3
+        data.train_subset = 640
+        [space]
+        "optim.lr_g" = { choices = [2e-3, 1e-8] }
+        [sampler]
+        type = "grid"
+        [pruner]
+        type = "median"
+        n_startup_trials = 1
+        [objective]
+        metrics = ["eval/fid"]
+        directions = ["minimize"]
+    """)
+    small = {k: v for k, v in tiny.items() if k not in ("optim.epochs", "data.train_subset")}
+    assert main(study_args(path, store, small)) == 0
+    study = load(store, "prune")
+    states = {t.params["optim.lr_g"]: t.state for t in study.trials}
+    assert states == {2e-3: optuna.trial.TrialState.COMPLETE, 1e-8: optuna.trial.TrialState.PRUNED}
+    pruned = [r for r in child_runs(store, "prune")[2] if r.data.tags["param.optim.lr_g"] == "1e-08"]
+    assert pruned[0].info.status == "KILLED"
+
+
+def test_failing_trial_is_recorded_and_study_completes(tmp_path, store, tiny):
+    # batch 640 > the 320-image subset: that trial raises inside training
+    path = write(tmp_path, """
+        name = "crash"
+        description = "a crashing trial"
+        [base]
+        model.name = "cgan-mlp"
+        [space]
+        "optim.batch_size" = { choices = [640, 32] }
+        [sampler]
+        type = "grid"
+        [objective]
+        metrics = ["eval/tarr"]
+        directions = ["maximize"]
+    """)
+    assert main(study_args(path, store, tiny)) == 0
+    study = load(store, "crash")
+    states = {t.params["optim.batch_size"]: t.state for t in study.trials}
+    assert states == {640: optuna.trial.TrialState.FAIL, 32: optuna.trial.TrialState.COMPLETE}
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL][0]
+    assert "batch_size" in failed.user_attrs["error"]
+    runs = {r.data.tags["param.optim.batch_size"]: r for r in child_runs(store, "crash")[2]}
+    assert runs["640"].info.status == "FAILED" and "batch_size" in runs["640"].data.tags["error"]
+    assert runs["32"].info.status == "FINISHED"
+
+
+BASE_OK = """
+name = "bad"
+description = "x"
+[space]
+"techniques.real_target" = { choices = [1.0, 0.9] }
+[objective]
+metrics = ["eval/is"]
+directions = ["maximize"]
+"""
+
+MALFORMED = [
+    ("unknown top-level key", BASE_OK + "colour = 'red'\n", "colour"),
+    ("unknown config key in space", BASE_OK.replace("techniques.real_target", "techniques.real_targt"),
+     "did you mean"),
+    ("unknown config key in base", BASE_OK + "[base]\nmodel.widht = 3\n", "widht"),
+    ("value outside range", BASE_OK.replace("[1.0, 0.9]", "[1.0, 1.5]"), "1.5"),
+    ("empty choices", BASE_OK.replace("[1.0, 0.9]", "[]"), "choices"),
+    ("empty space", BASE_OK.replace('"techniques.real_target" = { choices = [1.0, 0.9] }', ""), "space"),
+    ("low >= high", BASE_OK.replace("choices = [1.0, 0.9]", "low = 0.9, high = 0.8") + "[sampler]\ntype='tpe'\n",
+     "low"),
+    ("wrong type", BASE_OK.replace('description = "x"', "description = 3"), "description"),
+    ("unknown metric", BASE_OK.replace('"eval/is"', '"eval/iss"'), "eval/iss"),
+    ("unknown sampler", BASE_OK + "[sampler]\ntype = 'annealing'\n", "sampler.type"),
+    ("tpe without budget", BASE_OK + "[sampler]\ntype = 'tpe'\n", "n_trials"),
+    ("path in name", BASE_OK.replace('name = "bad"', 'name = "../evil"'), "name"),
+    ("not TOML", "name = \n", "TOML"),
+    ("tarr on unconditional model", BASE_OK.replace('"eval/is"', '"eval/tarr"'), "conditional"),
+]
+
+
+@pytest.mark.parametrize("case,text,needle", MALFORMED, ids=[c[0] for c in MALFORMED])
+def test_malformed_study_exit_2_nothing_written(case, text, needle, tmp_path, capsys):
+    path = write(tmp_path, text)
+    store_dir = tmp_path / "store"
+    code = main(["study", "run", str(path), "--tracking-uri", f"sqlite:///{store_dir}/mlflow.db", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert str(path) in err and needle in err
+    assert not store_dir.exists()
+
+
+def test_catalogue_files_are_valid():
+    from bench.studies import load_study
+
+    files = sorted(Path(__file__).resolve().parents[1].joinpath("studies").glob("*.toml"))
+    assert files, "no study files"
+    for f in files:
+        spec, _ = load_study(f)
+        assert spec.name == f.stem
