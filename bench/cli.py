@@ -126,7 +126,10 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gan-bench", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="gan-bench",
+        description="Train GANs under any combination of techniques, evaluate them with an MNIST classifier, "
+                    "run Optuna studies over techniques, and compare everything in MLflow.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train one GAN configuration and log it to MLflow",

@@ -89,9 +89,13 @@ class EvalConfig(_Section):
 
 class TrainConfig(_Section):
     log_every: int = Field(20, ge=1, description="steps per logged point of the per-step metrics")
-    fast: bool = Field(True, description="the fast path: device-resident data, no per-step host sync")
-    amp: bool = Field(False, description="bf16 autocast")
+    fast: bool = Field(True, description="the fast path: no per-step host sync, no unused D gradients in the "
+                                         "G step, fused Adam (false: the plain textbook step)")
+    amp: bool = Field(False, description="bf16 autocast (where the device runs bf16 natively; else fp32)")
     channels_last: bool = False
+    joint_d: bool = Field(True, description="with fast: one D pass over real+fake when D has no batch norm")
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
+        "off", description="CUDA only (ignored on CPU): torch.compile mode for G and D in the training step")
 
 
 class RunConfig(_Section):

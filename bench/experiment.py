@@ -46,13 +46,17 @@ class RunResult:
     gan: GAN
 
 
-def prepare(cfg: RunConfig, progress: bool = True) -> Context:
-    """Device, data and evaluator. Raises `data.DataError` for missing/corrupt data."""
+def prepare(cfg: RunConfig, progress: bool = True, tracking_uri: str | None = None,
+            experiment: str | None = None) -> Context:
+    """Device, data and evaluator, checked in the order that writes nothing on bad input:
+    data files (`data.DataError`), then the tracking store (`TrackingError`), then training."""
     device = resolve_device(cfg.device)
     root = data_mod.resolve_root(cfg.data.root)
     kw = dict(device=device, download=cfg.data.download)
     train_full = data_mod.load_dataset(root, cfg.data.dataset, "train", **kw)
     test = data_mod.load_dataset(root, cfg.data.dataset, "test", **kw)
+    if tracking_uri is not None:
+        ensure_experiment(tracking_uri, experiment or "gan-bench")
     evaluator = load_or_train(cfg.data.dataset, train_full, test, cfg.eval, progress=progress).to(device)
     return Context(device, train_full, test, evaluator)
 
@@ -99,9 +103,7 @@ def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-benc
         log_checkpoints: bool = True, killed_on: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
         on_run_start: Callable[[str], None] | None = None) -> RunResult:
     """Train `cfg` and log it as one MLflow run (tracking_uri None: tracking off)."""
-    ctx = context or prepare(cfg, progress)
-    if tracking_uri is not None:
-        ensure_experiment(tracking_uri, experiment)  # store problems surface before training
+    ctx = context or prepare(cfg, progress, tracking_uri, experiment)
     torch.manual_seed(cfg.seed)
     device = ctx.device
     train_data = ctx.train_full

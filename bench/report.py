@@ -413,11 +413,11 @@ def varied_keys(groups: list[Group]) -> list[str]:
 
     known = set(all_keys())
     keys: dict[str, set] = {}
-    for g in groups:
+    for g in [g for g in groups if g.usable] or groups:  # a failed or pruned stub may lack params
         for k, v in g.params.items():
             if k in known and k not in IGNORED_KEYS:
-                keys.setdefault(k, set()).add(v)
-    return sorted(k for k, vals in keys.items() if len(vals) > 1 or any(k not in g.params for g in groups))
+                keys.setdefault(k, set()).add(str(param_value(v)))
+    return sorted(k for k, vals in keys.items() if len(vals) > 1)
 
 
 # ---------------------------------------------------------------------------
@@ -584,16 +584,18 @@ def _p_text(d: Diff) -> str:
     return f"p<0.001" if d.p < 0.001 else f"p={d.p:.3f}"
 
 
-def _cell(row: Row, c: Column) -> tuple[str, str]:
-    """(value text, difference text) for one cell."""
+def _cell(row: Row, c: Column) -> tuple[str, str, str]:
+    """(mean ± std, 95% CI, difference to the baseline) texts for one cell."""
     s = row.stats[c.metric]
     if row.reference is not None:
-        return (c.text(s.mean) if s.n else "—"), ""
+        return (c.text(s.mean) if s.n else "—"), "", ""
     if s.n == 0:
-        return "n/a", ""
+        return "n/a", "", ""
     text = c.text(s.mean)
+    ci = ""
     if s.n >= 2:
-        text += f" ± {c.text(s.std)} [{c.text(s.ci_low)}, {c.text(s.ci_high)}]"
+        text += f" ± {c.text(s.std)}"
+        ci = f"CI [{c.text(s.ci_low)}, {c.text(s.ci_high)}]"
     if row.group and s.n < row.n:
         text += f" (n={s.n})"
     d = row.diffs.get(c.metric)
@@ -607,7 +609,7 @@ def _cell(row: Row, c: Column) -> tuple[str, str]:
             diff += f" [{c.text(d.ci_low)}, {c.text(d.ci_high)}], {_p_text(d)} (Welch)"
         else:
             diff += f", {d.test}"
-    return text, diff
+    return text, ci, diff
 
 
 def table_csv(tables: list[tuple[str, Table]]) -> str:
@@ -653,10 +655,10 @@ def table_markdown(t: Table) -> str:
         cells = [f"*{_md_escape(label)}*" if r.reference is not None else _md_escape(label),
                  str(r.n) if r.group else "—"]
         for c in t.columns:
-            value, diff = _cell(r, c)
+            value, ci, diff = _cell(r, c)
             if c.metric in r.best:
                 value = f"**{value}** ★"
-            cells.append(_md_escape(value) + (f"<br>{_md_escape(diff)}" if diff else ""))
+            cells.append("<br>".join(_md_escape(x) for x in (value, ci, diff) if x))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -674,11 +676,12 @@ def table_html(t: Table) -> str:
             label += f' <span class="warn" title="{e(r.group.status_text())}">⚠ {e(r.group.status_text())}</span>'
         cells = [f'<th scope="row">{label}</th>', f"<td>{r.n if r.group else '—'}</td>"]
         for c in t.columns:
-            value, diff = _cell(r, c)
+            value, ci, diff = _cell(r, c)
             best = c.metric in r.best
             d = r.diffs.get(c.metric)
             sig = " sig" if d is not None and d.tested and d.p < ALPHA else ""
             inner = (f'<span class="v">{e(value)}{" ★" if best else ""}</span>'
+                     + (f'<span class="ci">{e(ci)}</span>' if ci else "")
                      + (f'<span class="d{sig}">{e(diff)}</span>' if diff else ""))
             cells.append(f'<td class="{"best" if best else ""}">{inner}</td>')
         body.append(f'<tr class="{cls}">' + "".join(cells) + "</tr>")
@@ -781,6 +784,8 @@ def _legend(fig: Figure, groups: list[Group], colors) -> None:
 
 def _curves(groups: list[Group], metrics: list[tuple[str, str]], xlabel: str, title: str,
             ncols: int = 3) -> Figure | None:
+    from matplotlib.ticker import MaxNLocator
+
     metrics = [(m, t) for m, t in metrics if any(m in r.history for g in groups for r in g.usable)]
     if not metrics:
         return None
@@ -801,6 +806,7 @@ def _curves(groups: list[Group], metrics: list[tuple[str, str]], xlabel: str, ti
                 ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel(xlabel, fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
     fig.suptitle(title + " (line: mean over seeds; band: ±1 std)", fontsize=11)
@@ -887,7 +893,7 @@ def plot_heatmap(groups: list[Group], keys: list[str], metric: str, direction: s
     ax = fig.add_subplot()
     cmap = "viridis" if direction == "maximize" else "viridis_r"
     masked = np.ma.masked_invalid(grid)
-    im = ax.imshow(masked, cmap=cmap, aspect="auto")
+    im = ax.imshow(masked, cmap=cmap, aspect="auto", origin="lower")
     finite = grid[np.isfinite(grid)]
     mid = (finite.min() + finite.max()) / 2 if finite.size else 0
     for i in range(len(ys)):
@@ -1122,8 +1128,8 @@ def base_config(study: StudyData) -> dict[str, str]:
 
     known = set(all_keys())
     varied = set(study.space_keys) | set(varied_keys(study.groups)) | IGNORED_KEYS
-    g = next((g for g in study.groups if g.runs), None)
-    return {k: v for k, v in (g.params if g else {}).items() if k in known and k not in varied}
+    params = max((g.params for g in study.groups), key=len, default={})  # a pruned stub may lack params
+    return {k: v for k, v in params.items() if k in known and k not in varied}
 
 
 def comparable(studies: list[StudyData]) -> list[str]:
@@ -1308,7 +1314,8 @@ padding:.5em .9em;margin:.6em 0}
 table{border-collapse:collapse;font-size:.86em;margin:.6em 0}
 th,td{border:1px solid #d7dbe3;padding:.35em .55em;vertical-align:top;text-align:left}
 thead th{background:#eef1f6;position:sticky;top:0}
-td .v{display:block;white-space:nowrap}td .d{display:block;color:#5a6372;font-size:.9em;white-space:nowrap}
+td .v{display:block;white-space:nowrap}td .ci{display:block;color:#3d4654;font-size:.85em;white-space:nowrap}
+td .d{display:block;color:#5a6372;font-size:.85em}
 td .d.sig{color:#14632e;font-weight:600}
 td.best{background:#e6f4ea}td.best .v{font-weight:700}
 tr.baseline th{background:#fff8e1}tr.reference{font-style:italic;background:#f6f6f6}

@@ -51,6 +51,12 @@ def mask_uri(uri: str) -> str:
     return uri
 
 
+def scrub(text: str, uri: str) -> str:
+    """Remove the URI's password from any text (error messages quote URLs verbatim)."""
+    password = urlsplit(uri).password
+    return text.replace(password, "***") if password else text
+
+
 def safe_name(name: str) -> str:
     """A name that cannot escape a folder: no separators, no `..`."""
     cleaned = re.sub(r"[^A-Za-z0-9_.=,:+-]+", "_", name).strip("._") or "unnamed"
@@ -98,7 +104,21 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
     except TrackingError:
         raise
     except Exception as e:  # any backend failure: say which store and why, before training starts
-        raise TrackingError(f"tracking store {mask_uri(tracking_uri)!r} is not usable: {e}") from None
+        raise TrackingError(scrub(f"tracking store {mask_uri(tracking_uri)!r} is not usable: {e}", tracking_uri)) from None
+
+
+def with_retries(call, attempts: int = 4, first_wait_s: float = 0.5):
+    """Retry a logging call through a passing store hiccup (locked database, dropped connection).
+
+    If it keeps failing the error propagates: the run is marked FAILED and a study moves on.
+    """
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(first_wait_s * 2 ** attempt)
 
 
 def git_commit() -> str | None:
@@ -155,13 +175,14 @@ class MlflowTracker:
 
     def flush(self) -> None:
         while self._buffer:
-            chunk, self._buffer = self._buffer[:MAX_METRICS_PER_BATCH], self._buffer[MAX_METRICS_PER_BATCH:]
-            self.client.log_batch(self.run_id, metrics=chunk)
+            chunk = self._buffer[:MAX_METRICS_PER_BATCH]
+            with_retries(lambda: self.client.log_batch(self.run_id, metrics=chunk))
+            self._buffer = self._buffer[MAX_METRICS_PER_BATCH:]
 
     # -- files ---------------------------------------------------------------
     def log_image(self, image: np.ndarray, key: str, step: int) -> None:
         """An image series: the MLflow UI shows it with a step slider."""
-        self.client.log_image(self.run_id, image, key=key, step=step)
+        with_retries(lambda: self.client.log_image(self.run_id, image, key=key, step=step))
 
     def log_figure(self, figure, artifact_file: str) -> None:
         self.client.log_figure(self.run_id, figure, artifact_file)

@@ -1,25 +1,34 @@
 """The training loop: one D step, one G step, the D:G schedule, and hooks at each epoch's end.
 
-Kept as readable as pytorch/examples' dcgan. What makes it fast: the data is already on the
-device (`DeviceDataset`), per-step statistics are accumulated on the device and fetched
-only every `log_every` steps, and D sees real and fake in one pass when it has no batch
-statistics (then it is the same computation as two passes).
+Kept as readable as pytorch/examples' dcgan. What makes it fast (`cfg.train`, each part
+switchable; `gan-bench perf` measures them):
+
+* the data is already on the device (`DeviceDataset`): no DataLoader, no per-sample Python;
+* `fast`: per-step statistics are accumulated on the device and fetched only every
+  `log_every` steps; D's parameters are frozen during the G step (their gradients would be
+  thrown away by the next D step); Adam uses its fused kernel;
+* `joint_d` (with `fast`): D sees real and fake in one pass when it has no batch statistics
+  (then it is the same computation as two passes);
+* `amp`: bf16 autocast where the device runs bf16 natively; `channels_last`: NHWC convs;
+* `compile` (CUDA only, ignored elsewhere): `torch.compile` of the two forward passes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from bench import techniques
-from bench.config import ConfigError, RunConfig
+from bench.config import ConfigError, RunConfig, TrainConfig
 from bench.data import DeviceDataset
 from bench.models import GAN
 
@@ -43,6 +52,42 @@ def resolve_device(name: str) -> torch.device:
 
 def has_batch_stats(net: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+@functools.cache
+def _cpu_has_native_bf16() -> bool:
+    """oneDNN bf16 kernels, on a CPU with bf16 instructions (AVX512-BF16 or AMX); elsewhere bf16 is emulated."""
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: trust oneDNN
+        return True
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(train_cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 when `amp` is on and the device runs it natively, else None (fp32)."""
+    if not train_cfg.amp:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        return torch.bfloat16 if _cpu_has_native_bf16() else None
+    return None
+
+
+@contextlib.contextmanager
+def frozen(net: nn.Module) -> Iterator[None]:
+    """No parameter gradients for `net` inside the block (gradients still flow through it)."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 @dataclass
@@ -73,13 +118,27 @@ class GANStep:
         self.conditional = gan.conditional
         self.num_classes = getattr(gan, "num_classes", 10)
         self.device = device
+        fast = cfg.train.fast
+        if cfg.train.channels_last:
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
         o = cfg.optim
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=(o.beta1_g, o.beta2_g))
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=(o.beta1_d, o.beta2_d))
+        fused = fast and device.type in ("cpu", "cuda")
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=(o.beta1_g, o.beta2_g), fused=fused)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=(o.beta1_d, o.beta2_d), fused=fused)
         # With batch norm in D, a joint pass would mix real and fake statistics: keep two passes.
-        self.joint_d = cfg.train.fast and not has_batch_stats(self.D)
-        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.train.amp
+        self.joint_d = fast and cfg.train.joint_d and not has_batch_stats(self.D)
+        # D's gradients from the G step are never used (the D step starts with zero_grad): skip them.
+        self.d_frozen_in_g = (lambda: frozen(self.D)) if fast else contextlib.nullcontext
+        self.precision = autocast_dtype(cfg.train, device)
+        self.autocast = (torch.autocast(device.type, dtype=self.precision) if self.precision is not None
                          else contextlib.nullcontext())
+        # The forward passes the steps call: the modules themselves, or compiled wrappers (CUDA only;
+        # evaluation and checkpoints keep using the plain modules).
+        self.g_fwd, self.d_fwd = self.G, self.D
+        if cfg.train.compile != "off" and device.type == "cuda":
+            self.g_fwd = torch.compile(self.G, mode=cfg.train.compile)
+            self.d_fwd = torch.compile(self.D, mode=cfg.train.compile)
 
     def _noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         z = torch.randn(n, self.cfg.model.latent_dim, device=self.device)
@@ -91,16 +150,16 @@ class GANStep:
         real_y = labels if self.conditional else None
         z, fake_y = self._noise(n)
         with torch.no_grad(), self.autocast:
-            fake = self.G(z, fake_y)
+            fake = self.g_fwd(z, fake_y)
         real_t, fake_t = techniques.d_targets(n, n, self.tech, self.device)
         with self.autocast:
             if self.joint_d:
                 y = torch.cat([real_y, fake_y]) if self.conditional else None
-                logits = self.D(torch.cat([real, fake.to(real.dtype)]), y).float()
+                logits = self.d_fwd(torch.cat([real, fake.to(real.dtype)]), y).float()
                 real_logits, fake_logits = logits[:n], logits[n:]
             else:
-                real_logits = self.D(real, real_y).float()
-                fake_logits = self.D(fake, fake_y).float()
+                real_logits = self.d_fwd(real, real_y).float()
+                fake_logits = self.d_fwd(fake, fake_y).float()
             loss = techniques.d_loss(real_logits, fake_logits, real_t, fake_t)
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
@@ -111,8 +170,8 @@ class GANStep:
 
     def g_step(self, n: int) -> torch.Tensor:
         z, y = self._noise(n)
-        with self.autocast:
-            loss = techniques.g_loss(self.D(self.G(z, y), y).float(), self.tech)
+        with self.d_frozen_in_g(), self.autocast:  # the graph is recorded without D's parameters
+            loss = techniques.g_loss(self.d_fwd(self.g_fwd(z, y), y).float(), self.tech)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()

@@ -146,10 +146,11 @@ def bar_chart(rows: list[dict], model: str) -> Figure:
         ax.bar(x - w / 2, [r[k1] for r in rows], w, label=l1, color="tab:blue")
         ax.bar(x + w / 2, [r[k2] for r in rows], w, label=l2, color="tab:orange")
         ax.set_xticks(x, labels)
-        ax.set_ylim(0, 1.05)
+        ax.set_ylim(0, 1.3)
+        ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
         ax.set_title(f"{title} ({model})", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="upper center", ncol=2, frameon=False)
     ax.set_xlabel("class")
     fig.tight_layout()
     return fig

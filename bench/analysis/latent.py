@@ -11,7 +11,8 @@ Reports 000, 003 and 004. Five parts, in this order:
    at several thresholds, on held-out vectors (means from the first half of the pool, agreement
    on the second), next to chance (the most frequent label's share).
 2. Class means: per class, the image of the mean latent vector z = 0 (conditional: G(0, c)), the
-   image of the class's mean labeled vector, and random labeled samples of that class.
+   image of the class's mean labeled vector, and random samples of the class (conditional:
+   G(z, c) for random z; unconditional: random labeled vectors of the class).
 3. Interpolation, linear with exact endpoints: within a class (the two most confident vectors of
    the class; conditional: label fixed) and between classes c -> c+1 (unconditional: in latent
    space; conditional: latent vector and label embedding together), with the evaluator's label
@@ -176,46 +177,67 @@ def random_examples(pool: dict, labeled: torch.Tensor, c: int, k: int) -> torch.
 
 def analyze(run: LoadedRun, opts: Options, progress: bool = True) -> AnalysisResult:
     res = AnalysisResult(NAME, options=asdict(opts))
-    G, C = run.gan.generator, run.num_classes
     conditional = run.gan.conditional
-    has_embedding = conditional and embedding_generator(G) is not None
+    has_embedding = conditional and embedding_generator(run.gan.generator) is not None
     if not has_embedding:
-        why = "unconditional" if not conditional else "conditional, but no forward_embedding"
+        why = "unconditional" if not conditional else "conditional, but has no forward_embedding"
         res.notes.append(f"model {run.cfg.model.name!r} is {why}: label-embedding analyses skipped "
                          "(interpolation in embedding space, noise on the embedding, out-of-distribution "
                          "embeddings)")
     gen = torch.Generator().manual_seed(opts.seed)
-    steps = tqdm(total=5, desc="latent analysis", disable=not progress, unit="part")
-
-    # 1. Labeled latent vectors, norms and the MDM classifier
+    parts = tqdm(total=5, desc="latent analysis", disable=not progress, unit="part")
     pool = sample_pool(run, opts.n_pool, gen, progress)
+    means = labeled_vectors(run, res, pool, opts)
+    parts.update()
+    class_mean_images(run, res, pool, means, opts)
+    parts.update()
+    interpolation(run, res, pool, opts, has_embedding)
+    parts.update()
+    noise_exploration(run, res, means, opts, gen, has_embedding)
+    parts.update()
+    if has_embedding:
+        ood_embeddings(run, res, opts, gen)
+    parts.update()
+    parts.close()
+    return res
+
+
+def labeled_vectors(run: LoadedRun, res: AnalysisResult, pool: dict, opts: Options) -> torch.Tensor:
+    """Part 1: labeled rate, norms and the MDM classifier; returns the class means (C, D), NaN rows if absent."""
     labeled = pool["conf"] >= opts.threshold
-    means, counts = class_means(pool["z"][labeled], pool["pred"][labeled], C)
-    norms = pool["z"].double().norm(dim=1)
-    agreement_rows = mdm_agreement(pool["z"], pool["pred"], pool["conf"], C)
-    res.tables["mdm_agreement"] = agreement_rows
+    means, _ = class_means(pool["z"][labeled], pool["pred"][labeled], run.num_classes)
+    present = ~means.isnan().any(dim=1)
+    rows = mdm_agreement(pool["z"], pool["pred"], pool["conf"], run.num_classes)
+    res.tables["mdm_agreement"] = rows
     res.metrics["labeled_rate"] = labeled.double().mean().item()
     if pool["y"] is not None:
         res.metrics["pool_tarr"] = agreement(pool["pred"], pool["y"])
-    for row in agreement_rows:
+    for row in rows:
         res.metrics[f"mdm_agreement_t{row['threshold']}"] = row["agreement"]
         res.metrics[f"mdm_chance_t{row['threshold']}"] = row["chance"]
-    steps.update()
+    res.metrics["norm_random"] = pool["z"].double().norm(dim=1).mean().item()
+    if present.any():
+        res.metrics["norm_class_mean"] = means[present].norm(dim=1).mean().item()
+    return means
 
-    # 2. Images of z = 0 and of the class means, next to random labeled samples
+
+def class_mean_images(run: LoadedRun, res: AnalysisResult, pool: dict, means: torch.Tensor, opts: Options) -> None:
+    """Part 2: per class, G(z = 0), G(class mean) and random samples; the norms table."""
+    G, C, conditional = run.gan.generator, run.num_classes, run.gan.conditional
+    labeled = pool["conf"] >= opts.threshold
+    norms = pool["z"].double().norm(dim=1)
     present = ~means.isnan().any(dim=1)
-    z_means = means.nan_to_num(0).float().to(run.device)
     labels = torch.arange(C, device=run.device)
     y = labels if conditional else None
     zero_images = generate(G, torch.zeros(C, run.latent_dim, device=run.device), y)
-    mean_images = generate(G, z_means, y)
+    mean_images = generate(G, means.nan_to_num(0).float().to(run.device), y)
     _, zero_pred, zero_conf = classify(run, zero_images)
     mean_probs, mean_pred, mean_conf = classify(run, mean_images)
     rows, grid, titles = [], [], []
     blank = torch.full((1, 1, 28, 28), math.nan, device=run.device)
     for c in range(C):
         mine = labeled & (pool["pred"] == c)
-        rows.append({"class": c, "n_labeled": int(counts[c]), "n_predicted": int((pool["pred"] == c).sum()),
+        rows.append({"class": c, "n_labeled": int(mine.sum()), "n_predicted": int((pool["pred"] == c).sum()),
                      "norm_random_mean": norms[mine].mean().item() if mine.any() else math.nan,
                      "norm_class_mean": means[c].norm().item() if present[c] else math.nan,
                      "zero_pred": int(zero_pred[c]), "zero_conf": zero_conf[c].item(),
@@ -238,101 +260,110 @@ def analyze(run: LoadedRun, opts: Options, progress: bool = True) -> AnalysisRes
         col_labels=["z=0", "class mean", *["random"] * opts.n_random],
         suptitle=f"Mean latent vectors and random samples (evaluator label, confidence; "
                  f"labeled: conf >= {opts.threshold})")
-    res.metrics["norm_random"] = norms.mean().item()
-    res.metrics["norm_class_mean"] = means[present].norm(dim=1).mean().item() if present.any() else math.nan
     target = labels.cpu()
     if conditional:
         res.metrics["zero_image_acc"] = agreement(zero_pred, target)
-    res.metrics["class_mean_image_acc"] = agreement(mean_pred[present], target[present])
-    steps.update()
+    if present.any():
+        res.metrics["class_mean_image_acc"] = agreement(mean_pred[present], target[present])
 
-    # 3. Interpolation within and between classes
-    interp_rows, within, between = [], [], []
-    within_titles, between_titles = [], []
+
+def interpolation(run: LoadedRun, res: AnalysisResult, pool: dict, opts: Options, has_embedding: bool) -> None:
+    """Part 3: paths within each class and between classes c -> c+1, with the evaluator's verdicts."""
+    G, C, conditional = run.gan.generator, run.num_classes, run.gan.conditional
+    rows, within, between, within_titles, between_titles = [], [], [], [], []
+    skipped_within, skipped_between = [], []
     for c in range(C):
         idx = class_examples(pool, c, 2)
         if len(idx) < 2:
-            res.notes.append(f"interpolation within class {c} skipped: fewer than 2 vectors of the class")
+            skipped_within.append(c)
             continue
         za, zb = (pool["z"][i].to(run.device) for i in idx)
         imgs = interpolation_images(G, za, zb, opts.interp_steps, label=c if conditional else None)
-        interp_rows += _path_rows(run, "within", c, c, imgs, within_titles)
+        rows += _path_rows(run, "within", c, c, imgs, within_titles)
         within.append(imgs)
-    for a in range(C):
-        b = (a + 1) % C
-        ia, ib = class_examples(pool, a, 1), class_examples(pool, b, 1)
-        if not len(ia) or not len(ib):
-            res.notes.append(f"interpolation {a} -> {b} skipped: no vector of one of the classes")
-            continue
-        za, zb = pool["z"][ia[0]].to(run.device), pool["z"][ib[0]].to(run.device)
-        if has_embedding:
-            table = embedding_table(G)
-            imgs = interpolation_images(G, za, zb, opts.interp_steps, ea=table[a], eb=table[b])
-        elif conditional:
-            continue
-        else:
-            imgs = interpolation_images(G, za, zb, opts.interp_steps)
-        interp_rows += _path_rows(run, "between", a, b, imgs, between_titles)
-        between.append(imgs)
-    res.tables["interpolation"] = interp_rows
+    if has_embedding or not conditional:  # a conditional G without embeddings cannot change class smoothly
+        table = embedding_table(G) if has_embedding else None
+        for a in range(C):
+            b = (a + 1) % C
+            ia, ib = class_examples(pool, a, 1), class_examples(pool, b, 1)
+            if not len(ia) or not len(ib):
+                skipped_between.append(f"{a}->{b}")
+                continue
+            za, zb = pool["z"][ia[0]].to(run.device), pool["z"][ib[0]].to(run.device)
+            if table is not None:
+                imgs = interpolation_images(G, za, zb, opts.interp_steps, ea=table[a], eb=table[b])
+            else:
+                imgs = interpolation_images(G, za, zb, opts.interp_steps)
+            rows += _path_rows(run, "between", a, b, imgs, between_titles)
+            between.append(imgs)
+    if skipped_within:
+        res.notes.append(f"interpolation within classes {skipped_within} skipped: fewer than 2 vectors "
+                         "the evaluator gives the class")
+    if skipped_between:
+        res.notes.append(f"interpolation {', '.join(skipped_between)} skipped: no vector of one of the classes")
+    res.tables["interpolation"] = rows
     space = "latent + label embedding" if has_embedding else "latent"
     if within:
         res.figures["interpolation_within"] = image_grid(
             torch.cat(within), opts.interp_steps, titles=within_titles,
             suptitle="Interpolation within a class (latent space; evaluator label, confidence)")
-        points = [r for r in interp_rows if r["kind"] == "within"]
+        points = [r for r in rows if r["kind"] == "within"]
         res.metrics["interp_within_label_rate"] = float(np.mean([r["pred"] == r["class_a"] for r in points]))
         res.metrics["interp_within_mean_conf"] = float(np.mean([r["conf"] for r in points]))
     if between:
         res.figures["interpolation_between"] = image_grid(
             torch.cat(between), opts.interp_steps, titles=between_titles,
             suptitle=f"Interpolation between classes c -> c+1 ({space}; evaluator label, confidence)")
-        points = [r for r in interp_rows if r["kind"] == "between"]
+        points = [r for r in rows if r["kind"] == "between"]
         res.metrics["interp_between_endpoint_label_rate"] = float(
             np.mean([r["pred"] in (r["class_a"], r["class_b"]) for r in points]))
         res.metrics["interp_between_mean_conf"] = float(np.mean([r["conf"] for r in points]))
-    steps.update()
+        res.figures["interpolation_between_curves"] = _path_curves(points, space)
 
-    # 4. Noise around the mean latent vector, and around the label embedding
+
+def noise_exploration(run: LoadedRun, res: AnalysisResult, means: torch.Tensor, opts: Options,
+                      gen: torch.Generator, has_embedding: bool) -> None:
+    """Part 4: sigma * N(0, I) on the mean latent vector, then (conditional) on the label embedding."""
+    C = run.num_classes
     res.tables["noise"] = []
-    centers = torch.zeros(C, run.latent_dim, device=run.device) if conditional else z_means
-    usable = torch.ones(C, dtype=torch.bool) if conditional else present
+    if run.gan.conditional:
+        centers, usable = torch.zeros(C, run.latent_dim, device=run.device), torch.ones(C, dtype=torch.bool)
+    else:
+        centers, usable = means.nan_to_num(0).float().to(run.device), ~means.isnan().any(dim=1)
     if not usable.any():
         res.notes.append("noise exploration skipped: no class has a labeled mean latent vector")
-    else:
-        eps_z = noise(C * opts.noise_samples, run.latent_dim, gen, run.device)
-        _noise_part(run, res, "latent", centers, usable, eps_z, opts)
-        if has_embedding:
-            table = embedding_table(G)
-            eps_e = noise(C * opts.noise_samples, table.shape[1], gen, run.device)
-            _noise_part(run, res, "embedding", table, usable, eps_e, opts)
-    steps.update()
-
-    # 5. Out-of-distribution embeddings
+        return
+    eps_z = noise(C * opts.noise_samples, run.latent_dim, gen, run.device)
+    _noise_part(run, res, "latent", centers, usable, eps_z, opts)
     if has_embedding:
-        table = embedding_table(G)
-        scale = table.pow(2).mean().sqrt().item()
-        e = scale * noise(opts.n_ood, table.shape[1], gen, run.device)
-        z = noise(opts.n_ood, run.latent_dim, gen, run.device)
-        nn_label = nearest_mean(e, table).cpu()
-        nn_dist = torch.cdist(e.double(), table.double()).min(dim=1).values.cpu()
-        _, pred, conf = classify(run, generate_from_embedding(G, z, e))
-        confident = conf >= opts.threshold
-        res.tables["ood"] = [{"i": i, "nn_label": int(nn_label[i]), "nn_dist": nn_dist[i].item(),
-                              "pred": int(pred[i]), "conf": conf[i].item()} for i in range(opts.n_ood)]
-        res.metrics["ood_agreement"] = agreement(nn_label, pred)
-        res.metrics["ood_agreement_confident"] = agreement(nn_label[confident], pred[confident])
-        res.metrics["ood_confident_rate"] = confident.double().mean().item()
-        res.metrics["ood_mean_conf"] = conf.mean().item()
-        res.metrics["ood_embedding_scale"] = scale
-        k = min(OOD_GRID, opts.n_ood)
-        res.figures["ood_embeddings"] = image_grid(
-            generate_from_embedding(G, z[:k], e[:k]), 8,
-            titles=[f"nn {int(nn_label[i])} | {int(pred[i])} {conf[i].item():.2f}" for i in range(k)],
-            suptitle=f"Random embeddings N(0, {scale:.2f}^2 I): 1-NN label | evaluator label, confidence")
-    steps.update()
-    steps.close()
-    return res
+        table = embedding_table(run.gan.generator)
+        eps_e = noise(C * opts.noise_samples, table.shape[1], gen, run.device)
+        _noise_part(run, res, "embedding", table, usable, eps_e, opts)
+
+
+def ood_embeddings(run: LoadedRun, res: AnalysisResult, opts: Options, gen: torch.Generator) -> None:
+    """Part 5: random embedding vectors; their 1-NN label among the learned ones vs the evaluator's label."""
+    G = run.gan.generator
+    table = embedding_table(G)
+    scale = table.pow(2).mean().sqrt().item()
+    e = scale * noise(opts.n_ood, table.shape[1], gen, run.device)
+    z = noise(opts.n_ood, run.latent_dim, gen, run.device)
+    nn_label = nearest_mean(e, table).cpu()
+    nn_dist = torch.cdist(e.double(), table.double()).min(dim=1).values.cpu()
+    images = generate_from_embedding(G, z, e)
+    _, pred, conf = classify(run, images)
+    confident = conf >= opts.threshold
+    res.tables["ood"] = [{"i": i, "nn_label": int(nn_label[i]), "nn_dist": nn_dist[i].item(),
+                          "pred": int(pred[i]), "conf": conf[i].item()} for i in range(opts.n_ood)]
+    res.metrics["ood_agreement"] = agreement(nn_label, pred)
+    res.metrics["ood_agreement_confident"] = agreement(nn_label[confident], pred[confident])
+    res.metrics["ood_confident_rate"] = confident.double().mean().item()
+    res.metrics["ood_mean_conf"] = conf.mean().item()
+    res.metrics["ood_embedding_scale"] = scale
+    k = min(OOD_GRID, opts.n_ood)
+    res.figures["ood_embeddings"] = image_grid(
+        images[:k], 8, titles=[f"nn {int(nn_label[i])} | {int(pred[i])} {conf[i].item():.2f}" for i in range(k)],
+        suptitle=f"Random embeddings N(0, {scale:.2f}^2 I): 1-NN label | evaluator label, confidence")
 
 
 def _path_rows(run: LoadedRun, kind: str, a: int, b: int, imgs: torch.Tensor, titles: list[str]) -> list[dict]:
@@ -342,6 +373,25 @@ def _path_rows(run: LoadedRun, kind: str, a: int, b: int, imgs: torch.Tensor, ti
     return [{"kind": kind, "class_a": a, "class_b": b, "step": i, "t": i / (n - 1) if n > 1 else 0.0,
              "pred": int(pred[i]), "conf": conf[i].item(), "p_a": probs[i, a].item(), "p_b": probs[i, b].item()}
             for i in range(n)]
+
+
+def _path_curves(points: list[dict], space: str) -> Figure:
+    """Evaluator probability of the start class (solid) and the end class (dashed) along each path."""
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.add_subplot()
+    for i, (a, b) in enumerate(dict.fromkeys((r["class_a"], r["class_b"]) for r in points)):
+        path = [r for r in points if (r["class_a"], r["class_b"]) == (a, b)]
+        t = [r["t"] for r in path]
+        ax.plot(t, [r["p_a"] for r in path], color=f"C{i}", label=f"{a} -> {b}")
+        ax.plot(t, [r["p_b"] for r in path], color=f"C{i}", ls="--")
+    ax.set_xlabel("t (0: start class, 1: end class)")
+    ax.set_ylabel("evaluator probability")
+    ax.set_title(f"Between-class paths ({space}): p(start) solid, p(end) dashed", fontsize=9)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return fig
 
 
 def _noise_part(run: LoadedRun, res: AnalysisResult, space: str, centers: torch.Tensor, usable: torch.Tensor,

@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from bench.analysis.common import AnalysisResult, LoadedRun, generate, noise
-from bench.data import DeviceDataset, normalize
+from bench.data import DeviceDataset
 from bench.evaluator import EVAL_BATCH, train_classifier
 from bench.models import LeNet
 

@@ -18,10 +18,13 @@ __all__ = ["StudyError", "StudySpec", "load_study", "register_cli"]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.cli import overrides_from_args, tracking_uri_from_args
+    from bench.cli import InputError, overrides_from_args, tracking_uri_from_args
     from bench.studies import runner, summary
     from bench.tracking import mask_uri
 
+    for flag, value in (("--n-trials", args.n_trials), ("--workers", args.workers), ("--timeout", args.timeout)):
+        if value is not None and value <= 0:
+            raise InputError(f"{flag}={value}: must be positive")
     overrides = overrides_from_args(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from bench.config import build_config
 from bench.studies.spec import StudySpec, file_hash
 from bench.tracking import (TAG_CONFIG, TAG_ROLE, TAG_STUDY, TAG_TRIAL, TrackingError, client,
-                            ensure_experiment, mask_uri)
+                            ensure_experiment, mask_uri, scrub)
 
 HEARTBEAT_S = 20.0
 STALE_AFTER_S = 300.0  # a RUNNING trial on another host without a heartbeat for this long is dead
@@ -115,8 +115,8 @@ def _counted(trial: optuna.trial.FrozenTrial) -> bool:
     return not trial.user_attrs.get("retried", False)
 
 
-def recover_stale(study: optuna.Study) -> list[int]:
-    """Mark RUNNING trials whose worker is gone as FAIL and enqueue them again. Returns their numbers."""
+def recover_stale(study: optuna.Study, tracking_uri: str) -> list[int]:
+    """Mark RUNNING trials whose worker is gone as FAIL (their MLflow runs KILLED) and enqueue them again."""
     here = socket.gethostname()
     now = time.time()
     retried = []
@@ -131,7 +131,16 @@ def recover_stale(study: optuna.Study) -> list[int]:
         if study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
             retried.append(t.number)
+            for run_id in t.user_attrs.get("mlflow_run_ids", []):
+                _end_run_if_running(tracking_uri, run_id, "KILLED")
     return retried
+
+
+def _end_run_if_running(tracking_uri: str, run_id: str, status: str) -> None:
+    mlflow = client(tracking_uri)
+    if mlflow.get_run(run_id).info.status == "RUNNING":
+        mlflow.set_tag(run_id, "error", "worker died (killed or crashed); the trial was retried")
+        mlflow.set_terminated(run_id, status)
 
 
 def _alive(pid: int) -> bool:
@@ -167,7 +176,7 @@ def prepare(spec: StudySpec, study_text: str, storage_url: str, tracking_uri: st
     try:
         study = open_study(spec, make_storage(storage_url))
     except Exception as e:
-        raise TrackingError(f"Optuna storage {mask_uri(storage_url)!r} is not usable: {e}") from None
+        raise TrackingError(scrub(f"Optuna storage {mask_uri(storage_url)!r} is not usable: {e}", storage_url)) from None
     mlflow = client(tracking_uri)
     parent_id = study.user_attrs.get(PARENT_ATTR)
     if parent_id is None:
@@ -184,7 +193,7 @@ def prepare(spec: StudySpec, study_text: str, storage_url: str, tracking_uri: st
         study.set_user_attr(PARENT_ATTR, parent_id)
     else:
         mlflow.update_run(parent_id, status="RUNNING")
-    retried = recover_stale(study)
+    retried = recover_stale(study, tracking_uri)
     enqueue_budget(spec, study)
     return study, parent_id, retried
 

@@ -1,0 +1,520 @@
+"""`gan-bench report` on a small CPU study: every column and plot, numbers equal to MLflow's metric
+history, CI and p-value equal to scipy's, failed/pruned/missing runs marked, and the HTML page
+loaded in headless Chromium with no broken image and no console error.
+
+The study is built the way `bench.studies` builds one: a parent run (tags study, role=parent,
+objective, space_keys, baseline, the question) and one child run per configuration and seed made
+by `bench.experiment.run` (2 configurations x 2 seeds, tiny settings), plus a FAILED run and a
+pruned (KILLED) run. It is built once per test session (the first test that needs it pays).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import math
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Param
+from scipy import stats
+
+from bench import report
+from bench.cli import main
+
+STUDY = "ls-test"
+CONFIGS = {  # config_label -> varied parameters
+    "real_target=1.0,fake_target=0.0": {"techniques.real_target": 1.0, "techniques.fake_target": 0.0},
+    "real_target=0.9,fake_target=0.1": {"techniques.real_target": 0.9, "techniques.fake_target": 0.1},
+}
+BASELINE = "real_target=1.0,fake_target=0.0"
+OTHER = "real_target=0.9,fake_target=0.1"
+PRUNED = "real_target=0.8,fake_target=0.0"
+SEEDS = (0, 1)
+TABLE_METRICS = ["eval/tarr", "eval/is", "eval/class_acc_geomean", "eval/fid", "eval/d_acc_real_test",
+                 "eval/d_acc_fake_test", "time/train_s"]
+TABLE_LABELS = ["TARR", "IS", "per-class acc. (geo. mean)", "FID", "D acc. real (test)", "D acc. fake (test)",
+                "train time (s)"]
+PLOTS = ["eval_curves", "losses", "d_outputs", "class_accuracy", "heatmap", "samples", "param_importances",
+         "parallel_coordinates"]
+
+_BUILT: dict = {}
+
+
+def _parent(client: MlflowClient, name: str, space: list[str], objective: str, baseline: dict | None,
+            question: str) -> str:
+    from bench.tracking import ensure_experiment
+
+    tags = {"study": name, "role": "parent", "sampler": "grid", "pruner": "median", "objective": objective,
+            "space_keys": json.dumps(space), "mlflow.note.content": question}
+    if baseline is not None:
+        tags["baseline"] = json.dumps(baseline)
+    exp = ensure_experiment(client.tracking_uri, name)
+    run_id = client.create_run(exp, run_name=f"study:{name}", tags=tags).info.run_id
+    client.log_text(run_id, f'name = "{name}"\n', "study.toml")
+    return run_id
+
+
+def _trial_tags(name: str, trial: int, label: str, params: dict, seed: int) -> dict:
+    return {"study": name, "role": "trial", "trial": str(trial), "config_label": label, "seed": str(seed),
+            **{f"param.{k}": str(v) for k, v in params.items()}}
+
+
+def build_study(tiny: dict, store: str) -> dict:
+    """The shared fake study (built once): returns ids and paths the tests use."""
+    from bench.config import build_config
+    from bench.experiment import prepare, run
+
+    client = MlflowClient(store)
+    base = {**tiny, "model.name": "cgan-mlp", "optim.epochs": 2, "data.train_subset": 160}
+    parent = _parent(client, STUDY, list(CONFIGS["real_target=1.0,fake_target=0.0"]),
+                     "eval/fid:minimize,eval/tarr:maximize", CONFIGS[BASELINE],
+                     "Does two-sided label smoothing help a tiny CGAN?")
+    ctx = prepare(build_config(overrides=base), progress=False)
+    runs: dict[str, list[str]] = {}
+    for trial, (label, params) in enumerate(CONFIGS.items()):
+        for seed in SEEDS:
+            cfg = build_config(overrides={**base, **params, "seed": seed})
+            result = run(cfg, tracking_uri=store, experiment=STUDY, context=ctx, name=f"{label},seed={seed}",
+                         tags=_trial_tags(STUDY, trial, label, params, seed), parent_run_id=parent,
+                         progress=False, log_checkpoints=False)
+            runs.setdefault(label, []).append(result.run_id)
+    exp = client.get_experiment_by_name(STUDY).experiment_id
+    # A failed third seed of the second configuration (the first then misses seed 2).
+    failed = client.create_run(exp, run_name=f"{OTHER},seed=2", tags={
+        **_trial_tags(STUDY, 3, OTHER, CONFIGS[OTHER], 2), "mlflow.parentRunId": parent,
+        "error": "RuntimeError: CUDA out of memory (simulated)"}).info.run_id
+    client.set_terminated(failed, "FAILED")
+    # A pruned configuration: one evaluation, then KILLED.
+    pruned = client.create_run(exp, run_name=f"{PRUNED},seed=0", tags={
+        **_trial_tags(STUDY, 2, PRUNED, {"techniques.real_target": 0.8, "techniques.fake_target": 0.0}, 0),
+        "mlflow.parentRunId": parent}).info.run_id
+    client.log_metric(pruned, "eval/tarr", 0.5, step=1)
+    client.set_terminated(pruned, "KILLED")
+    client.set_terminated(parent, "FINISHED")
+    return {"store": store, "parent": parent, "runs": runs, "failed": failed, "pruned": pruned}
+
+
+@pytest.fixture
+def study(tiny, store) -> dict:
+    if "study" not in _BUILT:
+        _BUILT["study"] = build_study(tiny, store)
+    return _BUILT["study"]
+
+
+@pytest.fixture
+def built(study, data_root, tmp_path_factory) -> dict:
+    """`gan-bench report` run once on the study (with the real-data reference row)."""
+    if "report" not in _BUILT:
+        out = tmp_path_factory.mktemp("report")
+        code = main(["report", STUDY, "--tracking-uri", study["store"], "--out", str(out),
+                     "--data-root", str(data_root)])
+        assert code == 0
+        _BUILT["report"] = out
+    return {**study, "out": _BUILT["report"]}
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def final(client: MlflowClient, run_id: str, metric: str) -> float:
+    """Recomputed independently: the value at the last step of the metric's history."""
+    hist = client.get_metric_history(run_id, metric)
+    return max(hist, key=lambda m: (m.step, m.timestamp)).value
+
+
+def num(text: str) -> float:
+    return float(text) if text != "" else math.nan
+
+
+# ---------------------------------------------------------------------------
+# Statistics helpers against scipy
+
+
+def test_summarize_and_compare_match_scipy():
+    a, b = [0.91, 0.93, 0.95], [0.90, 0.91]
+    s = report.summarize(a)
+    assert s.mean == pytest.approx(np.mean(a)) and s.std == pytest.approx(np.std(a, ddof=1))
+    lo, hi = stats.t.interval(0.95, 2, loc=np.mean(a), scale=stats.sem(a))
+    assert (s.ci_low, s.ci_high) == pytest.approx((lo, hi))
+    d = report.compare(s, report.summarize(b))
+    ref = stats.ttest_ind(a, b, equal_var=False)
+    assert d.test == "Welch" and d.p == pytest.approx(ref.pvalue)
+    assert (d.ci_low, d.ci_high) == pytest.approx(tuple(ref.confidence_interval(0.95)))
+    assert d.diff == pytest.approx(np.mean(a) - np.mean(b))
+    # n = 1: a mean, no std, no CI, no test (said so)
+    one = report.compare(report.summarize([0.9]), report.summarize(b))
+    assert math.isnan(report.summarize([0.9]).std) and not one.tested and "fewer than 2" in one.test
+    assert one.diff == pytest.approx(0.9 - np.mean(b))
+    assert "no finished" in report.compare(report.summarize([]), s).test
+    assert "no variance" in report.compare(report.summarize([1.0, 1.0]), report.summarize([1.0, 1.0])).test
+
+
+def test_baseline_params_parse_and_reject():
+    assert report.parse_params("real_target=0.9,techniques/fake_target=0.1") == {
+        "techniques.real_target": 0.9, "techniques.fake_target": 0.1}
+    assert report.parse_params('{"model.d_depth": 3}') == {"model.d_depth": 3}
+    with pytest.raises(report.ReportError, match="real_targt"):
+        report.parse_params("real_targt=0.9")
+    with pytest.raises(report.ReportError, match="KEY=VALUE"):
+        report.parse_params("0.9")
+
+
+# ---------------------------------------------------------------------------
+# The report on the study
+
+
+def test_table_numbers_equal_mlflow_history_and_scipy(built):
+    client = MlflowClient(built["store"])
+    rows = {r["config"]: r for r in read_csv(built["out"] / "table.csv") if r["study"] == STUDY}
+    assert set(rows) == {BASELINE, OTHER, PRUNED, "real data (reference)"}
+    assert rows[BASELINE]["kind"] == "baseline" and rows["real data (reference)"]["kind"] == "reference"
+    values = {label: {m: [final(client, rid, m) for rid in built["runs"][label]] for m in TABLE_METRICS}
+              for label in CONFIGS}
+    for label in CONFIGS:
+        row = rows[label]
+        assert row["n"] == "2"
+        for m in TABLE_METRICS:
+            v = np.array(values[label][m])
+            assert num(row[f"{m} mean"]) == pytest.approx(v.mean(), rel=1e-12, abs=1e-12), (label, m)
+            assert num(row[f"{m} std"]) == pytest.approx(v.std(ddof=1), rel=1e-9, abs=1e-12), (label, m)
+            assert row[f"{m} n"] == "2"
+            if v.std(ddof=1) > 0:
+                lo, hi = stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
+                assert (num(row[f"{m} ci95_low"]), num(row[f"{m} ci95_high"])) == pytest.approx((lo, hi), rel=1e-9)
+    tested = 0
+    for m in TABLE_METRICS:
+        a, b = values[OTHER][m], values[BASELINE][m]
+        row = rows[OTHER]
+        assert num(row[f"{m} diff"]) == pytest.approx(np.mean(a) - np.mean(b), rel=1e-9, abs=1e-12)
+        if np.std(a) > 0 or np.std(b) > 0:
+            ref = stats.ttest_ind(a, b, equal_var=False)
+            assert row[f"{m} test"] == "Welch"
+            assert num(row[f"{m} p"]) == pytest.approx(ref.pvalue, rel=1e-9), m
+            ci = ref.confidence_interval(0.95)
+            assert (num(row[f"{m} diff_ci95_low"]), num(row[f"{m} diff_ci95_high"])) == pytest.approx(
+                (ci.low, ci.high), rel=1e-9)
+            tested += 1
+    assert tested >= 2  # FID and train time always vary across seeds
+    # the best value per column is marked on the right row
+    for m in ("eval/fid", "time/train_s"):
+        means = {label: np.mean(values[label][m]) for label in CONFIGS}
+        best = min(means, key=means.get)
+        assert rows[best][f"{m} best"] == "True" and rows[[x for x in CONFIGS if x != best][0]][f"{m} best"] == "False"
+
+
+def test_report_has_every_column_plot_and_reference_row(built, data_root):
+    out = built["out"]
+    html = (out / "report.html").read_text()
+    md = (out / "report.md").read_text()
+    header = read_csv(out / "table.csv")[0].keys()
+    for m, label in zip(TABLE_METRICS, TABLE_LABELS):
+        assert f"{m} mean" in header and f"{m} ci95_low" in header and f"{m} p" in header
+        assert f"<th>{label}</th>" in html, label
+        assert f"| {label} " in md or f"| {label} |" in md, label
+    for plot in PLOTS:
+        png = out / "plots" / STUDY / f"{plot}.png"
+        assert png.stat().st_size > 1000, plot
+        assert base64.b64encode(png.read_bytes()).decode()[:200] in html  # embedded, not linked
+    assert "Does two-sided label smoothing help a tiny CGAN?" in html
+    assert "★" in html and "Welch" in html and "95% confidence interval" in html
+    # verdict on the objective vs the baseline
+    assert f"{OTHER} vs {BASELINE}: FID" in html
+    # reference row from real data: the evaluator's test accuracy stands in the TARR column
+    ref = next(r for r in read_csv(out / "table.csv") if r["kind"] == "reference")
+    assert 0 < num(ref["eval/tarr mean"]) <= 1 and num(ref["eval/fid mean"]) >= 0
+    assert "reference row: mnist" in html
+
+
+def test_failed_pruned_and_missing_runs_are_marked(built):
+    out = built["out"]
+    html = (out / "report.html").read_text()
+    rows = {r["config"]: r for r in read_csv(out / "table.csv")}
+    assert "1 failed" in rows[OTHER]["runs"]
+    assert "missing seed 2" in rows[BASELINE]["runs"]
+    assert rows[PRUNED]["n"] == "0" and "1 pruned/killed" in rows[PRUNED]["runs"]
+    assert rows[PRUNED]["eval/tarr mean"] == ""  # a pruned run's partial value is not counted
+    for run_id in (built["failed"], built["pruned"]):
+        assert run_id in html
+    assert "CUDA out of memory (simulated)" in html
+    assert "⚠" in html and "Not counted: " in html
+
+
+def test_report_logged_to_parent_run(built):
+    client = MlflowClient(built["store"])
+    names = {f.path for f in client.list_artifacts(built["parent"], "report")}
+    assert {"report/report.html", "report/table.csv", "report/report.md", "report/plots"} <= names
+    plots = {f.path.rsplit("/", 1)[-1] for f in client.list_artifacts(built["parent"], f"report/plots/{STUDY}")}
+    assert {f"{p}.png" for p in PLOTS} <= plots
+
+
+def test_runs_filter_and_explicit_baseline(study, tmp_path, capsys):
+    out = tmp_path / "seed0"
+    code = main(["report", STUDY, "--tracking-uri", study["store"], "--out", str(out), "--runs", "tags.seed = '0'",
+                 "--baseline", "real_target=0.9,fake_target=0.1", "--no-reference", "--no-log"])
+    assert code == 0
+    rows = {r["config"]: r for r in read_csv(out / "table.csv")}
+    assert rows[OTHER]["kind"] == "baseline"
+    assert rows[BASELINE]["n"] == "1" and rows[BASELINE]["eval/fid test"] == "n/a (fewer than 2 seeds)"
+    assert rows[BASELINE]["eval/fid p"] == ""
+    assert "no test" in (out / "report.html").read_text()
+    assert "reference" not in {r["kind"] for r in rows.values()}
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["no-such-study"], "no-such-study"),
+    ([STUDY, "--runs", "tags.seed ==== 0"], "--runs"),
+    ([STUDY, "--baseline", "techniques.real_target=0.5"], "--baseline"),
+    ([STUDY, "--baseline", "real_targt=1.0"], "real_targt"),
+])
+def test_bad_input_exits_2(study, tmp_path, capsys, args, needle):
+    code = main(["report", *args, "--tracking-uri", study["store"], "--out", str(tmp_path / "r"), "--no-log",
+                 "--no-reference"])
+    assert code == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_store_exits_2(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'nowhere' / 'mlflow.db'}"
+    assert main(["report", "x", "--tracking-uri", uri]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()
+
+
+def _copy_study(client: MlflowClient, src: dict, name: str, space_key: str, configs: dict[str, Any],
+                override: dict[str, str] | None = None) -> None:
+    """A second study made of synthetic runs: the source study's baseline params with one key changed."""
+    source = [client.get_run(rid) for rid in src["runs"][BASELINE]]
+    parent = _parent(client, name, [space_key], "eval/fid:minimize", None, f"Does {space_key} help?")
+    exp = client.get_experiment_by_name(name).experiment_id
+    for trial, (label, value) in enumerate(configs.items()):
+        for r in source:
+            params = {**r.data.params, space_key.replace(".", "/"): str(value), **(override or {})}
+            tags = {**_trial_tags(name, trial, label, {space_key: value}, int(r.data.tags["seed"])),
+                    "mlflow.parentRunId": parent}
+            if value == 0.0:  # the shared base configuration: same config_id as the source baseline
+                tags["config_id"] = r.data.tags["config_id"]
+            run_id = client.create_run(exp, run_name=f"{label},seed={tags['seed']}", tags=tags).info.run_id
+            client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+            shift = 0.0 if value == 0.0 else 1.5
+            for k, v in r.data.metrics.items():
+                client.log_metric(run_id, k, v + shift if k == "eval/fid" else v, step=1)
+            client.set_terminated(run_id, "FINISHED")
+
+
+def test_studies_sharing_a_base_config_are_compared(study, tmp_path):
+    client = MlflowClient(study["store"])
+    if client.get_experiment_by_name("flip-test") is None:
+        _copy_study(client, study, "flip-test", "techniques.flip_prob", {"flip_prob=0.0": 0.0, "flip_prob=0.1": 0.1})
+        _copy_study(client, study, "other-model", "techniques.flip_prob", {"flip_prob=0.0": 0.0},
+                    override={"model/name": "cgan-conv"})
+    out = tmp_path / "cmp"
+    assert main(["report", STUDY, "flip-test", "--tracking-uri", study["store"], "--out", str(out),
+                 "--baseline", "real_target=1.0,fake_target=0.0,flip_prob=0.0", "--no-reference", "--no-log"]) == 0
+    rows = [r for r in read_csv(out / "table.csv") if r["study"] == "comparison"]
+    labels = [r["config"] for r in rows]
+    pooled = next(r for r in rows if r["kind"] == "baseline")
+    assert "ls-test: " + BASELINE in pooled["config"] and "flip-test: flip_prob=0.0" in pooled["config"]
+    assert pooled["n"] == "2"  # same config and seeds in both studies: pooled, one run per seed
+    assert "flip-test: flip_prob=0.1" in labels and f"ls-test: {OTHER}" in labels
+    html = (out / "report.html").read_text()
+    assert "Comparison across studies" in html and "share a base configuration" in html
+    # a study on another model shares no base configuration: said so, no combined table
+    diffs = report.comparable([report.load_study(client, STUDY), report.load_study(client, "other-model")])
+    assert diffs == ["model.name: cgan-mlp (ls-test) vs cgan-conv (other-model)"]
+
+
+# ---------------------------------------------------------------------------
+# The HTML page in headless Chromium (DevTools protocol over a minimal websocket client)
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+                  "--disable-default-apps", "--mute-audio"]
+
+
+def chromium_binary() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class DevTools:
+    """Just enough of RFC 6455 to talk to Chromium's DevTools: text frames, no extensions."""
+
+    def __init__(self, ws_url: str, timeout: float = 60.0):
+        u = urlsplit(ws_url)
+        self.sock = socket.create_connection((u.hostname, u.port), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET {u.path} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                           ).encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("DevTools closed the connection during the handshake")
+            buf += chunk
+        head, self.buf = buf.split(b"\r\n\r\n", 1)
+        assert b" 101 " in head.split(b"\r\n", 1)[0], head
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    def _exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(max(65536, n - len(self.buf)))
+            if not chunk:
+                raise ConnectionError("DevTools closed the connection")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def _frame(self, opcode: int, payload: bytes) -> None:
+        head = bytearray([0x80 | opcode])
+        n = len(payload)
+        if n < 126:
+            head.append(0x80 | n)
+        elif n < 1 << 16:
+            head += bytes([0x80 | 126]) + struct.pack(">H", n)
+        else:
+            head += bytes([0x80 | 127]) + struct.pack(">Q", n)
+        mask = os.urandom(4)
+        masked = (np.frombuffer(payload, np.uint8) ^ np.resize(np.frombuffer(mask, np.uint8), n)).tobytes()
+        self.sock.sendall(bytes(head) + mask + masked)
+
+    def receive(self) -> dict:
+        message = b""
+        while True:
+            b1, b2 = self._exact(2)
+            n = b2 & 0x7F
+            if n == 126:
+                n = struct.unpack(">H", self._exact(2))[0]
+            elif n == 127:
+                n = struct.unpack(">Q", self._exact(8))[0]
+            mask = self._exact(4) if b2 & 0x80 else None
+            payload = self._exact(n)
+            if mask:
+                payload = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+            opcode = b1 & 0x0F
+            if opcode == 8:
+                raise ConnectionError("DevTools closed the websocket")
+            if opcode == 9:
+                self._frame(10, payload)
+                continue
+            if opcode in (0, 1, 2):
+                message += payload
+                if b1 & 0x80:
+                    return json.loads(message)
+
+    def call(self, method: str, **params) -> dict:
+        self.next_id += 1
+        self._frame(1, json.dumps({"id": self.next_id, "method": method, "params": params}).encode())
+        while True:
+            msg = self.receive()
+            if msg.get("id") == self.next_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+            self.events.append(msg)
+
+    def wait_for(self, method: str, timeout: float = 60.0) -> dict:
+        deadline = time.monotonic() + timeout
+        for e in self.events:
+            if e.get("method") == method:
+                return e
+        while time.monotonic() < deadline:
+            msg = self.receive()
+            self.events.append(msg)
+            if msg.get("method") == method:
+                return msg
+        raise TimeoutError(method)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def open_in_chromium(html: Path, screenshot: Path, profile: Path, width: int = 1400) -> dict:
+    """Load the page; return images, broken images, console errors and the page size; write a screenshot."""
+    binary = chromium_binary()
+    proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
+                             "--remote-allow-origins=*", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            assert proc.poll() is None, "chromium exited before DevTools came up"
+            assert time.monotonic() < deadline, "chromium did not open its DevTools port"
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as r:
+            page = next(t for t in json.load(r) if t["type"] == "page")
+        cdp = DevTools(page["webSocketDebuggerUrl"])
+        try:
+            for domain in ("Page", "Runtime", "Log"):
+                cdp.call(f"{domain}.enable")
+            cdp.call("Emulation.setDeviceMetricsOverride", width=width, height=1000, deviceScaleFactor=1, mobile=False)
+            cdp.events.clear()
+            cdp.call("Page.navigate", url=html.resolve().as_uri())
+            cdp.wait_for("Page.loadEventFired")
+            check = cdp.call("Runtime.evaluate", returnByValue=True, expression="""JSON.stringify({
+                images: document.images.length,
+                broken: Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt),
+                height: document.documentElement.scrollHeight, title: document.title,
+                tables: document.querySelectorAll('table').length})""")
+            info = json.loads(check["result"]["value"])
+            cdp.call("Emulation.setDeviceMetricsOverride", width=width, height=min(info["height"], 16000),
+                     deviceScaleFactor=1, mobile=False)
+            shot = cdp.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+            screenshot.write_bytes(base64.b64decode(shot["data"]))
+            errors = []
+            for e in cdp.events:
+                p = e.get("params", {})
+                if e.get("method") == "Runtime.exceptionThrown":
+                    errors.append(p["exceptionDetails"].get("text", "exception"))
+                elif e.get("method") == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+                    errors.append(str(p.get("args")))
+                elif e.get("method") == "Log.entryAdded" and p["entry"]["level"] == "error":
+                    errors.append(p["entry"].get("text", ""))
+            info["errors"] = errors
+            return info
+        finally:
+            cdp.close()
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(5)
+
+
+def test_html_opens_in_headless_chromium(built, tmp_path):
+    if chromium_binary() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is not installed (.ci/run installs Debian's chromium package)")
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    shot = Path(os.environ.get("GANBENCH_REPORT_SCREENSHOT") or tmp_path / "report.png")
+    info = open_in_chromium(built["out"] / "report.html", shot, tmp_path / "profile")
+    assert info["title"].startswith("gan-bench report")
+    assert info["images"] == len(PLOTS) and info["broken"] == []
+    assert info["errors"] == []
+    assert info["tables"] >= 2 and info["height"] > 2000
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
