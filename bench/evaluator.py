@@ -180,6 +180,7 @@ def evaluate_gan(gan: GAN, evaluator: Evaluator, test: DeviceDataset, cfg: EvalC
             labels = None
         n = len(labels) if labels is not None else cfg.n_samples
         fakes = generate(gan, n, latent_dim, device, gen, labels)
+        out["sample_std"] = fakes.float().std(dim=0).mean().item()  # ~0: every sample is the same image
         probs, feats = evaluator(fakes)
         pred = probs.argmax(1)
         out["is"], out["is_std"] = metrics.inception_score(probs, cfg.splits, seed=seed)

@@ -10,6 +10,7 @@ import hashlib
 import json
 import platform
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ from bench.evaluator import Evaluator, evaluate_gan, load_or_train
 from bench.models import GAN, build_gan, count_params, summary, uses_reference
 from bench.plots import curves_figure
 from bench.tracking import TAG_CONFIG_ID, TAG_DIVERGED, MlflowTracker, NullTracker, ensure_experiment, git_commit
-from bench.train import EpochHook, TrainResult, resolve_device, train
+from bench.train import Checkpoint, EpochHook, TrainResult, resolve_device, train
 
 GRID_COLUMNS = 10
 
@@ -101,7 +102,7 @@ def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-benc
         context: Context | None = None, name: str | None = None, tags: dict[str, Any] | None = None,
         parent_run_id: str | None = None, hooks: Sequence[EpochHook] = (), progress: bool = True,
         log_checkpoints: bool = True, killed_on: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
-        on_run_start: Callable[[str], None] | None = None) -> RunResult:
+        on_run_start: Callable[[str], None] | None = None, checkpoint_path: Path | None = None) -> RunResult:
     """Train `cfg` and log it as one MLflow run (tracking_uri None: tracking off)."""
     ctx = context or prepare(cfg, progress, tracking_uri, experiment)
     torch.manual_seed(cfg.seed)
@@ -157,14 +158,17 @@ def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-benc
         result = train(cfg, gan, train_data, tracker,
                        evaluate=lambda: evaluate_gan(gan, ctx.evaluator, ctx.test, cfg.eval,
                                                      cfg.model.latent_dim, seed=cfg.seed),
-                       hooks=[log_samples, *hooks], progress=progress)
+                       hooks=[log_samples, *hooks], progress=progress,
+                       checkpoint=Checkpoint(checkpoint_path) if checkpoint_path else None)
         if result.diverged:
-            tracker.set_tags({TAG_DIVERGED: "true"})
+            tracker.set_tags({TAG_DIVERGED: "true", "diverged_reason": result.stop_reason})
         for fig_name, fig in curves_figure(result.history).items():
             tracker.log_figure(fig, f"plots/{fig_name}.png")
         if log_checkpoints:
             tracker.log_torch(gan.generator.state_dict(), "checkpoints/generator.pt")
             tracker.log_torch(gan.discriminator.state_dict(), "checkpoints/discriminator.pt")
+    if checkpoint_path:
+        Checkpoint(checkpoint_path).remove()  # the run completed: nothing left to resume
     metrics = {**{f"eval/{k}": v for k, v in result.metrics.items()},
                "time/train_s": result.train_s, "time/eval_s": result.eval_s}
     return RunResult(tracker.run_id, metrics, result, gan)

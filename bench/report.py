@@ -46,8 +46,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from bench.tracking import (TAG_CONFIG, TAG_CONFIG_ID, TAG_DIVERGED, TAG_ROLE, TAG_STUDY, TAG_TRIAL,
-                            figure_to_png, mask_uri, safe_name)
+from bench.tracking import (TAG_CONFIG, TAG_CONFIG_ID, TAG_DIVERGED, TAG_ROLE, TAG_TRIAL, figure_to_png,
+                            mask_uri, safe_name)
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
@@ -618,6 +618,8 @@ def table_csv(tables: list[tuple[str, Table]]) -> str:
     cols: list[Column] = []
     for _, t in tables:
         cols += [c for c in t.columns if c.metric not in {x.metric for x in cols}]
+    order = [c.metric for c in COLUMNS]
+    cols.sort(key=lambda c: order.index(c.metric) if c.metric in order else len(order))
     fields = ["study", "config", "kind", "n", "runs"]
     for c in cols:
         m = c.metric
@@ -791,8 +793,9 @@ def _curves(groups: list[Group], metrics: list[tuple[str, str]], xlabel: str, ti
         return None
     ncols = min(ncols, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
-    legend_rows = math.ceil(len(groups) / 3)
+    legend_rows = math.ceil(len([g for g in groups if g.usable]) / 3)
     fig = Figure(figsize=(4.2 * ncols, 3.0 * nrows + 0.3 * legend_rows + 0.5))
+    groups = [g for g in groups if any(m in r.history for m, _ in metrics for r in g.usable)]
     colors = _colors(len(groups))
     for i, (metric, name) in enumerate(metrics):
         ax = fig.add_subplot(nrows, ncols, i + 1)
@@ -912,7 +915,9 @@ def plot_heatmap(groups: list[Group], keys: list[str], metric: str, direction: s
     return fig
 
 
-_IMAGE_RE = re.compile(r"^(?P<key>.+?)[+%]step[+%](?P<step>\d+)[+%]timestamp[+%](?P<ts>\d+)[+%].*?(?<!compressed)\.png$")
+# MLflow 3 stores `log_image(key=, step=)` as images/<key>+step+<step>+timestamp+<ms>+<uuid>.png (and a
+# +compressed.webp thumbnail); older versions used % as the separator.
+_IMAGE_RE = re.compile(r"^(?P<key>.+?)[+%]step[+%](?P<step>\d+)[+%]timestamp[+%](?P<ts>\d+)[+%].*\.png$")
 
 
 def final_sample_image(client, run_id: str, key: str = "samples") -> tuple[str, int] | None:
@@ -1084,7 +1089,8 @@ def cmap_mappable(cmap, norm):
 # The reference row (real data through the evaluator)
 
 
-def reference_scores(groups: list[Group], data_root: str | None, cache: dict) -> tuple[dict | None, str]:
+def reference_scores(groups: list[Group], data_root: str | None, cache: dict,
+                     progress=lambda message: None) -> tuple[dict | None, str]:
     """bench.evaluator.real_scores for the dataset and evaluator the runs used, or None and why not."""
     from bench.config import ConfigError, all_keys, build_config
     from bench.data import DataError
@@ -1104,8 +1110,10 @@ def reference_scores(groups: list[Group], data_root: str | None, cache: dict) ->
     key = (cfg.data.dataset, cfg.data.root, cfg.eval.model_dump_json())
     if key not in cache:
         from bench import experiment
-        from bench.evaluator import real_scores
+        from bench.evaluator import cache_dir, evaluator_key, real_scores
 
+        if not (cache_dir() / "evaluators" / f"{evaluator_key(cfg.data.dataset, cfg.eval)}.pt").exists():
+            progress(f"training the {cfg.data.dataset} evaluator for the reference row (once; it is cached)")
         try:
             ctx = experiment.prepare(cfg, progress=False)
         except DataError as e:
@@ -1258,19 +1266,23 @@ def build_report(client, names: list[str], *, out_dir: Path, runs_filter: str | 
         raise ReportError(f"--baseline {baseline!r}: matches no configuration (configurations: {labels or 'none'})")
     ref_cache: dict = {}
     reports = []
-    baselines: list[Group | None] = []
+    baselines: dict[str, Group | None] = {}
     for s in studies:
         progress(f"{s.name}: {len(s.runs)} runs in {len(s.groups)} configurations")
         base, note = resolve_baseline(s, wanted, baseline)
-        baselines.append(base)
-        ref, ref_note = (reference_scores(s.groups, data_root, ref_cache) if reference
+        baselines[s.name] = base
+        ref, ref_note = (reference_scores(s.groups, data_root, ref_cache, progress) if reference
                          else (None, "reference row skipped (--no-reference)"))
         table = build_table(s.name, s.groups, s.objectives, base, note, ref, ref_note)
         plots = study_plots(client, s, ref)
         reports.append(StudyReport(s, table, verdict(table, s.objectives), plots))
 
     comparison, comparison_note = None, ""
-    if len(studies) > 1:
+    with_runs = [s for s in studies if any(g.usable for g in s.groups)]
+    if len(studies) > 1 and len(with_runs) < 2:
+        comparison_note = "No combined table: fewer than two of the studies have finished runs."
+    elif len(studies) > 1:
+        studies = with_runs
         diffs = comparable(studies)
         if diffs:
             comparison_note = ("No combined table: the studies do not share a base configuration ("
@@ -1278,13 +1290,14 @@ def build_report(client, names: list[str], *, out_dir: Path, runs_filter: str | 
         else:
             groups = combined_groups(studies)
             objectives = studies[0].objectives
-            base_ids = {b.config_id for b in baselines if b is not None}
+            chosen = [baselines[s.name] for s in studies]
+            base_ids = {b.config_id for b in chosen if b is not None}
             base = None
             if wanted is not None:
                 found = matching(groups, wanted)
                 base = found[0] if found else None
                 note = f"baseline: {base.label} (--baseline {baseline})" if base else ""
-            elif len(base_ids) == 1 and None not in base_ids and all(b is not None for b in baselines):
+            elif len(base_ids) == 1 and None not in base_ids and all(b is not None for b in chosen):
                 base = next(g for g in groups if g.config_id in base_ids)
                 note = f"baseline: {base.label} (every study's baseline is this configuration)"
             if base is None:
@@ -1340,8 +1353,8 @@ def _run_list_html(study: StudyData) -> str:
         if g.missing_seeds:
             rows.append(f'<tr class="flag"><td>{e(g.label)}</td><td>{e(", ".join(g.missing_seeds))}</td><td></td>'
                         "<td>missing (no run)</td><td></td><td></td></tr>")
-    return ("<details><summary>Runs ({} finished of {})</summary><div class=\"scroll\"><table><thead><tr><th>configuration"
-            "</th><th>seed</th><th>trial</th><th>state</th><th>run id</th><th>run name</th></tr></thead><tbody>{}"
+    return ("<details><summary>Runs ({} finished of {})</summary><div class=\"scroll\"><table><thead><tr>"
+            "<th>configuration</th><th>seed</th><th>trial</th><th>state</th><th>run id</th><th>run name</th></tr></thead><tbody>{}"
             "</tbody></table></div></details>").format(sum(r.usable for r in study.runs), len(study.runs),
                                                       "".join(rows))
 
@@ -1489,6 +1502,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if db is not None and not db.exists():
         raise InputError(f"--tracking-uri {uri!r}: no MLflow store at {db} (run a study first, or pass the store)")
     out = Path(args.out) if args.out else Path("reports") / safe_name("+".join(args.studies))
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {str(out)!r}: exists and is not a folder")
     try:
         c = make_client(uri)
         report = build_report(c, args.studies, out_dir=out, runs_filter=args.runs, baseline=args.baseline,
@@ -1539,7 +1554,8 @@ def register_cli(subparsers) -> None:
                    help="the baseline configuration, e.g. techniques.real_target=1.0 (several: comma-separated; "
                         "default: the study's `baseline` tag, else the best configuration)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: reports/<study names>)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
+    p.add_argument("--tracking-uri",
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
     p.add_argument("--data-root", help="data for the real-data reference row (default: the runs' data root)")
     p.add_argument("--no-reference", action="store_true", help="no real-data reference row")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the parent runs")

@@ -16,11 +16,12 @@ switchable; `gan-bench perf` measures them):
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -107,6 +108,26 @@ class TrainResult:
     train_s: float
     eval_s: float
     diverged: bool = False
+    stop_reason: str | None = None  # why a diverged run stopped early
+
+
+class Checkpoint:
+    """Per-epoch training state on disk, so a killed run resumes from its last finished epoch."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def load(self) -> dict | None:
+        return torch.load(self.path, weights_only=True) if self.path.exists() else None
+
+    def save(self, state: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.path)  # atomic: a kill during the save leaves the previous epoch's file
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 class GANStep:
@@ -177,13 +198,32 @@ class GANStep:
         self.opt_g.step()
         return loss.detach()
 
+    def state_dict(self) -> dict:
+        """Both nets and both optimizers, copied (so later steps do not change the snapshot)."""
+        return copy.deepcopy({"G": self.G.state_dict(), "D": self.D.state_dict(),
+                              "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()})
+
+    def load_state_dict(self, state: dict) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+
 
 def train(cfg: RunConfig, gan: GAN, data: DeviceDataset, tracker, *,
           evaluate: Callable[[], dict[str, float]] | None = None,
-          hooks: Sequence[EpochHook] = (), progress: bool = True) -> TrainResult:
-    """Train for cfg.optim.epochs; evaluate and call hooks after each epoch; log to tracker."""
+          hooks: Sequence[EpochHook] = (), progress: bool = True,
+          checkpoint: Checkpoint | None = None) -> TrainResult:
+    """Train for cfg.optim.epochs; evaluate and call hooks after each epoch; log to tracker.
+
+    A non-finite loss or a collapsed generator stops the run early (`diverged`); its result is
+    then the evaluation of its last finite state (the weights at the start of the failing epoch).
+    With a `checkpoint`, each finished epoch is saved and a rerun continues after the last one.
+    """
     device = data.device
     step = GANStep(cfg, gan, device)
+    tracker.set_tags({"train.precision": str(step.precision or torch.float32).removeprefix("torch."),
+                      "train.joint_d": str(step.joint_d).lower()})
     d_steps, g_steps = techniques.schedule(cfg.techniques)
     batch = cfg.optim.batch_size
     iters = max(1, data.batches_per_epoch(batch) // d_steps)
@@ -192,12 +232,22 @@ def train(cfg: RunConfig, gan: GAN, data: DeviceDataset, tracker, *,
     history = History()
     last_eval: dict[str, float] = {}
     train_s = eval_s = 0.0
-    diverged = False
+    stop_reason = None
+    first_epoch, global_step = 1, 0
+    saved = checkpoint.load() if checkpoint else None
+    if saved is not None:
+        first_epoch, global_step = saved["epoch"] + 1, saved["global_step"]
+        step.load_state_dict(saved["step"])
+        gen.set_state(saved["data_rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        history, last_eval = History(**saved["history"]), saved["last_eval"]
+        train_s, eval_s = saved["train_s"], saved["eval_s"]
+        _replay(history, tracker)
 
-    bar = tqdm(total=cfg.optim.epochs * iters, desc=cfg.model.name, unit="it", disable=not progress,
-               dynamic_ncols=True)
-    global_step = 0
-    for epoch in range(1, cfg.optim.epochs + 1):
+    bar = tqdm(total=cfg.optim.epochs * iters, initial=(first_epoch - 1) * iters, desc=cfg.model.name, unit="it",
+               disable=not progress, dynamic_ncols=True)
+    for epoch in range(first_epoch, cfg.optim.epochs + 1):
+        finite_state = step.state_dict()  # restored if this epoch diverges
         t0 = _now(device)
         batches = data.epoch(batch, gen)
         window = torch.zeros(len(STEP_METRICS), device=device)
@@ -213,31 +263,64 @@ def train(cfg: RunConfig, gan: GAN, data: DeviceDataset, tracker, *,
                 window.zero_()
                 in_window = 0
                 if not all(math.isfinite(v) for v in values.values()):
-                    diverged = True
+                    stop_reason = f"non-finite loss at step {global_step}"
                     break
                 _record(history, tracker, values, global_step)
                 bar.set_postfix(loss_d=f"{values['loss_d']:.3f}", loss_g=f"{values['loss_g']:.3f}", refresh=False)
             bar.update()
         train_s += _now(device) - t0
-        if diverged:
+        if stop_reason:
+            step.load_state_dict(finite_state)
+            if evaluate is not None and (not history.epochs or history.epochs[-1] != epoch - 1):
+                last_eval, eval_s = _evaluate(evaluate, history, tracker, epoch - 1, eval_s, device)
             break
 
         if evaluate is not None and (epoch % cfg.eval.every == 0 or epoch == cfg.optim.epochs):
-            t0 = _now(device)
-            last_eval = evaluate()
-            eval_s += _now(device) - t0
-            history.epochs.append(epoch)
-            for k, v in last_eval.items():
-                history.eval.setdefault(k, []).append(v)
-            tracker.log_metrics({f"eval/{k}": v for k, v in last_eval.items()}, step=epoch)
+            last_eval, eval_s = _evaluate(evaluate, history, tracker, epoch, eval_s, device)
             bar.set_postfix({k: f"{last_eval[k]:.3f}" for k in ("is", "fid", "tarr") if k in last_eval}, refresh=True)
+            if _collapsed(history.eval.get("sample_std", []), cfg.train.collapse_std):
+                stop_reason = f"generator collapsed at epoch {epoch} (sample std {last_eval['sample_std']:.2g})"
+                break
+        if checkpoint is not None:
+            checkpoint.save({"epoch": epoch, "global_step": global_step, "step": step.state_dict(),
+                             "data_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                             "history": asdict(history), "last_eval": last_eval,
+                             "train_s": train_s, "eval_s": eval_s})
         for hook in hooks:
             hook(epoch, last_eval)
     bar.close()
 
     tracker.log_metrics({"time/train_s": train_s, "time/eval_s": eval_s}, step=global_step)
     tracker.flush()
-    return TrainResult(metrics=dict(last_eval), history=history, train_s=train_s, eval_s=eval_s, diverged=diverged)
+    return TrainResult(metrics=dict(last_eval), history=history, train_s=train_s, eval_s=eval_s,
+                       diverged=stop_reason is not None, stop_reason=stop_reason)
+
+
+def _collapsed(sample_std: list[float], threshold: float) -> bool:
+    """G once produced varied images and now gives (almost) the same image for every z.
+
+    A freshly initialised G is also nearly constant, so only a *loss* of diversity counts.
+    """
+    return len(sample_std) >= 2 and sample_std[-1] < threshold <= max(sample_std[:-1])
+
+
+def _evaluate(evaluate, history: History, tracker, epoch: int, eval_s: float, device) -> tuple[dict, float]:
+    t0 = _now(device)
+    metrics = evaluate()
+    eval_s += _now(device) - t0
+    history.epochs.append(epoch)
+    for k, v in metrics.items():
+        history.eval.setdefault(k, []).append(v)
+    tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step=epoch)
+    return metrics, eval_s
+
+
+def _replay(history: History, tracker) -> None:
+    """A resumed run is a new MLflow run: give it the curves of the epochs it did not train itself."""
+    for i, step in enumerate(history.steps):
+        tracker.log_metrics({f"train/{k}": v[i] for k, v in history.train.items()}, step=step)
+    for i, epoch in enumerate(history.epochs):
+        tracker.log_metrics({f"eval/{k}": v[i] for k, v in history.eval.items()}, step=epoch)
 
 
 def _record(history: History, tracker, values: dict[str, float], step: int) -> None:

@@ -152,8 +152,10 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser("ui", help="browse the runs in the MLflow UI (bound to 127.0.0.1)",
                               description="Start the MLflow UI and REST API on the project's store and stay in the "
                                           "foreground until Ctrl-C.")
-    p.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST}: this machine only)")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"interface to bind (default {DEFAULT_HOST}: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free port)")
     p.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
+    p.add_argument("--tracking-uri",
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
     p.set_defaults(func=cmd_ui)

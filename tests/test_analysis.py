@@ -15,6 +15,7 @@ from bench.analysis import common, discriminator, latent, retrain
 from bench.cli import InputError, main
 from bench.config import build_config
 from bench.experiment import run as train_run
+from bench.models import build_gan
 from bench.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL
 
 
@@ -141,6 +142,22 @@ def test_retrain_budget_rules():
     assert len(retrain.row_names()) == len(set(retrain.row_names())) == 18
 
 
+@pytest.mark.parametrize("model,norm", [("cgan-mlp", "batch"), ("cgan-conv", "batch"), ("cgan-mlp", "virtual")])
+def test_generator_fed_embeddings_matches_labels(model, norm):
+    cfg = build_config(overrides={"model.name": model, "model.g_norm": norm, "model.width": 8, "model.hidden": 16,
+                                  "model.vbn_ref_size": 4})
+    G = build_gan(cfg.model).generator.eval()
+    z, y = torch.randn(6, cfg.model.latent_dim), torch.tensor([0, 1, 2, 7, 8, 9])
+    if norm == "virtual":
+        G.set_reference(torch.randn(4, cfg.model.latent_dim), torch.tensor([0, 1, 2, 3]))
+    with torch.no_grad():
+        expected = G(z, y)
+    table = common.embedding_table(G)
+    assert table.shape == (10, cfg.model.embed_dim)
+    assert torch.allclose(common.generate_from_embedding(G, z, table[y]), expected, atol=1e-6)
+    assert common.embedding_generator(build_gan(build_config(overrides={"model.name": "vanilla"}).model).generator) is None
+
+
 # ---------------------------------------------------------------------------
 # On a trained conditional run
 
@@ -247,6 +264,11 @@ def test_missing_store_exits_2_without_creating_it(tmp_path, capsys):
     assert main(["analyze", "discriminator", "--run", "abc", "--tracking-uri", f"sqlite:///{db}"]) == 2
     assert "no MLflow database" in capsys.readouterr().err
     assert not db.exists()
+
+
+def test_retrain_impossible_subset_exits_2(runs, capsys):
+    assert cli(runs, "retrain", "cgan-mlp", "--real-size", "200", "--few-per-class", "50") == 2
+    assert "--few-per-class" in capsys.readouterr().err
 
 
 def test_bad_option_exits_2(runs, capsys):

@@ -110,7 +110,10 @@ def postgres():
         yield {"password": password, "optuna": f"{base}/{dbs['optuna']}", "mlflow": f"{base}/{dbs['mlflow']}"}
     finally:
         for kind, name in reversed(created):
-            _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)" if kind == "DATABASE" else f"DROP ROLE IF EXISTS {name}")
+            if kind == "DATABASE" and _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)").returncode != 0:
+                _psql(f"DROP DATABASE IF EXISTS {name}")  # PostgreSQL < 13 has no FORCE
+            elif kind == "ROLE":
+                _psql(f"DROP ROLE IF EXISTS {name}")
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +125,9 @@ def mlflow_server(postgres, tmp_path_factory):
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres["mlflow"],
          "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "2"],
-        cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+         "--workers", "1"],
+        cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no GenAI job runners
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -262,8 +266,11 @@ def test_two_machines_complete_one_grid_once(postgres, mlflow_server, tiny, tmp_
     study = _study(postgres["optuna"], name)
     complete = _check_grid_once(study)
     assert len(study.trials) == len(ALL_CELLS), _state_counts(study)
-    pids = {t.user_attrs["worker_pid"] for t in complete}
-    assert pids == {p.pid for p in procs}, f"both machines should have run trials: {pids}"
+    per_pid = {p.pid: sum(t.user_attrs["worker_pid"] == p.pid for t in complete) for p in procs}
+    print(f"[postgres] trials per worker process: {per_pid}")
+    assert all(per_pid.values()), f"both machines should have run trials: {per_pid}"
+    for m in machines:  # nothing went to a local store by mistake
+        assert not list(m.folder.rglob("mlflow.db")) and not list(m.folder.rglob("optuna-journal.log"))
     c, parent, _ = _check_mlflow(mlflow_server, name, complete)
     # the storage URL's password is masked in what was printed and in what MLflow holds
     assert all(postgres["password"] not in out for out in outputs)
@@ -331,10 +338,8 @@ def test_kill_9_one_machine_then_resume(postgres, mlflow_server, tiny, tmp_path)
     assert killed.state == TrialState.FAIL and killed.user_attrs.get("retried") is True
     retry = [t for t in complete if t.user_attrs.get("retry_of") == victim.number]
     assert len(retry) == 1 and _cell(retry[0].params) == _cell(killed.params)
+    # the budget is reached: every cell COMPLETE, and the only other trial is the retried failure
     assert after == {"COMPLETE": len(ALL_CELLS), "FAIL": 1}
-    from bench.studies import runner
-
-    assert runner.counts(study) == {"complete": len(ALL_CELLS), "pruned": 0, "fail": 0, "running": 0, "waiting": 0}
     _, _, children = _check_mlflow(mlflow_server, name, complete)
     assert [c.get_run(r).info.status for r in killed_runs] == ["KILLED"] * len(killed_runs)
     assert len(children) == len(ALL_CELLS) + len(killed_runs)

@@ -464,8 +464,12 @@ def open_in_chromium(html: Path, screenshot: Path, profile: Path, width: int = 1
             assert time.monotonic() < deadline, "chromium did not open its DevTools port"
             time.sleep(0.1)
         port = int(port_file.read_text().split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as r:
-            page = next(t for t in json.load(r) if t["type"] == "page")
+        page = None
+        while page is None:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as r:
+                page = next((t for t in json.load(r) if t["type"] == "page"), None)
+            assert page is not None or time.monotonic() < deadline, "chromium opened no page"
+            time.sleep(0.1)
         cdp = DevTools(page["webSocketDebuggerUrl"])
         try:
             for domain in ("Page", "Runtime", "Log"):

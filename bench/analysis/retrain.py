@@ -34,6 +34,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from bench.analysis.common import AnalysisResult, LoadedRun, generate, noise
+from bench.cli import InputError
 from bench.data import DeviceDataset
 from bench.evaluator import EVAL_BATCH, train_classifier
 from bench.models import LeNet
@@ -90,6 +91,14 @@ def concat(*parts: DeviceDataset) -> DeviceDataset:
 
 def prefix(data: DeviceDataset, n: int) -> DeviceDataset:
     return DeviceDataset(data.images[:n], data.labels[:n], data.device, data.num_classes)
+
+
+def balanced(data: DeviceDataset, n: int, seed: int, option: str) -> DeviceDataset:
+    """A class-balanced subset; a size the classes cannot fill is an input error naming the option."""
+    try:
+        return data.subset(n, seed=seed)
+    except ValueError as e:
+        raise InputError(f"{option}: {e}") from None
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -150,8 +159,12 @@ class Matrix:
         self._record(name, net, n_real, n_gen, epochs, epochs * (len(data) // bs), on, len(data))
         return net
 
+    def skip(self, name: str, note: str) -> None:
+        """A row with nothing to train on: kept in the matrix, test_acc NaN (null in the tables)."""
+        self._record(name, None, 0, 0, 0, 0, "", 0, note)
+
     def _record(self, name, net, n_real, n_gen, epochs, steps, finetune_on, finetune_n, note="") -> None:
-        acc = test_accuracy(net, *self.test)
+        acc = math.nan if net is None else test_accuracy(net, *self.test)
         self.rows.append({"name": name, "group": name.split("/")[0], "real": n_real, "generated": n_gen,
                           "finetune_on": finetune_on, "finetune_n": finetune_n, "epochs": epochs,
                           "steps": steps, "test_acc": acc, "note": note})
@@ -219,7 +232,8 @@ def analyze(run: LoadedRun, opts: Options, progress: bool = True) -> AnalysisRes
 
     real_all = run.ctx.train_full
     if opts.real_size is not None and opts.real_size < len(real_all):
-        real_all = real_all.subset(opts.real_size, seed=opts.seed)
+        real_all = balanced(real_all, opts.real_size, opts.seed, "--real-size")
+    few = balanced(real_all, opts.few_per_class * C, opts.seed, "--few-per-class")  # fail early
     perm = torch.randperm(len(real_all), generator=gen).to(real_all.device)
     real = DeviceDataset(real_all.images[perm], real_all.labels[perm], real_all.device, C)  # shuffled once
     N = len(real)
@@ -250,16 +264,12 @@ def analyze(run: LoadedRun, opts: Options, progress: bool = True) -> AnalysisRes
     for t in CONFIDENCE:
         data, drawn = filtered_set(run, N, t, opts.max_draws, gen)
         note = f"kept {len(data)} of {drawn} drawn"
-        if len(data) == 0:
-            m.rows.append({"name": f"filtered/conf{t}", "group": "filtered", "real": 0, "generated": 0,
-                           "finetune_on": "", "finetune_n": 0, "epochs": 0, "steps": 0,
-                           "test_acc": math.nan, "note": note + ": nothing to train on"})
-            bar.update()
-            res.notes.append(f"filtered/conf{t}: no generated image reached {t}")
-            continue
-        m.scratch(f"filtered/conf{t}", data, 0, len(data), note)
+        if len(data):
+            m.scratch(f"filtered/conf{t}", data, 0, len(data), note)
+        else:
+            m.skip(f"filtered/conf{t}", note + ": nothing to train on")
+            res.notes.append(f"filtered/conf{t}: no generated image reached {t}; test_acc is null")
     # 5. Few real images, alone and with many generated ones
-    few = real_all.subset(opts.few_per_class * C, seed=opts.seed)
     m.scratch("few/real", few, len(few), 0)
     both = m.scratch("few/real_and_gen", concat(few, prefix(pool, n_few_gen)), len(few), n_few_gen)
     m.finetune("few/real_and_gen_then_real", both, few, "real", len(few), n_few_gen)

@@ -275,17 +275,25 @@ def objective(trial: optuna.Trial, plan: Plan, contexts: dict) -> list[float]:
             run_ids.append(run_id)
             trial.set_user_attr("mlflow_run_ids", list(run_ids))
 
+        ckpt = checkpoint_dir(plan) / f"{experiment.config_id(cfg)}-seed{cfg.seed}.pt"
         result = experiment.run(cfg, tracking_uri=plan.tracking_uri, experiment=spec.name, context=contexts[key],
                                 name=f"{label},seed={cfg.seed}", tags=tags, parent_run_id=plan.parent_run_id,
                                 hooks=hooks, progress=plan.progress and plan.workers == 1,
-                                killed_on=(KeyboardInterrupt, optuna.TrialPruned), on_run_start=started)
+                                killed_on=(KeyboardInterrupt, optuna.TrialPruned), on_run_start=started,
+                                checkpoint_path=ckpt)
         if result.result.diverged:
-            trial.set_user_attr("diverged", True)
+            trial.set_user_attr("diverged", result.result.stop_reason)
         missing = [m for m in spec.objective.metrics if m not in result.metrics]
         if missing:
             raise RuntimeError(f"run {result.run_id} did not produce {missing}")
         per_seed.append([result.metrics[m] for m in spec.objective.metrics])
     return [sum(vals) / len(vals) for vals in zip(*per_seed)]
+
+
+def checkpoint_dir(plan: Plan) -> Path:
+    """Per-epoch checkpoints of running trials: beside the journal (local) or under ./mlruns (RDB)."""
+    base = Path(plan.storage_url).parent if "://" not in plan.storage_url else Path("mlruns")
+    return base / "checkpoints" / plan.spec.name
 
 
 def _pruning_hook(trial: optuna.Trial, metric: str) -> Callable[[int, dict], None]:

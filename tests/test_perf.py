@@ -1,0 +1,146 @@
+"""`gan-bench perf` with tiny sizes (every figure present and positive), the parity command, and the
+fast-path claims that can be checked exactly: a joint D pass is the same computation as two passes,
+freezing D in the G step changes no G gradient, and switches that are off stay off."""
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+
+from bench.cli import main
+from bench.config import build_config
+from bench.models import build_gan
+from bench.train import GANStep, autocast_dtype, has_batch_stats
+
+TINY_PERF = ["--device", "cpu", "--steps", "3", "--warmup", "1", "--eval-n", "100", "--track-subset", "64",
+             "--track-epochs", "1", "--track-eval-n", "40", "--track-repeats", "1", "--textbook-workers", "0",
+             "--concurrency", "1,2", "--quiet", "--set", "data.download=false"]
+
+FIGURES = [
+    ("throughput", "textbook", "images_per_s"), ("throughput", "harness_plain", "images_per_s"),
+    ("throughput", "harness", "images_per_s"), ("throughput", "speedup"),
+    ("eval", "seconds"), ("eval", "seconds_cached_real"), ("eval", "n_generated"), ("eval", "n_real"),
+    ("tracking", "trial_s_off"), ("tracking", "trial_s_on"), ("tracking", "tracking_s"), ("tracking", "overhead_pct"),
+    ("memory", "host_peak_rss_mb"), ("memory", "workers_peak_rss_mb"),
+]
+
+
+def _get(tree, path):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def test_perf_tiny_every_figure_present_and_positive(data_root, tmp_path, capsys):
+    out = tmp_path / "out" / "perf.json"
+    assert main(["perf", "--data-root", str(data_root), *TINY_PERF, "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    for path in FIGURES:
+        value = _get(r, path)
+        assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (path, value)
+    assert math.isfinite(r["tracking"]["ab_overhead_pct"])  # a difference of two timings: may be negative
+    assert r["throughput"]["textbook"]["steps"] == r["throughput"]["harness"]["steps"] == 3
+    assert r["throughput"]["textbook"]["batch_size"] == r["throughput"]["harness"]["batch_size"] == 32
+    assert r["model"] == "dcgan-report000"
+    levels = r["concurrency"]["levels"]
+    assert [lv["trials"] for lv in levels] == [1, 2]
+    assert [lv["threads_each"] for lv in levels] == [max(1, r["cpu_count"] // k) for k in (1, 2)]
+    for lv in levels:
+        assert lv["images_per_s"] > 0 and lv["seconds"] > 0
+    printed = capsys.readouterr().out
+    for label in ("textbook loop", "harness loop", "evaluation", "tracking overhead", "2 concurrent trial(s)",
+                  "peak host RSS", str(out)):
+        assert label in printed, label
+
+
+def test_perf_parity_tiny_prints_both_rows(data_root, tmp_path, capsys):
+    out = tmp_path / "parity.json"
+    args = ["perf", "--parity", "--data-root", str(data_root), "--device", "cpu", "--seeds", "2", "--epochs", "1",
+            "--train-subset", "160", "--quiet", "--out", str(out)]
+    for kv in ("data.download=false", "model.width=16", "eval.n_per_class=10", "eval.n_samples=100",
+               "eval.n_real=100", "eval.splits=2", "eval.evaluator_epochs=1", "eval.evaluator_subset=1000"):
+        args += ["--set", kv]
+    assert main(args) == 0
+    r = json.loads(out.read_text())
+    assert r["model"] == "cgan-conv" and r["seeds"] == [0, 1]
+    for path in ("plain", "fast"):
+        assert len(r["runs"][path]) == 2
+        for metric in ("tarr", "is", "fid", "train_s"):
+            s = r["summary"][path][metric]
+            assert math.isfinite(s["mean"]) and s["std"] >= 0, (path, metric, s)
+    assert r["summary"]["plain"]["fast_path"]["fast"] is False
+    assert r["summary"]["fast"]["fast_path"]["fast"] is True
+    for metric in ("tarr", "is", "fid"):
+        assert isinstance(r["comparison"][metric]["within_spread"], bool)
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.strip().startswith("plain ") for line in lines)
+    assert any(line.strip().startswith("fast ") for line in lines)
+    assert any("within spread?" in line for line in lines)
+
+
+# ---------------------------------------------------------------------------
+# The fast path computes what the plain path computes
+
+
+def _steps(overrides: dict, fast_overrides: dict):
+    """Two GANSteps over identical copies of one GAN: plain, and with fast_overrides (fp32, NCHW unless asked)."""
+    overrides = {"train.amp": False, "train.channels_last": False, **overrides}
+    cfg = build_config(overrides={"device": "cpu", **overrides})
+    torch.manual_seed(0)
+    gan = build_gan(cfg.model)
+    plain = GANStep(build_config(overrides={"device": "cpu", **overrides, "train.fast": False}), gan,
+                    torch.device("cpu"))
+    fast = GANStep(build_config(overrides={"device": "cpu", **overrides, **fast_overrides}), copy.deepcopy(gan),
+                   torch.device("cpu"))
+    return plain, fast
+
+
+@pytest.mark.parametrize("model", ["dcgan-report000", "cgan-conv"])
+def test_joint_d_pass_is_the_same_computation(model):
+    # No dropout: otherwise the two paths draw different masks (same distribution, different numbers).
+    plain, fast = _steps({"model.name": model, "model.d_dropout": 0.0, "model.width": 16}, {"train.fast": True})
+    assert fast.joint_d and not plain.joint_d
+    real = torch.rand(8, 1, 28, 28) * 2 - 1
+    labels = torch.randint(10, (8,))
+    stats = []
+    for step in (plain, fast):
+        torch.manual_seed(1)  # same noise for the fakes
+        stats.append(step.d_step(real, labels))
+    torch.testing.assert_close(stats[0], stats[1], rtol=1e-4, atol=1e-5)
+    for p_plain, p_fast in zip(plain.D.parameters(), fast.D.parameters()):
+        torch.testing.assert_close(p_plain, p_fast, rtol=1e-4, atol=1e-6)  # same update (Adam's first step)
+
+
+def test_joint_d_off_with_batch_norm_in_d():
+    plain, fast = _steps({"model.name": "dcgan-report000", "model.d_norm": "batch"}, {"train.fast": True})
+    assert has_batch_stats(fast.D) and not fast.joint_d
+
+
+def test_frozen_d_in_g_step_same_g_gradients_and_d_untouched():
+    plain, fast = _steps({"model.name": "dcgan-report000", "model.d_dropout": 0.0}, {"train.fast": True})
+    for step in (plain, fast):
+        torch.manual_seed(2)
+        step.g_step(8)
+    for p_plain, p_fast in zip(plain.G.parameters(), fast.G.parameters()):
+        torch.testing.assert_close(p_plain, p_fast, rtol=1e-4, atol=1e-6)
+    assert all(p.grad is None for p in fast.D.parameters())  # no wasted D gradients
+    assert all(p.grad is not None for p in plain.D.parameters())  # the textbook step computes them
+    assert all(p.requires_grad for p in fast.D.parameters())  # and D trains again in the next D step
+
+
+def test_switches():
+    cpu = torch.device("cpu")
+    assert autocast_dtype(build_config(overrides={"train.amp": False}).train, cpu) is None
+    amp = autocast_dtype(build_config(overrides={"train.amp": True}).train, cpu)
+    assert amp in (None, torch.bfloat16)  # bf16 only where the CPU runs it natively
+    plain, fast = _steps({"model.name": "dcgan-report000", "train.amp": False, "train.channels_last": False},
+                         {"train.channels_last": True})
+    conv = lambda net: [p for p in net.parameters() if p.ndim == 4][-1]  # noqa: E731 (>1 channel)
+    assert conv(fast.D).is_contiguous(memory_format=torch.channels_last)
+    assert not conv(plain.D).is_contiguous(memory_format=torch.channels_last)
+    assert fast.g_fwd is fast.G  # compile is CUDA-only: never on a CPU run
+    compiled = GANStep(build_config(overrides={"device": "cpu", "train.compile": "default"}),
+                       build_gan(build_config().model), cpu)
+    assert compiled.g_fwd is compiled.G and compiled.d_fwd is compiled.D

@@ -1,0 +1,106 @@
+"""The training loop: the D:G schedule, divergence, collapse, and resuming from a checkpoint."""
+
+import math
+
+import pytest
+import torch
+
+from bench import techniques
+from bench.config import build_config
+from bench.experiment import run
+from bench.train import _collapsed
+from bench.tracking import NullTracker
+
+
+@pytest.fixture
+def cfg(tiny):
+    return build_config(overrides={**tiny, "model.name": "cgan-mlp"})
+
+
+def optimizer_steps(cfg, **overrides) -> dict[str, int]:
+    """Train one epoch and count optimizer steps per network (a global optimizer hook)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    from bench.experiment import prepare
+    from bench.models import build_gan
+    from bench.train import train
+
+    c = build_config(cfg.model_dump(), overrides)
+    gan = build_gan(c.model)
+    d_params = {id(p) for p in gan.discriminator.parameters()}
+    counts = {"d": 0, "g": 0}
+
+    def count(opt, args, kwargs):
+        counts["d" if id(opt.param_groups[0]["params"][0]) in d_params else "g"] += 1
+
+    data = prepare(c, progress=False).train_full.subset(320)  # may train the evaluator: not counted
+    handle = register_optimizer_step_post_hook(count)
+    try:
+        train(c, gan, data, NullTracker(), progress=False)
+    finally:
+        handle.remove()
+    return counts
+
+
+def test_schedule_5_to_1_makes_5_d_steps_per_g_step(cfg):
+    assert optimizer_steps(cfg, **{"techniques.d_steps": 5}) == {"d": 10, "g": 2}  # 320 images / batch 32
+    assert optimizer_steps(cfg, **{"techniques.g_steps": 2}) == {"d": 10, "g": 20}
+
+
+def test_non_finite_loss_stops_with_last_finite_evaluation(monkeypatch, cfg):
+    calls = {"n": 0}
+    real = techniques.d_loss
+
+    def exploding(*a):
+        calls["n"] += 1
+        loss = real(*a)
+        return loss * float("nan") if calls["n"] > 12 else loss  # NaN from the 2nd epoch on
+
+    monkeypatch.setattr(techniques, "d_loss", exploding)
+    c = build_config(cfg.model_dump(), {"optim.epochs": 3})
+    result = run(c, tracking_uri=None, progress=False).result
+    assert result.diverged and "non-finite" in result.stop_reason
+    assert result.history.epochs == [1]  # epoch 1's evaluation is the last finite state
+    assert all(math.isfinite(v) for v in result.metrics.values())
+
+
+def test_diverged_run_is_tagged(monkeypatch, cfg, store):
+    from mlflow import MlflowClient
+
+    monkeypatch.setattr(techniques, "d_loss", lambda *a: torch.tensor(float("nan"), requires_grad=True))
+    res = run(cfg, tracking_uri=store, experiment="div", progress=False)
+    tags = MlflowClient(store).get_run(res.run_id).data.tags
+    assert tags["diverged"] == "true" and "non-finite" in tags["diverged_reason"]
+    # diverged in epoch 1: the initial weights were evaluated instead (step 0), never NaN
+    assert res.result.history.epochs == [0] and math.isfinite(res.metrics["eval/tarr"])
+
+
+def test_collapse_rule():
+    assert not _collapsed([0.002], 0.01)  # a fresh G is nearly constant: not a collapse
+    assert not _collapsed([0.002, 0.004], 0.01)
+    assert _collapsed([0.002, 0.3, 0.001], 0.01)
+    assert not _collapsed([0.3, 0.2], 0.01)
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(cfg, tmp_path):
+    c = build_config(cfg.model_dump(), {"optim.epochs": 3})
+    full = run(c, tracking_uri=None, progress=False).metrics
+
+    ckpt = tmp_path / "ckpt.pt"
+
+    def kill_after_2(epoch, _metrics):
+        if epoch == 2:
+            raise KeyboardInterrupt  # as if the worker died after saving epoch 2
+
+    with pytest.raises(KeyboardInterrupt):
+        run(c, tracking_uri=None, progress=False, hooks=[kill_after_2], checkpoint_path=ckpt)
+    assert ckpt.exists()
+    seen = []
+    resumed = run(c, tracking_uri=None, progress=False, checkpoint_path=ckpt,
+                  hooks=[lambda e, m: seen.append(e)])
+    assert seen == [3]  # epochs 1 and 2 were not trained again
+    assert resumed.result.history.epochs == [1, 2, 3]
+    drop = ("time/train_s", "time/eval_s")
+    assert {k: v for k, v in resumed.metrics.items() if k not in drop} == \
+           pytest.approx({k: v for k, v in full.items() if k not in drop}, rel=1e-6)
+    assert not ckpt.exists()  # removed once the run completed
