@@ -243,6 +243,7 @@ def train(cfg: RunConfig, gan: GAN, data: DeviceDataset, tracker, *,
         history, last_eval = History(**saved["history"]), saved["last_eval"]
         train_s, eval_s = saved["train_s"], saved["eval_s"]
         _replay(history, tracker)
+        tracker.set_tags({"resumed_from_epoch": saved["epoch"]})
 
     bar = tqdm(total=cfg.optim.epochs * iters, initial=(first_epoch - 1) * iters, desc=cfg.model.name, unit="it",
                disable=not progress, dynamic_ncols=True)
