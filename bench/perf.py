@@ -12,7 +12,7 @@ One process, one device. Sections (each prints a progress line while it runs):
   off; the overhead is the time spent inside tracking calls over the untracked trial time (the A/B
   wall-clock difference is reported too, but on a shared machine it is noisier than 3%);
 * concurrency: aggregate images/s of K trials in K processes at once (GPU: sharing the device;
-  CPU: the cores split between them, `cores // K` threads each);
+  CPU: the cores split between them, `threads // K` torch threads each);
 * memory: peak host RSS (this process and the largest worker) and, on CUDA, peak allocated memory.
 
 `gan-bench perf --parity` instead trains the same short runs with the plain path and the fast path
@@ -53,6 +53,9 @@ PARITY_MODEL = "cgan-conv"
 PARITY_METRICS = (("tarr", "TARR", "higher"), ("is", "IS", "higher"), ("fid", "FID", "lower"))
 # The plain path: what the parity check compares the fast path against.
 PLAIN = {"train.fast": False, "train.amp": False, "train.channels_last": False, "train.compile": "off"}
+# `--ablate`: the harness again with one part of the fast path switched off (when it is on).
+ABLATIONS = {"fast": {"train.fast": False}, "joint_d": {"train.joint_d": False}, "amp": {"train.amp": False},
+             "channels_last": {"train.channels_last": False}}
 
 
 def _say(progress: bool, text: str) -> None:
@@ -381,10 +384,10 @@ def concurrency(cfg: RunConfig, device: torch.device, levels: list[int], steps: 
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # fork is unsafe with torch threads (and CUDA)
-    cores = os.cpu_count() or 1
+    cores = torch.get_num_threads()  # this process's thread budget, split between the trials
     rows = []
     for k in levels:
-        threads = max(1, cores // k) if device.type == "cpu" else max(1, torch.get_num_threads())
+        threads = max(1, cores // k)  # CPU: the cores split; GPU: host threads split, no oversubscription
         barrier, queue = ctx.Barrier(k), ctx.Queue()
         procs = [ctx.Process(target=_concurrency_worker,
                              args=(cfg.model_copy(update={"device": device.type}).model_dump_json(), steps,
@@ -409,7 +412,7 @@ def concurrency(cfg: RunConfig, device: torch.device, levels: list[int], steps: 
     for row in rows:
         row["vs_first"] = row["images_per_s"] / base
     mode = ("processes sharing one GPU" if device.type == "cuda"
-            else f"processes on {cores} CPU cores, threads split (cores // K each)")
+            else f"processes sharing {cores} CPU threads (threads // K each)")
     return {"mode": mode, "levels": rows}
 
 
@@ -433,17 +436,18 @@ def _load(cfg: RunConfig, device: torch.device) -> tuple[DeviceDataset, DeviceDa
 def run_benchmark(cfg: RunConfig, *, steps: int = DEFAULT_STEPS, warmup: int = DEFAULT_WARMUP,
                   eval_n: int = DEFAULT_EVAL_N, eval_model: str = PARITY_MODEL, textbook_workers: int = 2,
                   track_subset: int = 3200, track_epochs: int = 2, track_eval_n: int = 1000,
-                  track_repeats: int = 2, levels: list[int] | None = None, progress: bool = True) -> dict:
+                  track_repeats: int = 2, levels: list[int] | None = None, ablate: bool = False,
+                  progress: bool = True) -> dict:
     """Every figure of `gan-bench perf` for cfg (model, batch size, device, data), as a JSON-able dict."""
     import tempfile
 
     device = resolve_device(cfg.device)
-    cores = os.cpu_count() or 1
+    cores = torch.get_num_threads()  # the thread budget (--threads); os.cpu_count() by default
     if levels is None:
         levels = [1, 2, 4, 8] if device.type == "cuda" else sorted({1, min(2, cores)})
     out: dict[str, Any] = {
         "device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
-        "host": platform.node(), "cpu_count": cores, "threads": torch.get_num_threads(),
+        "host": platform.node(), "cpu_count": os.cpu_count(), "threads": cores,
         "load_avg_start": list(os.getloadavg()),
         "model": cfg.model.name, "batch_size": cfg.optim.batch_size, "fast_path": _fast_path(cfg, device)}
     memory: dict[str, Any] = {}
@@ -473,6 +477,14 @@ def run_benchmark(cfg: RunConfig, *, steps: int = DEFAULT_STEPS, warmup: int = D
     out["throughput"] = {"textbook": textbook, "harness_plain": plain, "harness": harness,
                          "speedup": harness["images_per_s"] / textbook["images_per_s"],
                          "speedup_plain": plain["images_per_s"] / textbook["images_per_s"]}
+    if ablate:
+        ablation = {}
+        for name, overrides in ABLATIONS.items():
+            key = next(iter(overrides)).split(".")[1]
+            if getattr(cfg.train, key):
+                ablation[name] = harness_loop(apply_overrides(cfg, overrides), train_full, steps, warmup)
+                _say(progress, f"  harness without {name}: {ablation[name]['images_per_s']:.0f} images/s")
+        out["throughput"]["ablation"] = ablation
     section_done("throughput")
 
     _say(progress, f"perf [2/4] evaluation: {eval_model}, {eval_n:,} generated + {min(eval_n, len(test)):,} real")
@@ -520,6 +532,9 @@ def format_benchmark(r: dict) -> str:
         ("harness loop, plain path", f"{t['harness_plain']['images_per_s']:.1f} images/s",
          f"{t['speedup_plain']:.2f}x textbook (device-resident data only)"),
         ("harness loop", f"{t['harness']['images_per_s']:.1f} images/s", f"{t['speedup']:.2f}x textbook"),
+        *((f"  without {name}", f"{a['images_per_s']:.1f} images/s",
+           f"{a['images_per_s'] / t['harness']['images_per_s']:.2f}x harness")
+          for name, a in t.get("ablation", {}).items()),
         ("evaluation", f"{e['seconds']:.2f} s",
          f"{e['model']}: {e['n_generated']:,} generated + {e['n_real']:,} real; "
          f"{e['seconds_cached_real']:.2f} s with real features cached"),
@@ -539,7 +554,8 @@ def format_benchmark(r: dict) -> str:
              f"on {r['device']} ({r['device_name']}), torch {r['torch']}",
              f"  fast path: " + ", ".join(f"{k2}={v}" for k2, v in r["fast_path"].items()),
              f"  load average {r['load_avg_start'][0]:.1f} at start, {r['load_avg_end'][0]:.1f} at end "
-             f"({r['cpu_count']} cores); concurrency: {r['concurrency']['mode']}; evaluator: {e['evaluator']}"]
+             f"({r['cpu_count']} cores, {r['threads']} threads); concurrency: {r['concurrency']['mode']}; "
+             f"evaluator: {e['evaluator']}"]
     lines += [f"  {a:<{w0}}  {b:>{w1}}  {c}".rstrip() for a, b, c in rows]
     lines.append(f"  total {r['total_s']:.0f} s")
     return "\n".join(lines)
@@ -663,6 +679,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--track-repeats", type=_positive, default=2, help="tracked/untracked trial pairs")
     p.add_argument("--concurrency", type=_levels, help="concurrent trials to measure, e.g. 1,2,4,8 "
                    "(default: 1,2,4,8 on GPU; 1,2 on CPU)")
+    p.add_argument("--ablate", action="store_true", help="also time the harness with each fast-path part off")
+    p.add_argument("--threads", type=_positive, help="torch threads (default: torch's, the core count); "
+                   "concurrent trials split them")
     p.add_argument("--parity", action="store_true", help="instead: the fast vs plain path parity comparison")
     p.add_argument("--seeds", type=_positive, default=3, help="--parity: seeds per path")
     p.add_argument("--epochs", type=_positive, default=2, help="--parity: epochs per run")
@@ -689,6 +708,8 @@ def config_from_perf_args(args: argparse.Namespace) -> RunConfig:
 def cmd_perf(args: argparse.Namespace) -> int:
     cfg = config_from_perf_args(args)
     progress = not args.quiet
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.parity:
         first = cfg.seed
         result = run_parity(cfg, [first + i for i in range(args.seeds)], progress=progress)
@@ -699,7 +720,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
                                eval_model=args.eval_model, textbook_workers=args.textbook_workers,
                                track_subset=args.track_subset, track_epochs=args.track_epochs,
                                track_eval_n=args.track_eval_n, track_repeats=args.track_repeats,
-                               levels=args.concurrency, progress=progress)
+                               levels=args.concurrency, ablate=args.ablate, progress=progress)
         text = format_benchmark(result)
         out = Path(args.out or "perf.json")
     print(text)

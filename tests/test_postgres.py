@@ -160,10 +160,22 @@ def _tail(path: Path, n: int = 4000) -> str:
     return path.read_text(errors="replace")[-n:] if path.exists() else ""
 
 
+@pytest.fixture
+def spawned():
+    """Worker processes a test starts; any still alive when it ends (a failed test) are killed."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 class Machine:
     """One 'machine': its own working directory and copy of the study file, the shared URLs."""
 
-    def __init__(self, folder: Path, study: str, storage: str, tracking_uri: str, overrides: dict):
+    def __init__(self, folder: Path, study: str, storage: str, tracking_uri: str, overrides: dict,
+                 spawned: list):
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.file = folder / "study.toml"
@@ -175,12 +187,15 @@ class Machine:
         # One core per "machine" (2 processes share this box's cores); the evaluator cache is shared.
         self.env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         self.runs = 0
+        self.spawned = spawned
 
     def start(self) -> subprocess.Popen:
         self.runs += 1
         self.log = self.folder / f"worker-{self.runs}.log"
         with open(self.log, "w") as out:
-            return subprocess.Popen(self.argv, cwd=self.folder, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(self.argv, cwd=self.folder, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        self.spawned.append(proc)
+        return proc
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -252,12 +267,13 @@ def _check_mlflow(tracking_uri: str, name: str, complete: list) -> tuple:
     return c, parent, children
 
 
-def test_two_machines_complete_one_grid_once(postgres, mlflow_server, tiny, tmp_path):
+def test_two_machines_complete_one_grid_once(postgres, mlflow_server, tiny, tmp_path, spawned):
     name = f"pg-grid-{secrets.token_hex(3)}"
     overrides = _overrides(tiny)
     _warm_evaluator(overrides)
-    machines = [Machine(tmp_path / m, GRID.format(name=name), postgres["optuna"], mlflow_server, overrides)
+    machines = [Machine(tmp_path / m, GRID.format(name=name), postgres["optuna"], mlflow_server, overrides, spawned)
                 for m in ("machine-a", "machine-b")]
+    # Both start at once; when this test runs first they also meet an empty database.
     t0 = time.time()
     procs = [m.start() for m in machines]
     outputs = [_finish(p, m) for p, m in zip(procs, machines)]
@@ -279,18 +295,18 @@ def test_two_machines_complete_one_grid_once(postgres, mlflow_server, tiny, tmp_
     assert "study.toml" in {f.path for f in c.list_artifacts(parent.info.run_id)}
 
 
-def test_kill_9_one_machine_then_resume(postgres, mlflow_server, tiny, tmp_path):
+def test_kill_9_one_machine_then_resume(postgres, mlflow_server, tiny, tmp_path, spawned):
     name = f"pg-kill-{secrets.token_hex(3)}"
     # 3 epochs on 640 images: long enough to be killed in the middle of a trial
     overrides = _overrides(tiny, **{"optim.epochs": 3, "data.train_subset": 640})
     _warm_evaluator(overrides)
-    machines = [Machine(tmp_path / m, GRID.format(name=name), postgres["optuna"], mlflow_server, overrides)
+    storage = optuna.storages.RDBStorage(postgres["optuna"])  # before the workers: this creates no race
+    machines = [Machine(tmp_path / m, GRID.format(name=name), postgres["optuna"], mlflow_server, overrides, spawned)
                 for m in ("machine-a", "machine-b")]
     procs = [m.start() for m in machines]
     by_pid = {p.pid: (p, m) for p, m in zip(procs, machines)}
 
     # Wait until a trial is COMPLETE and a worker is in the middle of another one (its MLflow run started).
-    storage = optuna.storages.RDBStorage(postgres["optuna"])
     victim = None
     deadline = time.time() + WORKER_TIMEOUT_S
     while victim is None:

@@ -187,6 +187,8 @@ def prepare(spec: StudySpec, study_text: str, storage_url: str, tracking_uri: st
                 "optuna_storage": mask_uri(storage_url)}
         if spec.reproduces:
             tags["reproduces"] = spec.reproduces
+        if spec.baseline:
+            tags["baseline"] = _json(spec.baseline)
         run = mlflow.create_run(experiment_id, run_name=f"study:{spec.name}", tags={k: str(v) for k, v in tags.items()})
         parent_id = run.info.run_id
         mlflow.log_text(parent_id, study_text, "study.toml")

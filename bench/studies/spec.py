@@ -151,6 +151,7 @@ class StudySpec(_Strict):
     objective: ObjectiveSpec
     budget: BudgetSpec = BudgetSpec()
     repeats: int = Field(1, ge=1, le=100, description="seeds per configuration; the objective is their mean")
+    baseline: dict[str, Scalar] | None = Field(None, description="the configuration reports compare against")
 
     @field_validator("name")
     @classmethod
@@ -213,6 +214,11 @@ def _semantic_checks(spec: StudySpec, path: str, overrides: dict[str, Any]) -> R
                 raise _fail(path, f"space.{key}.when", f"refers to {other!r}, which is not another space key")
             if wanted not in spec.space[other].edge_values():
                 raise _fail(path, f"space.{key}.when", f"{other}={wanted!r} is not among {other}'s choices")
+    for key, value in (spec.baseline or {}).items():
+        if key not in spec.space:
+            raise _fail(path, f"baseline.{key}", "not a key of the search space")
+        if spec.space[key].type == "categorical" and value not in spec.space[key].choices:
+            raise _fail(path, f"baseline.{key}", f"{value!r} is not among the choices {spec.space[key].choices}")
     if spec.sampler.type == "grid":
         for key, param in spec.space.items():
             if param.grid_values() is None:
