@@ -127,7 +127,7 @@ def load_or_train(dataset: str, train: DeviceDataset, test: DeviceDataset, cfg: 
     evaluator = Evaluator(net)
     evaluator.meta = {"dataset": dataset, "key": path.stem, "test_accuracy": accuracy(evaluator, test)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # one temp file per process: concurrent trainers never share it
     torch.save({"state_dict": net.state_dict(), "meta": evaluator.meta}, tmp)
     tmp.replace(path)  # atomic: concurrent workers never read a half-written file
     return evaluator

@@ -191,10 +191,11 @@ def generated_set(run: LoadedRun, n: int, gen: torch.Generator, progress: bool =
 
 
 def filtered_set(run: LoadedRun, n: int, threshold: float, max_draws: int, gen: torch.Generator
-                 ) -> tuple[DeviceDataset, int]:
+                 ) -> tuple[DeviceDataset, int, list[int]]:
     """Up to n generated images whose label has evaluator probability >= threshold, n/C per class.
 
-    Returns the set (balanced by interleaving classes) and the number of images drawn.
+    Returns the set (balanced by interleaving classes), the number of images drawn, and how many
+    each class got (a class the generator rarely gets right can stay short).
     """
     C = run.num_classes
     per_class = math.ceil(n / C)
@@ -216,7 +217,7 @@ def filtered_set(run: LoadedRun, n: int, threshold: float, max_draws: int, gen: 
     rank = torch.cat([torch.arange(h) for h in have]).to(run.device)
     order = (rank * C + labels).argsort()[:n]  # classes interleaved (0, 1, ..., 9, 0, ...): prefixes balanced
     images, labels = images[order], labels[order]
-    return DeviceDataset(images, labels, run.device, C), drawn
+    return DeviceDataset(images, labels, run.device, C), drawn, have
 
 
 # ---------------------------------------------------------------------------
@@ -262,13 +263,15 @@ def analyze(run: LoadedRun, opts: Options, progress: bool = True) -> AnalysisRes
     m.finetune("real_then_gen", nets[0], prefix(pool, N), "generated", N, N)
     # 4. Only generated images the evaluator is sure of
     for t in CONFIDENCE:
-        data, drawn = filtered_set(run, N, t, opts.max_draws, gen)
-        note = f"kept {len(data)} of {drawn} drawn"
+        data, drawn, per_class = filtered_set(run, N, t, opts.max_draws, gen)
+        note = f"kept {len(data)} of {drawn} drawn; per class {per_class}"
+        if len(data) < N:
+            res.notes.append(f"filtered/conf{t}: only {len(data)} of {N} images reached {t} in {drawn} drawn "
+                             f"(per class {per_class})")
         if len(data):
             m.scratch(f"filtered/conf{t}", data, 0, len(data), note)
         else:
-            m.skip(f"filtered/conf{t}", note + ": nothing to train on")
-            res.notes.append(f"filtered/conf{t}: no generated image reached {t}; test_acc is null")
+            m.skip(f"filtered/conf{t}", note + "; nothing to train on: test_acc is null")
     # 5. Few real images, alone and with many generated ones
     m.scratch("few/real", few, len(few), 0)
     both = m.scratch("few/real_and_gen", concat(few, prefix(pool, n_few_gen)), len(few), n_few_gen)

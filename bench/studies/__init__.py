@@ -38,6 +38,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"retrying trials left running by a dead worker: {retried}")
     before = runner.counts(study)
     if before["waiting"] == 0:
+        if before["running"]:
+            print(f"study {spec.name!r}: nothing left to start; {before['running']} trial(s) still running "
+                  "in other workers.")
+            return 0
         print(f"study {spec.name!r} is already finished ({before['complete']} complete, "
               f"{before['pruned']} pruned, {before['fail']} failed); nothing to do.")
         summary.log_to_parent(study, spec, uri, parent_id, complete=True)
@@ -56,7 +60,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     complete = after["waiting"] == 0 and after["running"] == 0
     summary.log_to_parent(study, spec, uri, parent_id, complete=complete)
     print(summary.format_table(summary.trials_table(study)))
-    print(f"best: {runner.best_text(study)}" + ("" if complete else "  (study not finished: run again to resume)"))
+    if after["running"]:
+        note = f"  ({after['running']} trial(s) still running in other workers)"
+    else:
+        note = "" if complete else "  (study not finished: run again to resume)"
+    print(f"best: {runner.best_text(study)}{note}")
     return 0
 
 

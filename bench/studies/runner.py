@@ -14,6 +14,7 @@ parameters are enqueued again (retried).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import socket
@@ -36,6 +37,7 @@ from bench.tracking import (TAG_CONFIG, TAG_ROLE, TAG_STUDY, TAG_TRIAL, Tracking
 HEARTBEAT_S = 20.0
 STALE_AFTER_S = 300.0  # a RUNNING trial on another host without a heartbeat for this long is dead
 PARENT_ATTR = "mlflow_parent_run_id"
+PREPARE_LOCK_KEY = 0x67616E62656E6368  # "ganbench": the PostgreSQL advisory lock that serialises `prepare`
 
 
 # ---------------------------------------------------------------------------
@@ -60,6 +62,51 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     from optuna.storages.journal import JournalFileBackend
 
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+@contextlib.contextmanager
+def exclusive(url: str):
+    """Serialise `prepare` across the processes and machines that share one storage.
+
+    Two `study run`s started together would otherwise both create Optuna's tables on an empty
+    database (one fails: duplicate key in pg_type), both create a parent run and both enqueue the
+    grid. PostgreSQL: a session advisory lock, released by the server when its holder dies (kill -9
+    included); journal file: an flock on a file next to it; other URLs: nothing (one machine).
+    """
+    if "://" not in url:
+        import fcntl
+
+        path = Path(url).with_name(Path(url).name + ".prepare.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        return
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        if engine.dialect.name != "postgresql":
+            engine.dispose()
+            engine = None
+        else:
+            conn = engine.connect()
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": PREPARE_LOCK_KEY})
+    except Exception as e:
+        raise TrackingError(scrub(f"Optuna storage {mask_uri(url)!r} is not usable: {e}", url)) from None
+    if engine is None:
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # closing the connection releases the lock anyway
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": PREPARE_LOCK_KEY})
+        conn.close()
+        engine.dispose()
 
 
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
@@ -157,9 +204,9 @@ def enqueue_budget(spec: StudySpec, study: optuna.Study) -> int:
     """Put what is left of the budget in the queue; returns how many trials were added."""
     trials = study.get_trials(deepcopy=False)
     if spec.sampler.type == "grid":
-        # A WAITING trial has no params yet: its cell is in the `fixed_params` system attribute.
-        seen = [t.params if t.state != TrialState.WAITING else t.system_attrs.get("fixed_params", {})
-                for t in trials if _counted(t)]
+        # A trial's cell is the `fixed_params` it was enqueued with: a WAITING trial has no params yet,
+        # and neither has a RUNNING one that another process claimed but has not started.
+        seen = [t.system_attrs.get("fixed_params") or t.params for t in trials if _counted(t)]
         todo = [cell for cell in spec.grid()[:spec.n_trials] if cell not in seen]
         for cell in todo:
             study.enqueue_trial(cell)
@@ -173,6 +220,12 @@ def enqueue_budget(spec: StudySpec, study: optuna.Study) -> int:
 def prepare(spec: StudySpec, study_text: str, storage_url: str, tracking_uri: str) -> tuple[optuna.Study, str, list[int]]:
     """Create (or resume) the Optuna study and the MLflow parent run; fill the queue."""
     experiment_id = ensure_experiment(tracking_uri, spec.name)  # creates the MLflow DB once, here
+    with exclusive(storage_url):  # one invocation at a time, across machines
+        return _prepare_locked(spec, study_text, storage_url, tracking_uri, experiment_id)
+
+
+def _prepare_locked(spec: StudySpec, study_text: str, storage_url: str, tracking_uri: str,
+                    experiment_id: str) -> tuple[optuna.Study, str, list[int]]:
     try:
         study = open_study(spec, make_storage(storage_url))
     except Exception as e:
