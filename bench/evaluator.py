@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from bench import metrics
 from bench.config import EvalConfig
 from bench.data import DeviceDataset
-from bench.models import GAN, LeNet
+from bench.models import GAN, LeNet, as_trained
 
 ARCH_VERSION = "lenet-v1"  # bump when LeNet changes, so stale caches are not reused
 EVAL_BATCH = 2000
@@ -81,10 +81,12 @@ def _moments(feats: torch.Tensor) -> metrics.FeatureMoments:
 
 
 def train_classifier(train: DeviceDataset, epochs: int, seed: int = 0, progress: bool = True,
-                     batch_size: int = 128, lr: float = 1e-3) -> LeNet:
+                     batch_size: int = 128, lr: float = 1e-3, net: LeNet | None = None) -> LeNet:
+    """Adam with a cosine schedule; from scratch, or fine-tuning `net` when one is given."""
     torch.manual_seed(seed)
     device = train.device
-    net = LeNet(num_classes=train.num_classes).to(device)
+    net = (net or LeNet(num_classes=train.num_classes)).to(device)
+    batch_size = min(batch_size, len(train))
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * train.batches_per_epoch(batch_size))
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -164,20 +166,19 @@ def generate(gan: GAN, n: int, latent_dim: int, device, gen: torch.Generator,
 @torch.inference_mode()
 def evaluate_gan(gan: GAN, evaluator: Evaluator, test: DeviceDataset, cfg: EvalConfig,
                  latent_dim: int, seed: int = 0) -> dict[str, float]:
-    """Every per-epoch `eval/*` metric for the GAN's current weights (both nets in eval mode)."""
+    """Every per-epoch `eval/*` metric for the GAN's current weights.
+
+    G is in eval mode; D judges as training sees it (`models.as_trained`: dropout on).
+    """
     G, D = gan.generator, gan.discriminator
-    was_training = G.training, D.training
+    was_training = G.training
     G.eval()
-    D.eval()
     device = test.device
     gen = torch.Generator(device="cpu").manual_seed(seed)  # same noise every epoch: comparable numbers
     num_classes = test.num_classes
     out: dict[str, float] = {}
     try:
-        if gan.conditional:
-            labels = torch.arange(num_classes).repeat_interleave(cfg.n_per_class)
-        else:
-            labels = None
+        labels = torch.arange(num_classes).repeat_interleave(cfg.n_per_class) if gan.conditional else None
         n = len(labels) if labels is not None else cfg.n_samples
         fakes = generate(gan, n, latent_dim, device, gen, labels)
         out["sample_std"] = fakes.float().std(dim=0).mean().item()  # ~0: every sample is the same image
@@ -196,21 +197,19 @@ def evaluate_gan(gan: GAN, evaluator: Evaluator, test: DeviceDataset, cfg: EvalC
             hist = metrics.class_histogram(pred, num_classes)
             out["classes_covered"] = float(metrics.classes_covered(hist))
             out["class_kl"] = metrics.kl_to_uniform(hist)
-        # D on the real test split and on fresh fakes (logit > 0 means "real")
+        # D on the real test split and on as many fresh fakes (logit > 0 means "real")
         d_acc = metrics.BinaryAccuracy()
-        real_y = ref["labels"] if gan.conditional else None
-        for xs, ys in _chunks(ref["images"], real_y):
-            d_acc.update(D(xs, ys), real=True)
-        n_fake = len(ref["images"])
-        fake_y = ref["labels"] if gan.conditional else None
-        fresh = generate(gan, n_fake, latent_dim, device, gen, fake_y)
-        for xs, ys in _chunks(fresh, fake_y):
-            d_acc.update(D(xs, ys), real=False)
+        y = ref["labels"] if gan.conditional else None
+        fresh = generate(gan, len(ref["images"]), latent_dim, device, gen, y)
+        with as_trained(D, seed):
+            for xs, ys in _chunks(ref["images"], y):
+                d_acc.update(D(xs, ys), real=True)
+            for xs, ys in _chunks(fresh, y):
+                d_acc.update(D(xs, ys), real=False)
         acc = d_acc.compute()
         out["d_acc_real_test"], out["d_acc_fake_test"] = acc["acc_real"], acc["acc_fake"]
     finally:
-        G.train(was_training[0])
-        D.train(was_training[1])
+        G.train(was_training)
     return out
 
 

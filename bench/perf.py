@@ -584,8 +584,11 @@ def run_parity(cfg: RunConfig, seeds: list[int], progress: bool = True) -> dict:
             res = experiment.run(scfg, tracking_uri=None, context=ctx, progress=False, log_checkpoints=False)
             metrics = {m: res.metrics[f"eval/{m}"] for m, _, _ in PARITY_METRICS}
             metrics["train_s"] = res.metrics["time/train_s"]
+            metrics["stopped_early"] = res.result.stop_reason  # diverged / collapsed: metrics of the last good state
             runs[name].append(metrics)
-            _say(progress, f"  parity: {name} seed {seed}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+            _say(progress, f"  parity: {name} seed {seed}: "
+                           + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+                           + (f", stopped early: {metrics['stopped_early']}" if metrics["stopped_early"] else "")
                            + f" ({time.perf_counter() - t0:.0f} s)")
     summary = {}
     for name in paths:
@@ -627,6 +630,10 @@ def format_parity(r: dict) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
     lines.append("  within spread: |fast - plain| <= 2 x pooled seed-to-seed sd; p: Welch's t-test")
+    stopped = [f"{name} seed {seed}" for name in ("plain", "fast")
+               for seed, run in zip(r["seeds"], r["runs"][name]) if run.get("stopped_early")]
+    if stopped:
+        lines.append(f"  stopped early (diverged or collapsed): {', '.join(stopped)}")
     for name in ("plain", "fast"):
         lines.append(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in r["summary"][name]["fast_path"].items()))
     return "\n".join(lines)
@@ -684,8 +691,8 @@ def register_cli(subparsers) -> None:
                    "concurrent trials split them")
     p.add_argument("--parity", action="store_true", help="instead: the fast vs plain path parity comparison")
     p.add_argument("--seeds", type=_positive, default=3, help="--parity: seeds per path")
-    p.add_argument("--epochs", type=_positive, default=2, help="--parity: epochs per run")
-    p.add_argument("--train-subset", type=int, default=12_000, help="--parity: training images per run (0: all)")
+    p.add_argument("--epochs", type=_positive, default=1, help="--parity: epochs per run")
+    p.add_argument("--train-subset", type=int, default=0, help="--parity: training images per run (0: all)")
     p.add_argument("--out", default=None, help="JSON output file (default: perf.json, or parity.json with --parity)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_perf)
@@ -707,12 +714,19 @@ def config_from_perf_args(args: argparse.Namespace) -> RunConfig:
 
 def cmd_perf(args: argparse.Namespace) -> int:
     cfg = config_from_perf_args(args)
-    progress = not args.quiet
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return _perf(args, cfg)
+    finally:
+        torch.set_num_threads(threads)  # callers in the same process (tests) keep their setting
+
+
+def _perf(args: argparse.Namespace, cfg: RunConfig) -> int:
+    progress = not args.quiet
     if args.parity:
-        first = cfg.seed
-        result = run_parity(cfg, [first + i for i in range(args.seeds)], progress=progress)
+        result = run_parity(cfg, [cfg.seed + i for i in range(args.seeds)], progress=progress)
         text = format_parity(result)
         out = Path(args.out or "parity.json")
     else:

@@ -42,7 +42,7 @@ def store(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny(data_root) -> dict:
     """Overrides for a run that takes seconds on 2 CPU cores: small data, small eval, small evaluator."""
     return {

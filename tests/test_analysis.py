@@ -19,30 +19,18 @@ from bench.models import build_gan
 from bench.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL
 
 
-def tiny_overrides(data_root) -> dict:
-    """conftest's `tiny`, which is function-scoped; the module-scoped runs below need it once."""
-    return {
-        "data.root": str(data_root), "data.train_subset": 320, "data.download": False,
-        "device": "cpu", "optim.epochs": 1, "optim.batch_size": 32,
-        "model.width": 16, "model.hidden": 64,
-        "eval.n_samples": 200, "eval.n_per_class": 20, "eval.n_real": 200, "eval.splits": 5,
-        "eval.evaluator_epochs": 1, "eval.evaluator_subset": 2000,
-        "train.log_every": 2,
-    }
-
-
 LATENT = ["--n-pool", "200", "--noise-samples", "3", "--n-ood", "30", "--interp-steps", "4", "--n-random", "2"]
 RETRAIN = ["--real-size", "100", "--epochs", "1", "--finetune-epochs", "1", "--min-steps", "0", "--batch-size", "50",
            "--few-per-class", "2", "--few-generated", "50", "--max-draws", "1", "--n-test", "100"]
 
 
 @pytest.fixture(scope="module")
-def runs(data_root, tmp_path_factory):
+def runs(data_root, tiny, tmp_path_factory):
     """{"store": uri, "cgan-mlp": run id, "vanilla": run id}: tiny runs with checkpoints."""
     store = f"sqlite:///{tmp_path_factory.mktemp('analysis') / 'store' / 'mlflow.db'}"
     out = {"store": store, "data_root": str(data_root)}
     for model in ("cgan-mlp", "vanilla"):
-        cfg = build_config(overrides={**tiny_overrides(data_root), "model.name": model})
+        cfg = build_config(overrides={**tiny, "model.name": model})
         out[model] = train_run(cfg, tracking_uri=store, experiment="analysis", progress=False).run_id
     return out
 
@@ -287,7 +275,7 @@ def test_study_resolves_to_best_trial(runs):
             client.set_tag(runs[model], k, v)
     with pytest.raises(InputError, match="objective"):
         common.best_trial_run(runs["store"], "s1")  # no parent run yet
-    parent = client.create_run(exp, tags={TAG_STUDY: "s1", TAG_ROLE: "parent", "objective": "eval/fid:minimize"})
+    parent = client.create_run(exp, tags={TAG_STUDY: "s1", TAG_ROLE: "parent", "objective": "eval/fid:minimize,eval/is:maximize"})
     client.set_terminated(parent.info.run_id)
     best, why = common.best_trial_run(runs["store"], "s1")
     assert best == runs[min(fid, key=fid.get)] and "eval/fid" in why

@@ -16,7 +16,8 @@ from bench.train import GANStep, autocast_dtype, has_batch_stats
 
 TINY_PERF = ["--device", "cpu", "--steps", "3", "--warmup", "1", "--eval-n", "100", "--track-subset", "64",
              "--track-epochs", "1", "--track-eval-n", "40", "--track-repeats", "1", "--textbook-workers", "0",
-             "--concurrency", "1,2", "--quiet", "--set", "data.download=false"]
+             "--concurrency", "1,2", "--threads", "1", "--quiet", "--set", "data.download=false"]
+# One torch thread: on a shared 2-core machine two threads per process mostly wait for each other.
 
 FIGURES = [
     ("throughput", "textbook", "images_per_s"), ("throughput", "harness_plain", "images_per_s"),
@@ -35,7 +36,9 @@ def _get(tree, path):
 
 def test_perf_tiny_every_figure_present_and_positive(data_root, tmp_path, capsys):
     out = tmp_path / "out" / "perf.json"
+    threads = torch.get_num_threads()
     assert main(["perf", "--data-root", str(data_root), *TINY_PERF, "--out", str(out)]) == 0
+    assert torch.get_num_threads() == threads  # --threads does not leak into the caller
     r = json.loads(out.read_text())
     for path in FIGURES:
         value = _get(r, path)
@@ -58,7 +61,7 @@ def test_perf_tiny_every_figure_present_and_positive(data_root, tmp_path, capsys
 def test_perf_parity_tiny_prints_both_rows(data_root, tmp_path, capsys):
     out = tmp_path / "parity.json"
     args = ["perf", "--parity", "--data-root", str(data_root), "--device", "cpu", "--seeds", "2", "--epochs", "1",
-            "--train-subset", "160", "--quiet", "--out", str(out)]
+            "--train-subset", "160", "--threads", "1", "--quiet", "--out", str(out)]
     for kv in ("data.download=false", "model.width=16", "eval.n_per_class=10", "eval.n_samples=100",
                "eval.n_real=100", "eval.splits=2", "eval.evaluator_epochs=1", "eval.evaluator_subset=1000"):
         args += ["--set", kv]

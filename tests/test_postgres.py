@@ -30,21 +30,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-GRID = """
-name = "{name}"
-description = "two machines, one study"
-[base]
-model.name = "cgan-mlp"
-[space]
-"techniques.real_target" = {{ choices = [1.0, 0.9] }}
-"model.d_dropout" = {{ choices = [0.25, 0.5] }}
-[sampler]
-type = "grid"
-[objective]
-metrics = ["eval/tarr"]
-directions = ["maximize"]
-"""
-ALL_CELLS = [(0.9, 0.25), (0.9, 0.5), (1.0, 0.25), (1.0, 0.5)]
+from test_studies import ALL_CELLS, GRID  # the same 2x2 grid as the single-machine tests
 WORKER_TIMEOUT_S = 300
 
 

@@ -163,45 +163,7 @@ def test_failing_trial_is_recorded_and_study_completes(tmp_path, store, tiny):
     assert runs["32"].info.status == "FINISHED"
 
 
-BASE_OK = """
-name = "bad"
-description = "x"
-[space]
-"techniques.real_target" = { choices = [1.0, 0.9] }
-[objective]
-metrics = ["eval/is"]
-directions = ["maximize"]
-"""
-
-MALFORMED = [
-    ("unknown top-level key", BASE_OK + "colour = 'red'\n", "colour"),
-    ("unknown config key in space", BASE_OK.replace("techniques.real_target", "techniques.real_targt"),
-     "did you mean"),
-    ("unknown config key in base", BASE_OK + "[base]\nmodel.widht = 3\n", "widht"),
-    ("value outside range", BASE_OK.replace("[1.0, 0.9]", "[1.0, 1.5]"), "1.5"),
-    ("empty choices", BASE_OK.replace("[1.0, 0.9]", "[]"), "choices"),
-    ("empty space", BASE_OK.replace('"techniques.real_target" = { choices = [1.0, 0.9] }', ""), "space"),
-    ("low >= high", BASE_OK.replace("choices = [1.0, 0.9]", "low = 0.9, high = 0.8") + "[sampler]\ntype='tpe'\n",
-     "low"),
-    ("wrong type", BASE_OK.replace('description = "x"', "description = 3"), "description"),
-    ("unknown metric", BASE_OK.replace('"eval/is"', '"eval/iss"'), "eval/iss"),
-    ("unknown sampler", BASE_OK + "[sampler]\ntype = 'annealing'\n", "sampler.type"),
-    ("tpe without budget", BASE_OK + "[sampler]\ntype = 'tpe'\n", "n_trials"),
-    ("path in name", BASE_OK.replace('name = "bad"', 'name = "../evil"'), "name"),
-    ("not TOML", "name = \n", "TOML"),
-    ("tarr on unconditional model", BASE_OK.replace('"eval/is"', '"eval/tarr"'), "conditional"),
-]
-
-
-@pytest.mark.parametrize("case,text,needle", MALFORMED, ids=[c[0] for c in MALFORMED])
-def test_malformed_study_exit_2_nothing_written(case, text, needle, tmp_path, capsys):
-    path = write(tmp_path, text)
-    store_dir = tmp_path / "store"
-    code = main(["study", "run", str(path), "--tracking-uri", f"sqlite:///{store_dir}/mlflow.db", "--quiet"])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert str(path) in err and needle in err
-    assert not store_dir.exists()
+# Malformed study files: see the bad-input table in test_reliability.py.
 
 
 def test_catalogue_files_are_valid():

@@ -166,8 +166,10 @@ def best_trial_run(tracking_uri: str, study: str, objective: str | None = None) 
     """(run id, explanation) of the best trial of `study`.
 
     Trial runs are tagged `study=NAME, role=trial` (one run per trial and seed, `trial=N`); the
-    objective comes from `objective`, else from the parent run's `objective` tag. A trial scores
-    the mean objective over its finished seed runs; of the best trial, the best seed run is used.
+    objective comes from `objective`, else from the parent run's `objective` tag (as bench.studies
+    writes it: "metric:direction[,metric:direction...]"; with several, the first one ranks). A
+    trial scores the mean objective over its finished seed runs; of the best trial, the best seed
+    run is used.
     """
     client = open_store(tracking_uri)
     quoted = study.replace("'", "\\'")
@@ -179,7 +181,7 @@ def best_trial_run(tracking_uri: str, study: str, objective: str | None = None) 
         if not tagged:
             raise InputError(f"--study {study!r}: no parent run with an {OBJECTIVE_TAG!r} tag; "
                              "pass --objective METRIC:maximize|minimize, or --run RUN_ID")
-        objective = tagged[0]
+        objective = tagged[0].split(",")[0].strip()
     metric, direction = parse_objective(objective)
     trials = _search(client, exp_ids, f"tags.{TAG_STUDY} = '{quoted}' and tags.{TAG_ROLE} = 'trial' "
                                       "and attributes.status = 'FINISHED'")

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from bench.analysis.common import BATCH, AnalysisResult, LoadedRun, generate, noise
 from bench.data import normalize
+from bench.models import as_trained
 
 NAME = "discriminator"
 DRAW_BUDGET = 4  # unconditional: at most DRAW_BUDGET * n * C generated images to fill the classes
@@ -70,9 +71,11 @@ def class_table(real_logits: torch.Tensor, real_labels: torch.Tensor, fake_logit
 
 
 @torch.inference_mode()
-def judge(D, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-    return torch.cat([D(images[i:i + BATCH], None if labels is None else labels[i:i + BATCH])
-                      for i in range(0, len(images), BATCH)]).float().cpu()
+def judge(D, images: torch.Tensor, labels: torch.Tensor | None, seed: int = 0) -> torch.Tensor:
+    """D's logits as training sees it (dropout on: see `models.as_trained`)."""
+    with as_trained(D, seed):
+        return torch.cat([D(images[i:i + BATCH], None if labels is None else labels[i:i + BATCH])
+                          for i in range(0, len(images), BATCH)]).float().cpu()
 
 
 def real_per_class(run: LoadedRun, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,8 +113,8 @@ def analyze(run: LoadedRun, opts: Options, progress: bool = True) -> AnalysisRes
     fake_x, fake_y = fakes_per_class(run, opts.n, gen, progress)
     if not cond:
         res.notes.append("unconditional model: generated images are grouped by the evaluator's label")
-    rows = class_table(judge(D, real_x, real_y if cond else None), real_y.cpu(),
-                       judge(D, fake_x, fake_y if cond else None), fake_y.cpu(), run.num_classes)
+    rows = class_table(judge(D, real_x, real_y if cond else None, opts.seed), real_y.cpu(),
+                       judge(D, fake_x, fake_y if cond else None, opts.seed), fake_y.cpu(), run.num_classes)
     short = [r["class"] for r in rows[:-1] if r["n_fake"] < opts.n]
     if short:
         res.notes.append(f"classes with fewer than {opts.n} generated images: {short} (see n_fake)")

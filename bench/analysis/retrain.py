@@ -110,24 +110,6 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 # Training and scoring
 
 
-def fine_tune(net: LeNet, data: DeviceDataset, epochs: int, seed: int, batch_size: int, lr: float) -> LeNet:
-    """Continue training `net` on `data` with a fresh optimizer (train_classifier's recipe, another lr)."""
-    torch.manual_seed(seed)
-    batch_size = min(batch_size, len(data))
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * data.batches_per_epoch(batch_size))
-    gen = torch.Generator().manual_seed(seed)
-    net.train()
-    for _ in range(epochs):
-        for x, y in data.epoch(batch_size, gen):
-            loss = F.cross_entropy(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    return net.eval()
-
-
 @torch.inference_mode()
 def test_accuracy(net: LeNet, images: torch.Tensor, labels: torch.Tensor) -> float:
     net.eval()
@@ -155,7 +137,8 @@ class Matrix:
         o = self.opts
         epochs = epochs_for(len(data), o.batch_size, o.finetune_epochs, o.min_steps)
         bs = min(o.batch_size, len(data))
-        net = fine_tune(copy.deepcopy(base), data, epochs, o.seed, o.batch_size, o.finetune_lr)
+        net = train_classifier(data, epochs, seed=o.seed, progress=False, batch_size=o.batch_size,
+                               lr=o.finetune_lr, net=copy.deepcopy(base))
         self._record(name, net, n_real, n_gen, epochs, epochs * (len(data) // bs), on, len(data))
         return net
 
