@@ -12,7 +12,7 @@ One process, one device. Sections (each prints a progress line while it runs):
   off; the overhead is the time spent inside tracking calls over the untracked trial time (the A/B
   wall-clock difference is reported too, but on a shared machine it is noisier than 3%);
 * concurrency: aggregate images/s of K trials in K processes at once (GPU: sharing the device;
-  CPU: the cores split between them, `threads // K` torch threads each);
+  CPU: the cores split between them, `min(threads, cores // K)` torch threads each);
 * memory: peak host RSS (this process and the largest worker) and, on CUDA, peak allocated memory.
 
 `gan-bench perf --parity` instead trains the same short runs with the plain path and the fast path
@@ -53,9 +53,8 @@ PARITY_MODEL = "cgan-conv"
 PARITY_METRICS = (("tarr", "TARR", "higher"), ("is", "IS", "higher"), ("fid", "FID", "lower"))
 # The plain path: what the parity check compares the fast path against.
 PLAIN = {"train.fast": False, "train.amp": False, "train.channels_last": False, "train.compile": "off"}
-# `--ablate`: the harness again with one part of the fast path switched off (when it is on).
-ABLATIONS = {"fast": {"train.fast": False}, "joint_d": {"train.joint_d": False}, "amp": {"train.amp": False},
-             "channels_last": {"train.channels_last": False}}
+# `--ablate`: the harness again with one switch of the fast path flipped (off if on, on if off).
+ABLATIONS = ("fast", "joint_d", "channels_last", "amp")
 
 
 def _say(progress: bool, text: str) -> None:
@@ -328,7 +327,7 @@ def tracking_overhead(cfg: RunConfig, ctx, store_dir: Path, repeats: int = 2,
 
     uri = f"sqlite:///{store_dir / 'mlflow.db'}"
     ensure_experiment(uri, "perf")  # the store is created once per study, not per trial: not timed
-    experiment.run(cfg, tracking_uri=None, context=ctx, progress=False)  # warm caches (real features)
+    ctx.evaluator.real_reference(ctx.test, min(cfg.eval.n_real, len(ctx.test)))  # cached for a study's trials
     off, on, inside = [], [], []
     for r in range(repeats):
         t0 = time.perf_counter()
@@ -378,25 +377,43 @@ def _concurrency_worker(cfg_json: str, steps: int, warmup: int, threads: int, ba
         queue.put({"error": f"{type(e).__name__}: {e}"})
 
 
+def _collect(queue, procs) -> list[dict]:
+    """One result per worker; a worker that dies without reporting (e.g. killed for memory) is an error."""
+    import queue as queue_mod
+
+    results = []
+    while len(results) < len(procs):
+        try:
+            results.append(queue.get(timeout=5))
+        except queue_mod.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"a concurrent trial died with exit code {dead[0]}") from None
+    for p in procs:
+        p.join()
+    return results
+
+
 def concurrency(cfg: RunConfig, device: torch.device, levels: list[int], steps: int, warmup: int,
                 progress: bool = True) -> dict[str, Any]:
     """Aggregate images/s of K harness trials in K processes at once, for each K in levels."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # fork is unsafe with torch threads (and CUDA)
-    cores = torch.get_num_threads()  # this process's thread budget, split between the trials
+    cores = os.cpu_count() or 1
+    cap = torch.get_num_threads()  # --threads caps each trial's threads
     rows = []
     for k in levels:
-        threads = max(1, cores // k)  # CPU: the cores split; GPU: host threads split, no oversubscription
+        threads = max(1, min(cap, cores // k))  # the cores split (GPU: host threads, no oversubscription)
         barrier, queue = ctx.Barrier(k), ctx.Queue()
         procs = [ctx.Process(target=_concurrency_worker,
                              args=(cfg.model_copy(update={"device": device.type}).model_dump_json(), steps,
                                    warmup, threads, barrier, queue)) for _ in range(k)]
         for p in procs:
             p.start()
-        results = [queue.get() for _ in procs]
-        for p in procs:
-            p.join()
+        results = _collect(queue, procs)
         errors = [r["error"] for r in results if "error" in r]
         if errors:
             raise RuntimeError(f"concurrent trials failed: {errors[0]}")
@@ -412,7 +429,7 @@ def concurrency(cfg: RunConfig, device: torch.device, levels: list[int], steps: 
     for row in rows:
         row["vs_first"] = row["images_per_s"] / base
     mode = ("processes sharing one GPU" if device.type == "cuda"
-            else f"processes sharing {cores} CPU threads (threads // K each)")
+            else f"processes sharing {cores} CPU cores, min(threads, cores // K) threads each")
     return {"mode": mode, "levels": rows}
 
 
@@ -442,12 +459,12 @@ def run_benchmark(cfg: RunConfig, *, steps: int = DEFAULT_STEPS, warmup: int = D
     import tempfile
 
     device = resolve_device(cfg.device)
-    cores = torch.get_num_threads()  # the thread budget (--threads); os.cpu_count() by default
+    cores = os.cpu_count() or 1
     if levels is None:
-        levels = [1, 2, 4, 8] if device.type == "cuda" else sorted({1, min(2, cores)})
+        levels = [1, 2, 4, 8] if device.type == "cuda" else [2**i for i in range(cores.bit_length()) if 2**i <= cores]
     out: dict[str, Any] = {
         "device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
-        "host": platform.node(), "cpu_count": os.cpu_count(), "threads": cores,
+        "host": platform.node(), "cpu_count": cores, "threads": torch.get_num_threads(),
         "load_avg_start": list(os.getloadavg()),
         "model": cfg.model.name, "batch_size": cfg.optim.batch_size, "fast_path": _fast_path(cfg, device)}
     memory: dict[str, Any] = {}
@@ -479,11 +496,11 @@ def run_benchmark(cfg: RunConfig, *, steps: int = DEFAULT_STEPS, warmup: int = D
                          "speedup_plain": plain["images_per_s"] / textbook["images_per_s"]}
     if ablate:
         ablation = {}
-        for name, overrides in ABLATIONS.items():
-            key = next(iter(overrides)).split(".")[1]
-            if getattr(cfg.train, key):
-                ablation[name] = harness_loop(apply_overrides(cfg, overrides), train_full, steps, warmup)
-                _say(progress, f"  harness without {name}: {ablation[name]['images_per_s']:.0f} images/s")
+        for key in ABLATIONS:
+            on = not getattr(cfg.train, key)
+            label = f"{'with' if on else 'without'} {key}"
+            ablation[label] = harness_loop(apply_overrides(cfg, {f"train.{key}": on}), train_full, steps, warmup)
+            _say(progress, f"  harness {label}: {ablation[label]['images_per_s']:.0f} images/s")
         out["throughput"]["ablation"] = ablation
     section_done("throughput")
 
@@ -532,7 +549,7 @@ def format_benchmark(r: dict) -> str:
         ("harness loop, plain path", f"{t['harness_plain']['images_per_s']:.1f} images/s",
          f"{t['speedup_plain']:.2f}x textbook (device-resident data only)"),
         ("harness loop", f"{t['harness']['images_per_s']:.1f} images/s", f"{t['speedup']:.2f}x textbook"),
-        *((f"  without {name}", f"{a['images_per_s']:.1f} images/s",
+        *((f"  {name}", f"{a['images_per_s']:.1f} images/s",
            f"{a['images_per_s'] / t['harness']['images_per_s']:.2f}x harness")
           for name, a in t.get("ablation", {}).items()),
         ("evaluation", f"{e['seconds']:.2f} s",
@@ -685,8 +702,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--track-eval-n", type=_positive, default=1000, help="evaluation size of the tracking trial")
     p.add_argument("--track-repeats", type=_positive, default=2, help="tracked/untracked trial pairs")
     p.add_argument("--concurrency", type=_levels, help="concurrent trials to measure, e.g. 1,2,4,8 "
-                   "(default: 1,2,4,8 on GPU; 1,2 on CPU)")
-    p.add_argument("--ablate", action="store_true", help="also time the harness with each fast-path part off")
+                   "(default: 1,2,4,8 on GPU; powers of 2 up to the core count on CPU)")
+    p.add_argument("--ablate", action="store_true",
+                   help="also time the harness with each fast-path switch flipped (fast, joint_d, channels_last, amp)")
     p.add_argument("--threads", type=_positive, help="torch threads (default: torch's, the core count); "
                    "concurrent trials split them")
     p.add_argument("--parity", action="store_true", help="instead: the fast vs plain path parity comparison")

@@ -216,14 +216,18 @@ class MlflowTracker:
         if exc_type is None:
             self.end("FINISHED")
             return
-        try:
-            if issubclass(exc_type, self._killed_on):
-                self.end("KILLED")
-            else:
-                self.set_tags({"error": f"{exc_type.__name__}: {exc}"[:5000]})
-                self.end("FAILED")
-        except Exception:  # never hide the original error behind a logging failure
-            pass
+        # Each step on its own, so a store that keeps failing still gets as much as it accepts,
+        # and the original error is never hidden behind a logging one.
+        killed = issubclass(exc_type, self._killed_on)
+        steps = [self.flush]
+        if not killed:
+            steps.append(lambda: self.client.set_tag(self.run_id, "error", f"{exc_type.__name__}: {exc}"[:5000]))
+        steps.append(lambda: self.client.set_terminated(self.run_id, status="KILLED" if killed else "FAILED"))
+        for step in steps:
+            try:
+                step()
+            except Exception:
+                pass
 
 
 class NullTracker:

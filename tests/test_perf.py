@@ -49,7 +49,7 @@ def test_perf_tiny_every_figure_present_and_positive(data_root, tmp_path, capsys
     assert r["model"] == "dcgan-report000"
     levels = r["concurrency"]["levels"]
     assert [lv["trials"] for lv in levels] == [1, 2]
-    assert [lv["threads_each"] for lv in levels] == [max(1, r["threads"] // k) for k in (1, 2)]
+    assert [lv["threads_each"] for lv in levels] == [max(1, min(r["threads"], r["cpu_count"] // k)) for k in (1, 2)]
     for lv in levels:
         assert lv["images_per_s"] > 0 and lv["seconds"] > 0
     printed = capsys.readouterr().out
