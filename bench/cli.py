@@ -47,6 +47,20 @@ def add_run_options(p: argparse.ArgumentParser, model_required: bool = False) ->
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
 
 
+def int_at_least(minimum: int):
+    """An argparse `type` for integers >= minimum (argparse then exits 2 with the value named)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be >= {minimum}")
+        return value
+    parse.__name__ = "int"  # argparse shows it as "invalid int value"
+    return parse
+
+
+positive_int = int_at_least(1)
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     out = {}
     for item in items:

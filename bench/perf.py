@@ -43,6 +43,7 @@ from bench.config import RunConfig, apply_overrides, build_config, load_file
 from bench.data import DeviceDataset
 from bench.evaluator import Evaluator, cache_dir, evaluate_gan, evaluator_key, load_or_train
 from bench.models import LeNet, build_gan, uses_reference
+from bench.cli import positive_int
 from bench.tracking import NullTracker
 from bench.train import autocast_dtype, resolve_device, train
 
@@ -670,11 +671,7 @@ def _levels(text: str) -> list[int]:
     return levels
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+_positive = positive_int
 
 
 def register_cli(subparsers) -> None:

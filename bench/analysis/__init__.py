@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from bench.cli import int_at_least, positive_int
+
 ANALYSES = {
     "latent": "latent space and label embeddings: class means, labeled latent vectors, interpolation, "
               "noise, out-of-distribution embeddings (reports 000, 003, 004)",
@@ -23,25 +25,7 @@ ANALYSES = {
 }
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 1")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 0")
-    return value
-
-
-def _at_least_two(text: str) -> int:
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 2")
-    return value
+_positive, _non_negative, _at_least_two = positive_int, int_at_least(0), int_at_least(2)
 
 
 def _probability(text: str) -> float:
