@@ -8,7 +8,6 @@ that several trainings (study workers, nested runs) never share a global "active
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import subprocess
@@ -250,11 +249,3 @@ def figure_to_png(figure) -> bytes:
     buf = io.BytesIO()
     figure.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     return buf.getvalue()
-
-
-def json_default(obj):
-    return obj.item() if hasattr(obj, "item") else str(obj)
-
-
-def dumps(data: dict) -> str:
-    return json.dumps(data, indent=2, default=json_default)
