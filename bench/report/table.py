@@ -1,0 +1,144 @@
+"""The comparison table (one row per configuration, best values, differences to the baseline) and its verdict."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from bench.report.common import ALPHA, COLUMNS, CORE_METRICS, Column, REFERENCE_MAP
+from bench.report.load import Group
+from bench.report.stats import Diff, Stat, compare, summarize
+
+
+@dataclass
+class Row:
+    label: str
+    group: Group | None
+    stats: dict[str, Stat]
+    diffs: dict[str, Diff] = field(default_factory=dict)
+    best: set[str] = field(default_factory=set)
+    is_baseline: bool = False
+    reference: dict[str, float] | None = None  # the real-data row
+
+    @property
+    def n(self) -> int:
+        return len(self.group.usable) if self.group else 0
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[Column]
+    rows: list[Row]
+    baseline_note: str
+    reference_note: str = ""
+
+    def row(self, label: str) -> Row:
+        return next(r for r in self.rows if r.label == label)
+
+
+def columns_for(groups: list[Group], objectives: list[tuple[str, str]]) -> list[Column]:
+    present = {m for g in groups for r in g.usable for m in r.final}
+    keep = set(CORE_METRICS) | present
+    cols = [c for c in COLUMNS if c.metric in keep]
+    for metric, direction in objectives:
+        if all(c.metric != metric for c in cols):
+            cols.append(Column(metric, metric, "max" if direction == "maximize" else "min", "{:.4g}"))
+    return cols
+
+
+def build_table(title: str, groups: list[Group], objectives: list[tuple[str, str]], baseline: Group | None,
+                baseline_note: str, reference: dict[str, float] | None = None, reference_note: str = "",
+                label_fn=None) -> Table:
+    cols = columns_for(groups, objectives)
+    rows = []
+    for g in groups:
+        stats = {c.metric: summarize(g.values(c.metric)) for c in cols}
+        rows.append(Row(label=label_fn(g) if label_fn else g.label, group=g, stats=stats,
+                        is_baseline=g is baseline))
+    base = next((r for r in rows if r.is_baseline), None)
+    if base is not None:
+        for r in rows:
+            if not r.is_baseline:
+                r.diffs = {c.metric: compare(r.stats[c.metric], base.stats[c.metric]) for c in cols}
+    for c in cols:
+        scored = [(r.stats[c.metric].mean, r) for r in rows if math.isfinite(r.stats[c.metric].mean)]
+        if len(scored) < 2 or c.direction == "none":
+            continue
+        key = {"max": lambda t: -t[0], "min": lambda t: t[0], "half": lambda t: abs(t[0] - 0.5)}[c.direction]
+        best = key(min(scored, key=key))
+        ties = [r for v, r in scored if math.isclose(key((v, r)), best, rel_tol=1e-12, abs_tol=1e-15)]
+        if len(ties) == len(scored):
+            continue  # every row ties: nothing is best
+        for v, r in scored:
+            if math.isclose(key((v, r)), best, rel_tol=1e-12, abs_tol=1e-15):
+                r.best.add(c.metric)
+    if reference:
+        ref_stats = {c.metric: summarize([reference[REFERENCE_MAP[c.metric]]] if c.metric in REFERENCE_MAP
+                                         and REFERENCE_MAP[c.metric] in reference else []) for c in cols}
+        rows.append(Row(label="real data (reference)", group=None, stats=ref_stats, reference=reference))
+    return Table(title, cols, rows, baseline_note, reference_note)
+
+
+def _p_text(d: Diff) -> str:
+    if not d.tested:
+        return d.test
+    return f"p<0.001" if d.p < 0.001 else f"p={d.p:.3f}"
+
+
+def verdict(t: Table, objectives: list[tuple[str, str]], limit: int = 8) -> list[str]:
+    """A few sentences: the best configuration, and each configuration vs the baseline on the objective."""
+    lines = []
+    rows = [r for r in t.rows if r.group is not None]
+    base = next((r for r in rows if r.is_baseline), None)
+    ref = next((r for r in t.rows if r.reference is not None), None)
+    for metric, direction in objectives:
+        col = next((c for c in t.columns if c.metric == metric), None)
+        if col is None:
+            continue
+        ranked = sorted((r for r in rows if r.stats[metric].n), key=lambda r: r.stats[metric].mean,
+                        reverse=direction == "maximize")
+        if not ranked:
+            lines.append(f"{col.label}: no finished run logged {metric}; nothing to compare.")
+            continue
+        top = ranked[0]
+        s = top.stats[metric]
+        line = (f"Best {col.label} ({direction}): {top.label} with {col.text(s.mean)}"
+                + (f" ± {col.text(s.std)}" if s.n >= 2 else "") + f" over {s.n} seed{'s' * (s.n != 1)}")
+        if ref is not None and ref.stats[metric].n:
+            line += f" (real data: {col.text(ref.stats[metric].mean)})"
+        lines.append(line + ".")
+        if base is None:
+            continue
+        shown = 0
+        for r in ranked + [r for r in rows if not r.stats[metric].n]:
+            if r.is_baseline or shown >= limit:
+                continue
+            shown += 1
+            d = r.diffs.get(metric)
+            if d is None or not math.isfinite(d.diff):
+                lines.append(f"{r.label} vs {base.label}: {col.label} n/a ({r.group.status_text()}).")
+                continue
+            sign = "+" if d.diff >= 0 else "-"
+            text = f"{r.label} vs {base.label}: {col.label} {sign}{col.text(abs(d.diff))}"
+            if d.tested:
+                better = (d.diff > 0) == (direction == "maximize")
+                text += (f" [95% CI {col.text(d.ci_low)}, {col.text(d.ci_high)}], {_p_text(d)} (Welch's t-test, "
+                         f"n={d.n[0]} vs {d.n[1]}): "
+                         + (f"significant at {ALPHA:g}, {'better' if better else 'worse'}" if d.p < ALPHA
+                            else "not significant"))
+            else:
+                text += f": no test, {d.test} (n={d.n[0]} vs {d.n[1]})"
+            if r.group.flagged:
+                text += f" [runs: {r.group.status_text()}]"
+            lines.append(text + ".")
+        if len([r for r in rows if not r.is_baseline]) > shown:
+            lines.append(f"... and {len(rows) - 1 - shown} more configurations (see the table).")
+    excluded = [run for r in rows for run in r.group.runs if not run.usable]
+    if excluded:
+        kinds: dict[str, int] = {}
+        for run in excluded:
+            kinds[run.state()] = kinds.get(run.state(), 0) + 1
+        lines.append("Not counted: " + ", ".join(f"{v} {k}" for k, v in kinds.items())
+                     + " run(s); see the run list below.")
+    return lines
