@@ -86,7 +86,7 @@ def _cuda_peak(device: torch.device, into: dict, key: str = "cuda_peak_allocated
 def _fast_path(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
     t = cfg.train
     dtype = autocast_dtype(t, device)
-    return {"fast": t.fast, "joint_d": t.joint_d, "amp": t.amp, "channels_last": t.channels_last,
+    return {"fast": t.fast, "joint_d": t.fast and t.joint_d, "amp": t.amp, "channels_last": t.channels_last,
             "compile": t.compile if device.type == "cuda" else "off (CPU)",
             "precision": "bf16" if dtype is not None else "fp32"}
 

@@ -19,6 +19,7 @@ import contextlib
 import copy
 import functools
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -122,7 +123,7 @@ class Checkpoint:
 
     def save(self, state: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")  # never shared between processes
         torch.save(state, tmp)
         tmp.replace(self.path)  # atomic: a kill during the save leaves the previous epoch's file
 

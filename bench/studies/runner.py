@@ -330,7 +330,9 @@ def objective(trial: optuna.Trial, plan: Plan, contexts: dict) -> list[float]:
             run_ids.append(run_id)
             trial.set_user_attr("mlflow_run_ids", list(run_ids))
 
-        ckpt = checkpoint_dir(plan) / f"{experiment.config_id(cfg)}-seed{cfg.seed}.pt"
+        # Keyed by the trial's lineage (a retry continues its original's file), never shared by two trials.
+        origin = trial.user_attrs.get("retry_of", trial.number)
+        ckpt = checkpoint_dir(plan) / f"{experiment.config_id(cfg)}-t{origin}-seed{cfg.seed}.pt"
         result = experiment.run(cfg, tracking_uri=plan.tracking_uri, experiment=spec.name, context=contexts[key],
                                 name=f"{label},seed={cfg.seed}", tags=tags, parent_run_id=plan.parent_run_id,
                                 hooks=hooks, progress=plan.progress and plan.workers == 1,
