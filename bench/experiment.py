@@ -114,9 +114,6 @@ def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-benc
     gan = build_gan(cfg.model, num_classes=train_data.num_classes)
     gan.generator.to(device)
     gan.discriminator.to(device)
-    if cfg.train.channels_last:
-        gan.generator.to(memory_format=torch.channels_last)
-        gan.discriminator.to(memory_format=torch.channels_last)
 
     ref_gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)
     n_classes = train_data.num_classes
