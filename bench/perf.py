@@ -41,13 +41,14 @@ import torch
 from torch import nn
 
 from bench import data as data_mod
+from bench import techniques
 from bench.config import RunConfig, apply_overrides, build_config, load_file
 from bench.data import DeviceDataset
 from bench.evaluator import Evaluator, cache_dir, evaluate_gan, evaluator_key, load_or_train
 from bench.models import LeNet, build_gan, uses_reference
 from bench.cli import positive_int
 from bench.tracking import NullTracker
-from bench.train import autocast_dtype, resolve_device, train
+from bench.train import GANStep, autocast_dtype, resolve_device, train
 
 DEFAULT_STEPS = 100
 DEFAULT_ROUNDS = 2
@@ -246,6 +247,86 @@ def harness_loop(cfg: RunConfig, train_full: DeviceDataset, steps: int, warmup: 
     result = train(run_cfg, gan, _first(train_full, per_epoch * batch), NullTracker(), progress=progress)
     n = epochs * per_epoch
     return {"steps": n, "batch_size": batch, "seconds": result.train_s, "images_per_s": n * batch / result.train_s}
+
+
+# ---------------------------------------------------------------------------
+# Compute: how close the loops run to what the device can do
+
+
+def _count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of the convolutions and matmuls (forward and backward) that fn runs, by torch's counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def harness_flops_per_image(cfg: RunConfig, data: DeviceDataset) -> float:
+    """FLOPs the harness spends per training image: one iteration (D steps + G steps) over its images."""
+    torch.manual_seed(cfg.seed)
+    gan = build_gan(cfg.model, num_classes=data.num_classes)
+    gan.generator.to(data.device)
+    gan.discriminator.to(data.device)
+    _set_references(cfg, gan, data)
+    step = GANStep(cfg, gan, data.device)
+    batch = cfg.optim.batch_size
+    real, labels = data.sample(batch, torch.Generator().manual_seed(cfg.seed))
+    d_steps, g_steps = techniques.schedule(cfg.techniques)
+
+    def iteration() -> None:
+        for _ in range(d_steps):
+            step.d_step(real, labels)
+        for _ in range(g_steps):
+            step.g_step(batch)
+
+    return _count_flops(iteration) / (batch * d_steps)
+
+
+def textbook_flops_per_image(cfg: RunConfig, device: torch.device) -> float:
+    return _count_flops(lambda: textbook_loop(cfg, device, 1, 0, 0, progress=False)) / cfg.optim.batch_size
+
+
+def conv_peak_gflops(device: torch.device, dtype: torch.dtype | None) -> float:
+    """GFLOP/s of a large 3x3 conv forward (128 -> 128 channels, 14x14, channels-last), best of 5:
+    a practical ceiling for these models' layers on this device (fp32, or `dtype` under autocast)."""
+    n = 4096 if device.type == "cuda" else 128
+    x = torch.randn(n, 128, 14, 14, device=device).contiguous(memory_format=torch.channels_last)
+    conv = nn.Conv2d(128, 128, 3, padding=1).to(device, memory_format=torch.channels_last)
+    flops = 2 * n * 14 * 14 * 128 * 128 * 9
+    precision = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    best = math.inf
+    with torch.inference_mode(), precision:
+        for _ in range(2):
+            conv(x)
+        for _ in range(5):
+            _sync(device)
+            t0 = time.perf_counter()
+            conv(x)
+            _sync(device)
+            best = min(best, time.perf_counter() - t0)
+    return flops / best / 1e9
+
+
+def compute_use(cfg: RunConfig, train_full: DeviceDataset, throughput: dict) -> dict[str, Any]:
+    """FLOPs per image of each loop, the GFLOP/s they reach, and the same against the device's conv peak."""
+    device = train_full.device
+    dtype = autocast_dtype(cfg.train, device)
+    peak = {"fp32": conv_peak_gflops(device, None)}
+    if dtype is not None:
+        peak["bf16"] = conv_peak_gflops(device, dtype)
+    loops = {"textbook": (textbook_flops_per_image(cfg, device), "fp32"),
+             "harness_plain": (harness_flops_per_image(apply_overrides(cfg, PLAIN), train_full), "fp32"),
+             "harness": (harness_flops_per_image(cfg, train_full), "bf16" if dtype is not None else "fp32")}
+    out: dict[str, Any] = {"peak_gflops": peak}
+    for name, (flops, precision) in loops.items():
+        gflops = flops * throughput[name]["images_per_s"] / 1e9
+        out[name] = {"gflop_per_image": flops / 1e9, "gflops": gflops, "precision": precision,
+                     "pct_of_peak": 100 * gflops / peak[precision],
+                     # the loop's images/s if every FLOP ran at the conv peak
+                     "images_per_s_at_peak": peak[precision] * 1e9 / flops}
+    out["speedup_at_peak"] = out["harness"]["images_per_s_at_peak"] / throughput["textbook"]["images_per_s"]
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -535,6 +616,8 @@ def run_benchmark(cfg: RunConfig, *, steps: int = DEFAULT_STEPS, warmup: int = D
                          "rounds": rounds}
     if ablate:
         out["throughput"]["ablation"] = best
+    _say(progress, "  compute: FLOPs per image and the device's conv peak")
+    out["compute"] = compute_use(cfg, train_full, out["throughput"])
     section_done("throughput")
 
     _say(progress, f"perf [2/4] evaluation: {eval_model}, {eval_n:,} generated + {min(eval_n, len(test)):,} real")
@@ -574,6 +657,19 @@ def run_benchmark(cfg: RunConfig, *, steps: int = DEFAULT_STEPS, warmup: int = D
     return out
 
 
+def _compute_rows(c: dict) -> list[tuple[str, str, str]]:
+    rows = []
+    for name, label in (("textbook", "textbook loop"), ("harness", "harness loop")):
+        x = c[name]
+        rows.append((f"compute, {label}", f"{x['gflops']:.1f} GFLOP/s",
+                     f"{x['pct_of_peak']:.0f}% of the {x['precision']} conv peak; {x['gflop_per_image']:.3f} GFLOP "
+                     f"per image; at the peak {x['images_per_s_at_peak']:.0f} images/s"))
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in c["peak_gflops"].items())
+    rows.append(("conv peak (measured)", f"{peaks} GFLOP/s",
+                 f"128->128 3x3 conv; harness at that peak = {c['speedup_at_peak']:.2f}x textbook"))
+    return rows
+
+
 def format_benchmark(r: dict) -> str:
     t, e, k, m = r["throughput"], r["eval"], r["tracking"], r["memory"]
     rows = [
@@ -585,6 +681,7 @@ def format_benchmark(r: dict) -> str:
         *((f"  {name}", f"{a['images_per_s']:.1f} images/s",
            f"{a['images_per_s'] / t['harness']['images_per_s']:.2f}x harness")
           for name, a in t.get("ablation", {}).items()),
+        *_compute_rows(r["compute"]),
         ("evaluation", f"{e['seconds']:.2f} s",
          f"{e['model']}: {e['n_generated']:,} generated + {e['n_real']:,} real; "
          f"{e['seconds_cached_real']:.2f} s with real features cached"),

@@ -25,6 +25,9 @@ FIGURES = [
     ("eval", "seconds"), ("eval", "seconds_cached_real"), ("eval", "n_generated"), ("eval", "n_real"),
     ("tracking", "trial_s_off"), ("tracking", "trial_s_on"), ("tracking", "tracking_s"), ("tracking", "overhead_pct"),
     ("memory", "host_peak_rss_mb"), ("memory", "workers_peak_rss_mb"),
+    ("compute", "peak_gflops", "fp32"), ("compute", "speedup_at_peak"),
+    *(("compute", loop, key) for loop in ("textbook", "harness_plain", "harness")
+      for key in ("gflop_per_image", "gflops", "pct_of_peak", "images_per_s_at_peak")),
 ]
 
 
@@ -54,7 +57,7 @@ def test_perf_tiny_every_figure_present_and_positive(data_root, tmp_path, capsys
         assert lv["images_per_s"] > 0 and lv["seconds"] > 0
     printed = capsys.readouterr().out
     for label in ("textbook loop", "harness loop", "evaluation", "tracking overhead", "2 concurrent trial(s)",
-                  "peak host RSS", str(out)):
+                  "peak host RSS", "conv peak", "compute, harness loop", str(out)):
         assert label in printed, label
 
 
@@ -131,6 +134,27 @@ def test_frozen_d_in_g_step_same_g_gradients_and_d_untouched():
     assert all(p.grad is None for p in fast.D.parameters())  # no wasted D gradients
     assert all(p.grad is not None for p in plain.D.parameters())  # the textbook step computes them
     assert all(p.requires_grad for p in fast.D.parameters())  # and D trains again in the next D step
+
+
+def test_flop_accounting_matches_the_loops(data_root):
+    """The textbook step and the plain harness step differ by exactly one G forward (the harness draws
+    fresh noise for its G step, the textbook reuses the D step's fakes); freezing D in the G step only
+    removes work."""
+    from bench.data import load_dataset
+    from bench.perf import PLAIN, _count_flops, harness_flops_per_image, textbook_flops_per_image
+
+    cfg = build_config(overrides={"device": "cpu", "data.root": str(data_root), "data.download": False,
+                                  "optim.batch_size": 8})
+    cpu = torch.device("cpu")
+    data = load_dataset(data_root, "mnist", "test", device=cpu)
+    textbook = textbook_flops_per_image(cfg, cpu)
+    plain = harness_flops_per_image(build_config(cfg.model_dump(), PLAIN), data)
+    fast = harness_flops_per_image(cfg, data)
+    generator = build_gan(cfg.model).generator
+    g_forward = _count_flops(lambda: generator(torch.randn(8, cfg.model.latent_dim))) / 8
+    assert g_forward > 0
+    assert plain - textbook == pytest.approx(g_forward)
+    assert 0 < fast < plain
 
 
 def test_switches():
