@@ -141,7 +141,7 @@ def test_flop_accounting_matches_the_loops(data_root):
     fresh noise for its G step, the textbook reuses the D step's fakes); freezing D in the G step only
     removes work."""
     from bench.data import load_dataset
-    from bench.perf import PLAIN, _count_flops, harness_flops_per_image, textbook_flops_per_image
+    from bench.perf import PLAIN, count_flops, harness_flops_per_image, textbook_flops_per_image
 
     cfg = build_config(overrides={"device": "cpu", "data.root": str(data_root), "data.download": False,
                                   "optim.batch_size": 8})
@@ -151,7 +151,7 @@ def test_flop_accounting_matches_the_loops(data_root):
     plain = harness_flops_per_image(build_config(cfg.model_dump(), PLAIN), data)
     fast = harness_flops_per_image(cfg, data)
     generator = build_gan(cfg.model).generator
-    g_forward = _count_flops(lambda: generator(torch.randn(8, cfg.model.latent_dim))) / 8
+    g_forward = count_flops(lambda: generator(torch.randn(8, cfg.model.latent_dim))) / 8
     assert g_forward > 0
     assert plain - textbook == pytest.approx(g_forward)
     assert 0 < fast < plain

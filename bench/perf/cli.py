@@ -1,0 +1,116 @@
+"""`gan-bench perf` and `gan-bench perf --parity` on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from bench.config import RunConfig, build_config, load_file
+from bench.cli import positive_int
+from bench.perf.benchmark import format_benchmark, run_benchmark
+from bench.perf.common import DEFAULT_EVAL_N, DEFAULT_ROUNDS, DEFAULT_STEPS, DEFAULT_WARMUP, PARITY_MODEL
+from bench.perf.parity import format_parity, run_parity
+
+
+def _levels(text: str) -> list[int]:
+    try:
+        levels = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return levels
+
+
+_positive = positive_int
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "perf", help="benchmark: harness vs textbook loop, evaluation, tracking overhead, concurrency; --parity",
+        description="`gan-bench perf`: how fast trials run on this machine, measured against the textbook loop. "
+                    "Prints a table and writes JSON (--out).")
+    p.add_argument("--config", help="TOML or JSON config file (base for every run)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set train.amp=true (repeatable)")
+    p.add_argument("--model", help=f"model (default: dcgan-report000; with --parity: {PARITY_MODEL})")
+    p.add_argument("--batch-size", type=_positive, help="batch size (default: the config's, 32)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--data-root", help="data root in torchvision layout (default: $GANBENCH_DATA_ROOT or ./data)")
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--steps", type=_positive, default=DEFAULT_STEPS, help="timed steps per training loop (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="untimed steps before each loop (default: %(default)s)")
+    p.add_argument("--rounds", type=_positive, default=DEFAULT_ROUNDS,
+                   help="throughput rounds (all loops in rotation); each loop's best round is reported (default: %(default)s)")
+    p.add_argument("--textbook-workers", type=int, default=2, help="DataLoader workers of the textbook loop "
+                   "(pytorch/examples' dcgan default) (default: %(default)s)")
+    p.add_argument("--eval-n", type=_positive, default=DEFAULT_EVAL_N, help="generated and real images to evaluate (default: %(default)s)")
+    p.add_argument("--eval-model", default=PARITY_MODEL, help="conditional model for the evaluation timing (default: %(default)s)")
+    p.add_argument("--track-subset", type=_positive, default=3200, help="training images of the tracking trial (default: %(default)s)")
+    p.add_argument("--track-epochs", type=_positive, default=2, help="epochs of the tracking trial (default: %(default)s)")
+    p.add_argument("--track-eval-n", type=_positive, default=1000, help="evaluation size of the tracking trial (default: %(default)s)")
+    p.add_argument("--track-repeats", type=_positive, default=2, help="tracked/untracked trial pairs (default: %(default)s)")
+    p.add_argument("--concurrency", type=_levels, help="concurrent trials to measure, e.g. 1,2,4,8 "
+                   "(default: 1,2,4,8 on GPU; powers of 2 up to the core count on CPU)")
+    p.add_argument("--ablate", action="store_true",
+                   help="also time the harness with each fast-path switch flipped (fast, joint_d, channels_last, amp)")
+    p.add_argument("--threads", type=_positive, help="torch threads (default: torch's, the core count); "
+                   "concurrent trials split them")
+    p.add_argument("--parity", action="store_true", help="instead: the fast vs plain path parity comparison")
+    p.add_argument("--seeds", type=_positive, default=3, help="--parity: seeds per path (default: %(default)s)")
+    p.add_argument("--epochs", type=_positive, default=1, help="--parity: epochs per run (default: %(default)s)")
+    p.add_argument("--train-subset", type=int, default=0, help="--parity: training images per run (0: all) (default: %(default)s)")
+    p.add_argument("--out", default=None, help="JSON output file (default: perf.json, or parity.json with --parity)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_perf)
+
+
+def config_from_perf_args(args: argparse.Namespace) -> RunConfig:
+    from bench.cli import parse_overrides
+
+    base = load_file(args.config) if args.config else {}
+    overrides = parse_overrides(args.overrides)
+    model = args.model or (PARITY_MODEL if args.parity else "dcgan-report000")
+    shortcuts = {"model.name": model, "optim.batch_size": args.batch_size, "device": args.device,
+                 "data.root": args.data_root, "data.dataset": args.dataset, "seed": args.seed}
+    if args.parity:
+        shortcuts.update({"optim.epochs": args.epochs, "data.train_subset": args.train_subset or None})
+    overrides.update({k: v for k, v in shortcuts.items() if v is not None})
+    return build_config(base, overrides)
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    cfg = config_from_perf_args(args)
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _perf(args, cfg)
+    finally:
+        torch.set_num_threads(threads)  # callers in the same process (tests) keep their setting
+
+
+def _perf(args: argparse.Namespace, cfg: RunConfig) -> int:
+    progress = not args.quiet
+    if args.parity:
+        result = run_parity(cfg, [cfg.seed + i for i in range(args.seeds)], progress=progress)
+        text = format_parity(result)
+        out = Path(args.out or "parity.json")
+    else:
+        result = run_benchmark(cfg, steps=args.steps, warmup=args.warmup, eval_n=args.eval_n,
+                               eval_model=args.eval_model, textbook_workers=args.textbook_workers,
+                               track_subset=args.track_subset, track_epochs=args.track_epochs,
+                               track_eval_n=args.track_eval_n, track_repeats=args.track_repeats,
+                               levels=args.concurrency, ablate=args.ablate, rounds=args.rounds,
+                               progress=progress)
+        text = format_benchmark(result)
+        out = Path(args.out or "perf.json")
+    print(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written: {out}")
+    return 0

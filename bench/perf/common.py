@@ -1,0 +1,97 @@
+"""Constants and small helpers every part of the benchmark shares."""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.config import RunConfig
+from bench.data import DeviceDataset
+from bench.models import uses_reference
+from bench.train import autocast_dtype
+
+DEFAULT_STEPS = 100
+DEFAULT_ROUNDS = 2
+DEFAULT_WARMUP = 10
+DEFAULT_EVAL_N = 10_000
+PARITY_MODEL = "cgan-conv"
+PARITY_METRICS = (("tarr", "TARR", "higher"), ("is", "IS", "higher"), ("fid", "FID", "lower"))
+# The plain path: what the parity check compares the fast path against.
+PLAIN = {"train.fast": False, "train.amp": False, "train.channels_last": False, "train.compile": "off"}
+# `--ablate`: the harness again with one switch of the fast path flipped (off if on, on if off).
+ABLATIONS = ("fast", "joint_d", "channels_last", "amp")
+
+
+def say(progress: bool, text: str) -> None:
+    if progress:
+        print(text, file=sys.stderr, flush=True)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory."""
+    # VmHWM first: Linux keeps ru_maxrss across exec, so a spawned worker would report its parent's peak.
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) / 1024
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux (bytes on macOS)
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+@contextlib.contextmanager
+def cuda_peak(device: torch.device, into: dict, key: str = "cuda_peak_allocated_mb") -> Iterator[None]:
+    """Record the device's peak allocated memory over the block (CUDA only)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    yield
+    if device.type == "cuda":
+        into[key] = torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def fast_path_summary(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
+    t = cfg.train
+    dtype = autocast_dtype(t, device)
+    return {"fast": t.fast, "joint_d": t.fast and t.joint_d, "amp": t.amp, "channels_last": t.channels_last,
+            "compile": t.compile if device.type == "cuda" else "off (CPU)",
+            "precision": "bf16" if dtype is not None else "fp32"}
+
+
+def set_references(cfg: RunConfig, gan, data: DeviceDataset | None) -> None:
+    """Fixed reference batches for virtual batch norm (as `experiment.run` sets them); no-op otherwise."""
+    device = next(gan.generator.parameters()).device
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    k = cfg.model.vbn_ref_size
+
+    def labels() -> torch.Tensor | None:
+        return torch.randint(gan.num_classes, (k,), generator=gen).to(device) if gan.conditional else None
+
+    if uses_reference(gan.generator):
+        gan.generator.set_reference(torch.randn(k, cfg.model.latent_dim, generator=gen).to(device), labels())
+    if uses_reference(gan.discriminator):
+        if data is None:  # the textbook loop: a reference of generated images is enough for timing
+            y = labels()
+            with torch.no_grad():
+                x = gan.generator(torch.randn(k, cfg.model.latent_dim, generator=gen).to(device), y)
+            gan.discriminator.set_reference(x, y)
+        else:
+            x, y = data.sample(k, gen)
+            gan.discriminator.set_reference(x, y if gan.conditional else None)
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of the convolutions and matmuls (forward and backward) that fn runs, by torch's counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
