@@ -21,6 +21,7 @@ from bench.perf.loops import textbook_loop
 
 def harness_flops_per_image(cfg: RunConfig, data: DeviceDataset) -> float:
     """FLOPs the harness spends per training image: one iteration (D steps + G steps) over its images."""
+    cfg = apply_overrides(cfg, {"train.compile": "off"})  # the same FLOPs; the counter needs eager ops
     torch.manual_seed(cfg.seed)
     gan = build_gan(cfg.model, num_classes=data.num_classes)
     gan.generator.to(data.device)
