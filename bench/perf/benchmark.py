@@ -16,8 +16,9 @@ from bench import data as data_mod
 from bench.config import RunConfig, apply_overrides
 from bench.data import DeviceDataset
 from bench.train import resolve_device
-from bench.perf.common import (ABLATIONS, DEFAULT_EVAL_N, DEFAULT_ROUNDS, DEFAULT_STEPS, DEFAULT_WARMUP,
-                               PARITY_MODEL, PLAIN, cuda_peak, fast_path_summary, peak_rss_mb, say)
+from bench.perf.common import (ABLATIONS, DEFAULT_EVAL_N, DEFAULT_ROUNDS, DEFAULT_STEPS, DEFAULT_TRACK_SUBSET,
+                               DEFAULT_WARMUP, PARITY_MODEL, PLAIN, cuda_peak, fast_path_summary, peak_rss_mb,
+                               say)
 from bench.perf.compute import compute_use
 from bench.perf.concurrency import concurrency
 from bench.perf.evaluation import eval_timing, timing_evaluator, tracking_overhead
@@ -39,7 +40,7 @@ def _load(cfg: RunConfig, device: torch.device) -> tuple[DeviceDataset, DeviceDa
 
 def run_benchmark(cfg: RunConfig, *, steps: int = DEFAULT_STEPS, warmup: int = DEFAULT_WARMUP,
                   eval_n: int = DEFAULT_EVAL_N, eval_model: str = PARITY_MODEL, textbook_workers: int = 2,
-                  track_subset: int = 3200, track_epochs: int = 2, track_eval_n: int = 1000,
+                  track_subset: int = DEFAULT_TRACK_SUBSET, track_epochs: int = 2, track_eval_n: int = 1000,
                   track_repeats: int = 2, levels: list[int] | None = None, ablate: bool = False,
                   rounds: int = DEFAULT_ROUNDS,
                   progress: bool = True) -> dict:

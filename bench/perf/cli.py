@@ -11,7 +11,8 @@ import torch
 from bench.config import RunConfig, build_config, load_file
 from bench.cli import positive_int
 from bench.perf.benchmark import format_benchmark, run_benchmark
-from bench.perf.common import DEFAULT_EVAL_N, DEFAULT_ROUNDS, DEFAULT_STEPS, DEFAULT_WARMUP, PARITY_MODEL
+from bench.perf.common import (DEFAULT_EVAL_N, DEFAULT_ROUNDS, DEFAULT_STEPS, DEFAULT_TRACK_SUBSET, DEFAULT_WARMUP,
+                               PARITY_MODEL)
 from bench.perf.parity import format_parity, run_parity
 
 
@@ -50,7 +51,7 @@ def register_cli(subparsers) -> None:
                    "(pytorch/examples' dcgan default) (default: %(default)s)")
     p.add_argument("--eval-n", type=_positive, default=DEFAULT_EVAL_N, help="generated and real images to evaluate (default: %(default)s)")
     p.add_argument("--eval-model", default=PARITY_MODEL, help="conditional model for the evaluation timing (default: %(default)s)")
-    p.add_argument("--track-subset", type=_positive, default=3200, help="training images of the tracking trial (default: %(default)s)")
+    p.add_argument("--track-subset", type=_positive, default=DEFAULT_TRACK_SUBSET, help="training images of the tracking trial (default: %(default)s)")
     p.add_argument("--track-epochs", type=_positive, default=2, help="epochs of the tracking trial (default: %(default)s)")
     p.add_argument("--track-eval-n", type=_positive, default=1000, help="evaluation size of the tracking trial (default: %(default)s)")
     p.add_argument("--track-repeats", type=_positive, default=2, help="tracked/untracked trial pairs (default: %(default)s)")
