@@ -7,6 +7,8 @@ One process, one device. Sections (each prints a progress line while it runs):
   loop with the fast path switched off (`train.fast=false`, fp32, NCHW) and of the harness loop as
   configured (the defaults: the fast path), same model, batch size and number of steps; the loops run
   in rotation for `--rounds` rounds and each reports its best round (robust to bursts of other work);
+* compute: FLOPs per image of each loop (torch's `FlopCounterMode`), the GFLOP/s each reaches, and
+  a measured conv peak of the device (fp32, and bf16 when native): how much faster a loop could get;
 * evaluation: `evaluate_gan` (IS, TARR, per-class accuracy, FID, D's test accuracy) on N generated
   and N real images, first call (real features computed) and second call (real features cached);
 * tracking: one short trial logged to a temporary MLflow SQLite store vs the same trial with tracking
