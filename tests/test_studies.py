@@ -4,7 +4,6 @@ import textwrap
 from pathlib import Path
 
 import optuna
-import pytest
 from mlflow import MlflowClient
 
 from bench.cli import main

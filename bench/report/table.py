@@ -83,7 +83,7 @@ def build_table(title: str, groups: list[Group], objectives: list[tuple[str, str
 def _p_text(d: Diff) -> str:
     if not d.tested:
         return d.test
-    return f"p<0.001" if d.p < 0.001 else f"p={d.p:.3f}"
+    return "p<0.001" if d.p < 0.001 else f"p={d.p:.3f}"
 
 
 def verdict(t: Table, objectives: list[tuple[str, str]], limit: int = 8) -> list[str]:
