@@ -25,7 +25,7 @@ ANALYSES = {
 }
 
 
-_positive, _non_negative, _at_least_two = positive_int, int_at_least(0), int_at_least(2)
+non_negative_int, int_at_least_two = int_at_least(0), int_at_least(2)
 
 
 def _probability(text: str) -> float:
@@ -53,39 +53,39 @@ def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="data root (default: the run's, else $GANBENCH_DATA_ROOT or ./data)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where to analyse, whatever the run trained on (default: auto)")
-    p.add_argument("--seed", type=_non_negative, default=0, help="seed for every random draw (default: 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed for every random draw (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _latent_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n-pool", type=_positive, default=20_000, help="latent vectors sampled and labelled (default: 20000)")
+    p.add_argument("--n-pool", type=positive_int, default=20_000, help="latent vectors sampled and labelled (default: 20000)")
     p.add_argument("--threshold", type=_probability, default=0.9,
                    help="evaluator confidence that makes a latent vector labeled (default: 0.9)")
-    p.add_argument("--n-random", type=_positive, default=8, help="random samples per class in the means figure (default: 8)")
-    p.add_argument("--interp-steps", type=_at_least_two, default=10,
+    p.add_argument("--n-random", type=positive_int, default=8, help="random samples per class in the means figure (default: 8)")
+    p.add_argument("--interp-steps", type=int_at_least_two, default=10,
                    help="points per interpolation path, endpoints included (default: 10)")
-    p.add_argument("--noise-samples", type=_positive, default=100, help="images per class and sigma (default: 100)")
-    p.add_argument("--n-ood", type=_positive, default=1_000, help="random embedding vectors (default: 1000)")
+    p.add_argument("--noise-samples", type=positive_int, default=100, help="images per class and sigma (default: 100)")
+    p.add_argument("--n-ood", type=positive_int, default=1_000, help="random embedding vectors (default: 1000)")
 
 
 def _discriminator_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n", type=_positive, default=500, help="generated and real images per class (default: 500)")
+    p.add_argument("--n", type=positive_int, default=500, help="generated and real images per class (default: 500)")
 
 
 def _retrain_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--real-size", type=_positive, help="real training images, class-balanced (default: the whole split)")
-    p.add_argument("--epochs", type=_positive, default=5, help="epochs per training from scratch (default: 5)")
-    p.add_argument("--finetune-epochs", type=_positive, default=2, help="epochs per fine-tuning (default: 2)")
-    p.add_argument("--min-steps", type=_non_negative, default=500,
+    p.add_argument("--real-size", type=positive_int, help="real training images, class-balanced (default: the whole split)")
+    p.add_argument("--epochs", type=positive_int, default=5, help="epochs per training from scratch (default: 5)")
+    p.add_argument("--finetune-epochs", type=positive_int, default=2, help="epochs per fine-tuning (default: 2)")
+    p.add_argument("--min-steps", type=non_negative_int, default=500,
                    help="every training runs at least this many steps (small sets get more epochs; default: 500)")
-    p.add_argument("--batch-size", type=_positive, default=128)
+    p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--lr", type=_positive_float, default=1e-3)
     p.add_argument("--finetune-lr", type=_positive_float, default=1e-4)
-    p.add_argument("--few-per-class", type=_positive, default=55, help="real images per class in the few-shot rows (default: 55)")
-    p.add_argument("--few-generated", type=_positive, help="generated images added to the few real ones (default: the real set's size)")
-    p.add_argument("--max-draws", type=_positive, default=20,
+    p.add_argument("--few-per-class", type=positive_int, default=55, help="real images per class in the few-shot rows (default: 55)")
+    p.add_argument("--few-generated", type=positive_int, help="generated images added to the few real ones (default: the real set's size)")
+    p.add_argument("--max-draws", type=positive_int, default=20,
                    help="rounds of generated images drawn to fill the confidence-filtered sets (default: 20)")
-    p.add_argument("--n-test", type=_positive, help="real test images scored (default: the whole test split)")
+    p.add_argument("--n-test", type=positive_int, help="real test images scored (default: the whole test split)")
 
 
 OPTIONS = {"latent": _latent_options, "discriminator": _discriminator_options, "retrain": _retrain_options}

@@ -26,9 +26,6 @@ def _levels(text: str) -> list[int]:
     return levels
 
 
-_positive = positive_int
-
-
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser(
         "perf", help="benchmark: harness vs textbook loop, evaluation, tracking overhead, concurrency; --parity",
@@ -38,32 +35,32 @@ def register_cli(subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set train.amp=true (repeatable)")
     p.add_argument("--model", help=f"model (default: dcgan-report000; with --parity: {PARITY_MODEL})")
-    p.add_argument("--batch-size", type=_positive, help="batch size (default: the config's, 32)")
+    p.add_argument("--batch-size", type=positive_int, help="batch size (default: the config's, 32)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--data-root", help="data root in torchvision layout (default: $GANBENCH_DATA_ROOT or ./data)")
     p.add_argument("--dataset", choices=["mnist", "fashion-mnist"])
     p.add_argument("--seed", type=int)
-    p.add_argument("--steps", type=_positive, default=DEFAULT_STEPS, help="timed steps per training loop (default: %(default)s)")
+    p.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS, help="timed steps per training loop (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="untimed steps before each loop (default: %(default)s)")
-    p.add_argument("--rounds", type=_positive, default=DEFAULT_ROUNDS,
+    p.add_argument("--rounds", type=positive_int, default=DEFAULT_ROUNDS,
                    help="throughput rounds (all loops in rotation); each loop's best round is reported (default: %(default)s)")
     p.add_argument("--textbook-workers", type=int, default=2, help="DataLoader workers of the textbook loop "
                    "(pytorch/examples' dcgan default) (default: %(default)s)")
-    p.add_argument("--eval-n", type=_positive, default=DEFAULT_EVAL_N, help="generated and real images to evaluate (default: %(default)s)")
+    p.add_argument("--eval-n", type=positive_int, default=DEFAULT_EVAL_N, help="generated and real images to evaluate (default: %(default)s)")
     p.add_argument("--eval-model", default=PARITY_MODEL, help="conditional model for the evaluation timing (default: %(default)s)")
-    p.add_argument("--track-subset", type=_positive, default=DEFAULT_TRACK_SUBSET, help="training images of the tracking trial (default: %(default)s)")
-    p.add_argument("--track-epochs", type=_positive, default=2, help="epochs of the tracking trial (default: %(default)s)")
-    p.add_argument("--track-eval-n", type=_positive, default=1000, help="evaluation size of the tracking trial (default: %(default)s)")
-    p.add_argument("--track-repeats", type=_positive, default=2, help="tracked/untracked trial pairs (default: %(default)s)")
+    p.add_argument("--track-subset", type=positive_int, default=DEFAULT_TRACK_SUBSET, help="training images of the tracking trial (default: %(default)s)")
+    p.add_argument("--track-epochs", type=positive_int, default=2, help="epochs of the tracking trial (default: %(default)s)")
+    p.add_argument("--track-eval-n", type=positive_int, default=1000, help="evaluation size of the tracking trial (default: %(default)s)")
+    p.add_argument("--track-repeats", type=positive_int, default=2, help="tracked/untracked trial pairs (default: %(default)s)")
     p.add_argument("--concurrency", type=_levels, help="concurrent trials to measure, e.g. 1,2,4,8 "
                    "(default: 1,2,4,8 on GPU; powers of 2 up to the core count on CPU)")
     p.add_argument("--ablate", action="store_true",
                    help="also time the harness with each fast-path switch flipped (fast, joint_d, channels_last, amp)")
-    p.add_argument("--threads", type=_positive, help="torch threads (default: torch's, the core count); "
+    p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's, the core count); "
                    "concurrent trials split them")
     p.add_argument("--parity", action="store_true", help="instead: the fast vs plain path parity comparison")
-    p.add_argument("--seeds", type=_positive, default=3, help="--parity: seeds per path (default: %(default)s)")
-    p.add_argument("--epochs", type=_positive, default=1, help="--parity: epochs per run (default: %(default)s)")
+    p.add_argument("--seeds", type=positive_int, default=3, help="--parity: seeds per path (default: %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=1, help="--parity: epochs per run (default: %(default)s)")
     p.add_argument("--train-subset", type=int, default=0, help="--parity: training images per run (0: all) (default: %(default)s)")
     p.add_argument("--out", default=None, help="JSON output file (default: perf.json, or parity.json with --parity)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
