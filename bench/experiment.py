@@ -98,6 +98,17 @@ def sample_grid(gan: GAN, noise: torch.Tensor, labels: torch.Tensor | None) -> n
     return (grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
+def set_references(gan: GAN, cfg: RunConfig, data: data_mod.DeviceDataset, gen: torch.Generator) -> None:
+    """Virtual batch norm: fixed reference noise for G, a fixed real batch for D (no-op without VBN)."""
+    k = cfg.model.vbn_ref_size
+    if uses_reference(gan.generator):
+        ref_y = torch.randint(gan.num_classes, (k,), generator=gen).to(data.device) if gan.conditional else None
+        gan.generator.set_reference(torch.randn(k, cfg.model.latent_dim, generator=gen).to(data.device), ref_y)
+    if uses_reference(gan.discriminator):
+        x, y = data.sample(k, gen)
+        gan.discriminator.set_reference(x, y if gan.conditional else None)
+
+
 def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-bench",
         context: Context | None = None, name: str | None = None, tags: dict[str, Any] | None = None,
         parent_run_id: str | None = None, hooks: Sequence[EpochHook] = (), progress: bool = True,
@@ -123,13 +134,7 @@ def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-benc
         grid_labels = None
     grid_noise = torch.randn(GRID_COLUMNS * (n_classes if gan.conditional else 8), cfg.model.latent_dim,
                              generator=ref_gen).to(device)
-    if uses_reference(gan.generator):  # VBN: fixed reference noise for G, a fixed real batch for D
-        k = cfg.model.vbn_ref_size
-        ref_y = torch.randint(n_classes, (k,), generator=ref_gen).to(device) if gan.conditional else None
-        gan.generator.set_reference(torch.randn(k, cfg.model.latent_dim, generator=ref_gen).to(device), ref_y)
-    if uses_reference(gan.discriminator):
-        x, y = train_data.sample(cfg.model.vbn_ref_size, ref_gen)
-        gan.discriminator.set_reference(x, y if gan.conditional else None)
+    set_references(gan, cfg, train_data, ref_gen)
 
     tracker = (NullTracker() if tracking_uri is None else
                MlflowTracker(tracking_uri, experiment, run_name=name or run_name(cfg),

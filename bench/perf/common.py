@@ -13,7 +13,6 @@ import torch
 
 from bench.config import RunConfig
 from bench.data import DeviceDataset
-from bench.models import uses_reference
 from bench.train import autocast_dtype
 
 DEFAULT_STEPS = 100
@@ -69,26 +68,11 @@ def fast_path_summary(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
             "precision": "bf16" if dtype is not None else "fp32"}
 
 
-def set_references(cfg: RunConfig, gan, data: DeviceDataset | None) -> None:
-    """Fixed reference batches for virtual batch norm (as `experiment.run` sets them); no-op otherwise."""
-    device = next(gan.generator.parameters()).device
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    k = cfg.model.vbn_ref_size
+def set_references(cfg: RunConfig, gan, data: DeviceDataset) -> None:
+    """Virtual batch norm's reference batches, drawn as `experiment.run` draws them; no-op without VBN."""
+    from bench import experiment  # MLflow comes with it: not at `gan-bench` start-up
 
-    def labels() -> torch.Tensor | None:
-        return torch.randint(gan.num_classes, (k,), generator=gen).to(device) if gan.conditional else None
-
-    if uses_reference(gan.generator):
-        gan.generator.set_reference(torch.randn(k, cfg.model.latent_dim, generator=gen).to(device), labels())
-    if uses_reference(gan.discriminator):
-        if data is None:  # the textbook loop: a reference of generated images is enough for timing
-            y = labels()
-            with torch.no_grad():
-                x = gan.generator(torch.randn(k, cfg.model.latent_dim, generator=gen).to(device), y)
-            gan.discriminator.set_reference(x, y)
-        else:
-            x, y = data.sample(k, gen)
-            gan.discriminator.set_reference(x, y if gan.conditional else None)
+    experiment.set_references(gan, cfg, data, torch.Generator().manual_seed(cfg.seed + 1))
 
 
 def count_flops(fn: Callable[[], Any]) -> int:

@@ -59,7 +59,8 @@ def textbook_loop(cfg: RunConfig, device: torch.device, steps: int, warmup: int,
     torch.manual_seed(cfg.seed)
     gan = build_gan(cfg.model, num_classes=data_mod.DATASETS[cfg.data.dataset].num_classes)
     netG, netD = gan.generator.to(device), gan.discriminator.to(device)
-    set_references(cfg, gan, None)
+    # The real split as uint8 (a view on the CPU): VBN's D reference is a real batch, as in the harness.
+    set_references(cfg, gan, DeviceDataset(dataset.data, dataset.targets, device, gan.num_classes))
     o = cfg.optim
     criterion = nn.BCEWithLogitsLoss()  # our D returns logits; the example's D ends in a sigmoid + BCELoss
     optimizerD = torch.optim.Adam(netD.parameters(), lr=o.lr_d, betas=(o.beta1_d, o.beta2_d))
