@@ -157,6 +157,18 @@ def test_flop_accounting_matches_the_loops(data_root):
     assert 0 < fast < plain
 
 
+def test_eval_timing_with_virtual_batch_norm(data_root):
+    """Nets with VBN refuse to run without reference batches: the evaluation timing must set them."""
+    from bench.data import load_dataset
+    from bench.perf.evaluation import eval_timing, timing_evaluator
+
+    cfg = build_config(overrides={"device": "cpu", "data.root": str(data_root), "model.name": "cgan-conv",
+                                  "model.width": 16, "model.g_norm": "virtual", "model.d_norm": "virtual"})
+    test = load_dataset(data_root, "mnist", "test", device=torch.device("cpu"))
+    r = eval_timing(cfg, timing_evaluator(cfg, test, test), test, 100)
+    assert r["n_generated"] == 100 and r["seconds"] > 0
+
+
 def test_switches():
     cpu = torch.device("cpu")
     assert autocast_dtype(build_config(overrides={"train.amp": False}).train, cpu) is None

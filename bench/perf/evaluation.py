@@ -14,7 +14,7 @@ from bench.config import RunConfig, apply_overrides
 from bench.data import DeviceDataset
 from bench.evaluator import Evaluator, cache_dir, evaluate_gan, evaluator_key, load_or_train
 from bench.models import LeNet, build_gan
-from bench.perf.common import say, sync
+from bench.perf.common import say, set_references, sync
 
 
 def timing_evaluator(cfg: RunConfig, train_full: DeviceDataset, test: DeviceDataset) -> Evaluator:
@@ -36,6 +36,7 @@ def eval_timing(cfg: RunConfig, evaluator: Evaluator, test: DeviceDataset, n: in
     gan = build_gan(cfg.model, num_classes=test.num_classes)
     gan.generator.to(test.device)
     gan.discriminator.to(test.device)
+    set_references(cfg, gan, test)
     fresh = Evaluator(evaluator.net, evaluator.meta)  # an empty real-feature cache: the first call pays for it
     times, metrics = [], {}
     for _ in range(2):
