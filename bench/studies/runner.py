@@ -87,25 +87,21 @@ def exclusive(url: str):
         return
     import sqlalchemy
 
+    conn = None  # stays None for other databases: no lock
     try:
         engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-        if engine.dialect.name != "postgresql":
-            engine.dispose()
-            engine = None
-        else:
+        if engine.dialect.name == "postgresql":
             conn = engine.connect()
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": PREPARE_LOCK_KEY})
     except Exception as e:
         raise TrackingError(scrub(f"Optuna storage {mask_uri(url)!r} is not usable: {e}", url)) from None
-    if engine is None:
-        yield
-        return
     try:
         yield
     finally:
-        with contextlib.suppress(Exception):  # closing the connection releases the lock anyway
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": PREPARE_LOCK_KEY})
-        conn.close()
+        if conn is not None:
+            with contextlib.suppress(Exception):  # closing the connection releases the lock anyway
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": PREPARE_LOCK_KEY})
+            conn.close()
         engine.dispose()
 
 
