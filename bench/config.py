@@ -77,14 +77,31 @@ class EvalConfig(_Section):
     splits: int = Field(10, ge=1, le=100, description="IS splits")
     n_real: int = Field(10_000, ge=20, description="real test images for FID and D's test accuracy")
     every: int = Field(1, ge=1, description="evaluate every N epochs (the last epoch always)")
-    evaluator_epochs: int = Field(4, ge=1, le=100)
-    evaluator_subset: int | None = Field(None, ge=100, description="train the evaluator on a subset (tests)")
+    evaluator: Literal["auto", "shipped", "train"] = Field(
+        "auto", description="auto: the evaluator shipped with gan-bench for the dataset (MNIST) unless "
+                            "evaluator_epochs / evaluator_subset ask for your own; shipped: only the shipped one; "
+                            "train: train your own (cached per dataset and recipe)")
+    evaluator_epochs: int | None = Field(None, ge=1, le=100,
+                                         description="train your own evaluator for this many epochs (default 12)")
+    evaluator_subset: int | None = Field(None, ge=100, description="train your own evaluator on a subset (tests)")
 
     @model_validator(mode="after")
     def _splits_fit(self) -> "EvalConfig":
         if self.splits > self.n_samples:
             raise ValueError(f"splits ({self.splits}) must be <= n_samples ({self.n_samples})")
         return self
+
+    @model_validator(mode="after")
+    def _training_options_need_training(self) -> "EvalConfig":
+        if self.evaluator == "shipped" and (self.evaluator_epochs is not None or self.evaluator_subset is not None):
+            raise ValueError("evaluator_epochs / evaluator_subset train your own evaluator; they cannot be "
+                             "used with evaluator='shipped' (use evaluator='train' or 'auto')")
+        return self
+
+    @property
+    def trains_evaluator(self) -> bool:
+        """Whether this config asks for a self-trained evaluator rather than the shipped one."""
+        return self.evaluator == "train" or self.evaluator_epochs is not None or self.evaluator_subset is not None
 
 
 class TrainConfig(_Section):

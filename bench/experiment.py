@@ -138,7 +138,7 @@ def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-benc
 
     tracker = (NullTracker() if tracking_uri is None else
                MlflowTracker(tracking_uri, experiment, run_name=name or run_name(cfg),
-                             tags={**run_tags(cfg, device), **(tags or {})}, parent_run_id=parent_run_id,
+                             tags={**run_tags(cfg, device), **ctx.evaluator.tags(), **(tags or {})}, parent_run_id=parent_run_id,
                              killed_on=killed_on))
     if on_run_start is not None and tracker.run_id is not None:
         on_run_start(tracker.run_id)
