@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from bench import metrics
 from bench.config import ConfigError, EvalConfig
 from bench.data import DeviceDataset
-from bench.models import GAN, LeNet, as_trained
+from bench.models import GAN, LeNet, as_trained, sample_latent
 
 ARCH_VERSION = "lenet-v1"  # bump when LeNet changes, so stale caches are not reused
 EVAL_BATCH = 2000
@@ -259,7 +259,7 @@ def real_scores(evaluator: Evaluator, train: DeviceDataset, test: DeviceDataset,
 def generate(gan: GAN, n: int, latent_dim: int, device, gen: torch.Generator,
              labels: torch.Tensor | None = None) -> torch.Tensor:
     """n images from noise drawn with `gen` (on the CPU, so the same seed gives the same noise on any device)."""
-    z = torch.randn(n, latent_dim, generator=gen).to(device)
+    z = sample_latent(n, latent_dim, gan.latent_prior, generator=gen, device=device)
     y = None if labels is None else labels.to(device)
     return torch.cat([gan.generator(zc, yc) for zc, yc in _chunks(z, y)])
 
