@@ -240,8 +240,12 @@ def test_report_study_files_carry_the_published_tables():
     spec, _ = load_study(STUDIES / "report002-table2.toml")
     assert list(spec.variants) == ["base", "vbn", "more-d", "deep-d", "deep-d-ls"] and spec.repeats >= 3
     assert spec.variants["deep-d-ls"] == {"model.d_depth": 4, "techniques.real_target": 0.9}
-    t2, t3 = spec.published
+    t2, t3, t4, t5, t7 = spec.published
     assert (t2.table, len(t2.rows), t3.table, len(t3.rows)) == ("Table 2", 5, "Table 3", 3)
+    assert [t.table for t in (t4, t5, t7)] == ["Table 4", "Table 5", "Table 7"]
+    assert t4.rows[0].values["analysis/retrain/mix/gen100/test_acc"] == 0.965
+    assert t7.rows[2].values == {"analysis/retrain/filtered/conf0.98/test_acc": 0.987,
+                                 "analysis/retrain/filtered/conf0.99/test_acc": 0.988}
     assert t2.rows[4].values == {"eval/tarr": 0.991, "eval/is": 9.83}
     assert t3.rows[0].values == {"eval/class_acc_geomean": 0.987, "eval/tarr": 0.988}
 
