@@ -53,6 +53,66 @@ def find_studies(folder: Path, report: str, overrides: dict) -> list[tuple[Path,
     return [(path, load_study(path, overrides)[0]) for path in chosen]
 
 
+def needed_analyses(tables) -> dict[str, list[dict]]:
+    """analysis name -> the params of the published rows that hold its metrics (analysis/<name>/...)."""
+    out: dict[str, list[dict]] = {}
+    for t in tables:
+        for row in t.rows:
+            for name in {m.split("/")[1] for m in row.values if m.startswith("analysis/")}:
+                if row.params not in out.setdefault(name, []):
+                    out[name].append(dict(row.params))
+    return out
+
+
+def analysis_options(items: list[str], names: list[str]) -> dict[str, dict]:
+    """`--analysis-set KEY=VALUE` as each needed analysis's Options (unknown keys: exit 2)."""
+    import importlib
+    from dataclasses import fields
+
+    from bench.cli import InputError, parse_overrides
+
+    given = parse_overrides(items) if items else {}
+    out = {}
+    for name in names:
+        module = importlib.import_module(f"bench.analysis.{name}")
+        known = {f.name for f in fields(module.Options)}
+        unknown = [k for k in given if k not in known]
+        if unknown:
+            raise InputError(f"--analysis-set {unknown[0]}: not an option of the {name} analysis "
+                             f"({', '.join(sorted(known))})")
+        out[name] = given
+    return out
+
+
+def run_analyses(uri: str, study_name: str, tables, options: dict[str, dict], data_root: str | None,
+                 device: str, progress: bool) -> int:
+    """Analyse every finished run of the configurations whose published rows hold analysis metrics.
+
+    Runs that already carry the analysis' metrics are skipped, so a rerun only does what is missing."""
+    import importlib
+
+    from bench.analysis import common
+    from bench.report.baseline import matching
+    from bench.report.load import load_study as load_runs
+
+    done = 0
+    client = common.open_store(uri)
+    study = load_runs(client, study_name)
+    for name, rows in needed_analyses(tables).items():
+        module = importlib.import_module(f"bench.analysis.{name}")
+        opts = module.Options(**options.get(name, {}))
+        for params in rows:
+            for group in matching(study.groups, params):
+                for r in group.usable:
+                    if any(m.startswith(f"analysis/{name}/") for m in r.final):
+                        continue
+                    print(f"analysing {group.label}, seed {r.seed} ({name}, run {r.run_id})")
+                    run = common.load_run(r.run_id, uri, data_root=data_root, device=device, progress=progress)
+                    common.publish(client, r.run_id, module.analyze(run, opts, progress=progress))
+                    done += 1
+    return done
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from bench.cli import InputError, overrides_from_args, tracking_uri_from_args
     from bench.report.build import build_report
@@ -67,6 +127,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     overrides = overrides_from_args(args)
     folder = Path(args.studies) if args.studies else default_studies_dir()
     studies = find_studies(folder, args.report, overrides)
+    tables = {spec.name: [t for t in spec.published if t.matches(args.report)] for _, spec in studies}
+    needed = sorted({n for ts in tables.values() for n in needed_analyses(ts)})
+    options = analysis_options(args.analysis_set, needed) if args.analyze else {}
+    if args.analysis_set and not args.analyze:
+        raise InputError("--analysis-set: only with --analyze")
     out = Path(args.out) if args.out else Path("reports") / safe_name(f"reproduce-{args.report}")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r}: exists and is not a folder")
@@ -79,9 +144,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         code = cmd_run(run_args)
         if code != 0:
             return code
+        if args.analyze and needed_analyses(tables[spec.name]):
+            n = run_analyses(tracking_uri_from_args(args), spec.name, tables[spec.name], options, args.data_root,
+                             args.device or "auto", not args.quiet)
+            print(f"{spec.name}: {n} run(s) analysed")
 
     uri = tracking_uri_from_args(args)
-    published = {spec.name: [t for t in spec.published if t.matches(args.report)] for _, spec in studies}
+    published = tables
     c = make_client(uri)
     try:
         report = build_report(c, list(published), out_dir=out, data_root=args.data_root,
@@ -122,6 +191,11 @@ def register_cli(subparsers) -> None:
     p.add_argument("--no-reference", action="store_true", help="no real-data reference row (no fractions of ours)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the parent runs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--analyze", action="store_true",
+                   help="run the analyses that published rows need (analysis/<name>/... metrics, e.g. report 002 "
+                        "Tables 4, 5, 7: retrain) on every finished run of those configurations (skips runs done)")
+    p.add_argument("--analysis-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --analyze: an option of the analysis, e.g. epochs=10 or real_size=6000 (repeatable)")
     add_run_options(p)
     p.set_defaults(func=cmd_reproduce)
 

@@ -8,6 +8,7 @@ import csv
 import math
 import textwrap
 
+import pytest
 from mlflow import MlflowClient
 from scipy import stats
 
@@ -83,10 +84,8 @@ def test_reproduce_runs_the_reports_studies_and_shows_published_beside_measured(
     (folder / "rep-a.toml").write_text(textwrap.dedent(VARIANTS))
     (folder / "rep-b.toml").write_text(textwrap.dedent(OTHER_REPORT))
     out = tmp_path / "out"
-    args = ["reproduce", "009", "--studies", str(folder), "--tracking-uri", store, "--out", str(out), "--quiet",
-            "--data-root", str(data_root), "--no-log"]
-    for k, v in {**tiny, "data.train_subset": 160}.items():
-        args += ["--set", f"{k}={v}"]
+    args = reproduce_args(folder, store, out, data_root, tiny)
+    args[1] = "009"  # the report as the user writes it: 009, 9 and "report 9" are one report
     assert main(args) == 0
     printed = capsys.readouterr().out
 
@@ -158,6 +157,41 @@ def test_reproduce_runs_the_reports_studies_and_shows_published_beside_measured(
     assert "retrain mix/gen10 (published / measured)" in (out2 / "report.md").read_text()
 
 
+def reproduce_args(folder, store, out, data_root, tiny) -> list[str]:
+    args = ["reproduce", "9", "--studies", str(folder), "--tracking-uri", store, "--out", str(out), "--quiet",
+            "--data-root", str(data_root), "--no-log"]
+    for k, v in {**tiny, "data.train_subset": 160}.items():
+        args += ["--set", f"{k}={v}"]
+    return args
+
+
+TINY_RETRAIN = ["real_size=100", "epochs=1", "min_steps=1", "finetune_epochs=1", "n_test=200", "max_draws=1",
+                "few_per_class=2"]
+
+
+@pytest.mark.slow
+def test_reproduce_analyze_measures_analysis_rows_once(tmp_path, store, tiny, data_root, capsys):
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    (folder / "rep-a.toml").write_text(textwrap.dedent(VARIANTS))
+    args = reproduce_args(folder, store, tmp_path / "out", data_root, tiny) + ["--analyze"]
+    for item in TINY_RETRAIN:
+        args += ["--analysis-set", item]
+    assert main(args) == 0
+    assert "rep-a: 4 run(s) analysed" in capsys.readouterr().out
+    rows = [r for r in csv.DictReader(open(tmp_path / "out" / "published.csv", newline=""))
+            if r["table"] == "Table 10"]
+    assert [r["measured_n"] for r in rows] == ["2", "2"]
+    c = MlflowClient(store)
+    runs = c.search_runs([c.get_experiment_by_name("rep-a").experiment_id], filter_string="tags.role = 'trial'")
+    by_variant: dict[str, list[float]] = {}
+    for r in runs:
+        by_variant.setdefault(r.data.tags["variant"], []).append(r.data.metrics["analysis/retrain/mix/gen10/test_acc"])
+    assert math.isclose(float(rows[1]["measured_mean"]), sum(by_variant["ls"]) / 2, rel_tol=1e-9)
+    assert main(args) == 0  # a rerun trains and analyses nothing more
+    assert "rep-a: 0 run(s) analysed" in capsys.readouterr().out
+
+
 def test_reproduce_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
     folder = tmp_path / "studies"
     folder.mkdir()
@@ -169,4 +203,9 @@ def test_reproduce_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
     assert "rep-a.toml" in err and "eval/iss" in err
     assert main([*base[:1], "7", *base[1:]]) == 2
     assert "no study" in capsys.readouterr().err
+    (folder / "rep-a.toml").write_text(textwrap.dedent(VARIANTS))
+    assert main([*base[:1], "9", *base[1:], "--analyze", "--analysis-set", "epoch=1"]) == 2
+    assert "--analysis-set epoch" in capsys.readouterr().err
+    assert main([*base[:1], "9", *base[1:], "--analysis-set", "epochs=1"]) == 2
+    assert "only with --analyze" in capsys.readouterr().err
     assert not store_dir.exists()

@@ -211,6 +211,11 @@ def compare_table(study: StudyData, table: Table, spec: PublishedTable) -> Compa
                 cell.verdict = ("not measured (no finished run logged it)" if not math.isfinite(cell.diff.diff)
                                 else _verdict(cell.published_diff, cell.diff))
             r.cells[metric] = cell
+    analyses = sorted({m.split("/")[1] for p in spec.rows for m in p.values if m.startswith("analysis/")})
+    if analyses and not any(cell.measured.n for r in rows for cell in r.cells.values()):
+        notes.append(f"not measured yet: no run carries the {', '.join(analyses)} analysis' metrics; run "
+                     f"`gan-bench analyze {analyses[0]} --run RUN_ID` on each run of these configurations "
+                     "(or `gan-bench reproduce REPORT --analyze`), then report again")
     if base_group is not None and pub_base is None:
         notes.append(f"our baseline ({base_group.label}) has no published row in {spec.table}: no verdicts")
     baseline = base_group.label if base_group else "none (no configuration has finished runs)"
