@@ -31,7 +31,7 @@ from bench.report.common import ALPHA, COLUMNS
 from bench.report.load import Group, StudyData
 from bench.report.stats import Diff, Stat, compare, summarize
 from bench.report.table import Table, _p_text
-from bench.studies.spec import VARIANT_KEY, PublishedTable
+from bench.studies.spec import PublishedTable, short_label as row_label
 
 # Which real-data value a metric is divided by: "is" or "accuracy" (others get no fraction).
 ACCURACY_LIKE = ("eval/tarr", "eval/class_acc_geomean", *[f"eval/class_acc_{i}" for i in range(10)])
@@ -106,10 +106,6 @@ class Comparison:
         for r in self.spec.rows:
             seen += [m for m in r.values if m not in seen]
         return seen
-
-
-def row_label(params: dict[str, Any]) -> str:
-    return ",".join(str(v) if k == VARIANT_KEY else f"{k.rsplit('.', 1)[-1]}={v}" for k, v in params.items())
 
 
 # ---------------------------------------------------------------------------

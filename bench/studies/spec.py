@@ -295,8 +295,12 @@ class StudySpec(_Strict):
         return self.budget.n_trials  # validated present
 
     def short_label(self, params: dict[str, Any]) -> str:
-        """`real_target=0.9,fake_target=0.1`: the varied params by their last key part; a variant by its name."""
-        return ",".join(str(v) if k == VARIANT_KEY else f"{k.rsplit('.', 1)[-1]}={v}" for k, v in params.items())
+        return short_label(params)
+
+
+def short_label(params: dict[str, Any]) -> str:
+    """`real_target=0.9,fake_target=0.1`: the varied params by their last key part; a variant by its name."""
+    return ",".join(str(v) if k == VARIANT_KEY else f"{k.rsplit('.', 1)[-1]}={v}" for k, v in params.items())
 
 
 def _fail(path: str, key: str, reason: str) -> StudyError:
