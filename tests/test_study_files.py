@@ -29,8 +29,6 @@ STUDY_DIR = Path(__file__).resolve().parents[1] / "studies"
 STUDY_FILES = sorted(STUDY_DIR.glob("*.toml"))
 PIPELINE_CHECKS = {"smoke"}  # not a question: allowed a single seed
 CONV_MODELS = {"dcgan", "cgan-conv"}
-# Studies another branch is making faithful (issue 11). strict: once they pass, the entry must go.
-BEING_FIXED = {"batch-lr-grid", "report001-table"}
 
 # key varied -> which nets must grow ("g", "d"); the other must not change
 CAPACITY_KEYS = {
@@ -55,14 +53,15 @@ def load(path: Path) -> StudySpec:
 
 
 def baseline_overrides(spec: StudySpec) -> dict:
-    """The baseline configuration's varied keys: `baseline`, else the first value of each."""
-    first = {k: (p.choices[0] if p.choices else p.low) for k, p in spec.space.items() if not p.when}
-    return {**first, **(spec.baseline or {})}
+    """The baseline configuration's overrides: `baseline`, else the first value of each varied key
+    (a `variant` replaced by its own overrides)."""
+    first = {k: (p.choices[0] if p.choices else p.low) for k, p in spec.search_space.items() if not p.when}
+    return spec.config_overrides({**first, **(spec.baseline or {})})
 
 
 def configs(spec: StudySpec) -> list[RunConfig]:
     if spec.sampler.type == "grid":
-        return [build_config(spec.base, cell) for cell in spec.grid()]
+        return [build_config(spec.base, spec.config_overrides(cell)) for cell in spec.grid()]
     base = baseline_overrides(spec)
     out = [build_config(spec.base, base)]
     for key, param in spec.space.items():
@@ -90,11 +89,7 @@ def first_report(spec: StudySpec) -> str | None:
 
 @pytest.fixture(params=STUDY_FILES, ids=[p.stem for p in STUDY_FILES])
 def study(request) -> StudySpec:
-    spec = load(request.param)
-    if spec.name in BEING_FIXED and request.node.originalname in ("test_at_least_three_seeds",
-                                                                  "test_report_setup_holds_in_the_baseline"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason="being made faithful on another branch"))
-    return spec
+    return load(request.param)
 
 
 def test_the_catalogue_is_here():

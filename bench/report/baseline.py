@@ -14,6 +14,7 @@ from bench.report.stats import summarize
 def parse_params(text: str, option: str = "--baseline") -> dict[str, Any]:
     """`key=value[,key=value]` (dotted or `a/b` keys, or a leaf name like real_target) or a JSON dict."""
     from bench.config import ConfigError, all_keys, check_key, parse_value
+    from bench.studies.spec import VARIANT_KEY
 
     text = text.strip()
     if text.startswith("{"):
@@ -36,6 +37,9 @@ def parse_params(text: str, option: str = "--baseline") -> dict[str, Any]:
     out = {}
     for key, value in items:
         key = _dotted(str(key))
+        if key == VARIANT_KEY:  # a study's [variants] name, not a config key
+            out[key] = value
+            continue
         if "." not in key and len(leaves.get(key, [])) == 1:
             key = leaves[key][0]
         try:

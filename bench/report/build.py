@@ -12,6 +12,7 @@ from bench.report.baseline import (_objective_best, combined_groups, comparable,
 from bench.report.table import Table, build_table, verdict
 from bench.report.plots import Plot, study_plots
 from bench.report.reference import reference_scores
+from bench.report.published import Comparison, compare_study, published_from_parent
 
 
 @dataclass
@@ -20,6 +21,7 @@ class StudyReport:
     table: Table
     verdict: list[str]
     plots: list[Plot]
+    published: list[Comparison] = field(default_factory=list)  # the study file's [published] tables, compared
 
 
 @dataclass
@@ -30,11 +32,13 @@ class Report:
     out_dir: Path
     files: dict[str, Path] = field(default_factory=dict)
     logged_to: list[str] = field(default_factory=list)
+    reproduces: str | None = None  # `gan-bench reproduce`: the report whose tables lead the page
 
 
 def build_report(client, names: list[str], *, out_dir: Path, runs_filter: str | None = None,
                  baseline: str | None = None, data_root: str | None = None, reference: bool = True,
-                 progress=print) -> Report:
+                 progress=print, published: dict[str, list] | None = None) -> Report:
+    """`published`: study name -> its [published] tables (default: read from the study.toml on its parent run)."""
     wanted = parse_params(baseline) if baseline else None
     studies = [load_study(client, n, runs_filter) for n in names]
     if wanted is not None and not any(matching(s.groups, wanted) for s in studies):
@@ -51,7 +55,12 @@ def build_report(client, names: list[str], *, out_dir: Path, runs_filter: str | 
                          else (None, "reference row skipped (--no-reference)"))
         table = build_table(s.name, s.groups, s.objectives, base, note, ref, ref_note)
         plots = study_plots(client, s, ref)
-        reports.append(StudyReport(s, table, verdict(table, s.objectives), plots))
+        if published is not None and s.name in published:
+            specs = published[s.name]
+        else:
+            specs, why = published_from_parent(client, s)
+            s.notes += [why] if why else []
+        reports.append(StudyReport(s, table, verdict(table, s.objectives), plots, compare_study(s, table, specs)))
 
     comparison, comparison_note = None, ""
     with_runs = [s for s in studies if any(g.usable for g in s.groups)]

@@ -9,6 +9,7 @@ from pathlib import Path
 from bench.tracking import mask_uri, safe_name
 from bench.report.common import ReportError
 from bench.report.build import build_report
+from bench.report.published import verdict_lines
 from bench.report.render import log_report, write_report
 
 
@@ -49,13 +50,17 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(sr.study.question)
         for line in sr.verdict:
             print(f"  - {line}")
+        for c in sr.published:
+            for line in verdict_lines(c):
+                print(f"  - {line}")
     if report.comparison is not None:
         print("\n== comparison ==")
         for line in report.comparison[1]:
             print(f"  - {line}")
     elif report.comparison_note:
         print(f"\n{report.comparison_note}")
-    print(f"\nreport: {files['html'].resolve()}\ntable: {files['csv']}  markdown: {files['md']}")
+    print(f"\nreport: {files['html'].resolve()}\ntable: {files['csv']}  markdown: {files['md']}"
+          + (f"  published: {files['published_csv']}" if "published_csv" in files else ""))
     return 0
 
 

@@ -135,7 +135,7 @@ def _history(client, run_id: str, metric: str) -> list[tuple[int, float]]:
 
 
 def _wanted(metric: str) -> bool:
-    return (metric.startswith("eval/") or metric.startswith("time/")
+    return (metric.startswith(("eval/", "time/", "analysis/"))  # analysis/: for published values (Tables 4-7)
             or metric in {f"train/{k}" for k in LOSS_KEYS + D_OUT_KEYS})
 
 

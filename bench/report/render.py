@@ -15,6 +15,7 @@ from bench.report.common import ALPHA, COLUMNS, Column
 from bench.report.load import StudyData
 from bench.report.table import Row, Table, _p_text
 from bench.report.build import Report
+from bench.report import published
 
 
 def _cell(row: Row, c: Column) -> tuple[str, str, str]:
@@ -144,7 +145,7 @@ tr.baseline th{background:#fff8e1}tr.reference{font-style:italic;background:#f6f
 figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #e3e6ec}
 figcaption{color:#5a6372;font-size:.9em}.note{color:#5a6372;font-size:.9em}
 details{margin:.6em 0}code{background:#f2f4f7;padding:0 .25em;border-radius:3px}
-"""
+""" + published.CSS
 
 
 def _run_list_html(study: StudyData) -> str:
@@ -185,6 +186,10 @@ def render_html(report: Report, tracking_uri: str) -> str:
              f"<h1>gan-bench report: {e(names)}</h1>",
              f"<p class=\"meta\">Generated {e(time.strftime('%Y-%m-%d %H:%M:%S'))} from MLflow store "
              f"<code>{e(mask_uri(tracking_uri))}</code>.</p><p class=\"note\">{e(METHODS)}</p>"]
+    if report.reproduces:
+        parts.append(f'<section id="reproduction"><h2>Report {e(report.reproduces)}: published beside measured</h2>')
+        parts += [published.html_section(c) for sr in report.studies for c in sr.published]
+        parts.append("</section>")
     for sr in report.studies:
         s = sr.study
         parts.append(f'<section id="study-{e(safe_name(s.name))}"><h2>Study: {e(s.name)}</h2>')
@@ -204,6 +209,8 @@ def render_html(report: Report, tracking_uri: str) -> str:
         parts.append(f'<p class="note">{e(sr.table.baseline_note)}</p>')
         if sr.table.reference_note:
             parts.append(f'<p class="note">{e(sr.table.reference_note)}</p>')
+        if not report.reproduces:  # a reproduction shows them once, at the top
+            parts += [published.html_section(c) for c in sr.published]
         for n in s.notes:
             parts.append(f'<p class="note">⚠ {e(n)}</p>')
         parts.append(_run_list_html(s))
@@ -231,6 +238,11 @@ def render_html(report: Report, tracking_uri: str) -> str:
 
 def render_markdown(report: Report) -> str:
     out = [f"# gan-bench report: {', '.join(s.study.name for s in report.studies)}", "", METHODS, ""]
+    if report.reproduces:
+        out += [f"## Report {report.reproduces}: published beside measured", ""]
+        for sr in report.studies:
+            for c in sr.published:
+                out += published.markdown(c)
     for sr in report.studies:
         s = sr.study
         out += [f"## Study: {s.name}", ""]
@@ -239,6 +251,9 @@ def render_markdown(report: Report) -> str:
         out += [f"- {v}" for v in sr.verdict] + ["", table_markdown(sr.table), "", sr.table.baseline_note, ""]
         if sr.table.reference_note:
             out += [sr.table.reference_note, ""]
+        if not report.reproduces:
+            for c in sr.published:
+                out += published.markdown(c)
         out += [f"- ⚠ {n}" for n in s.notes]
         flagged = [(g, r) for g in s.groups for r in g.runs if not r.usable or r.diverged]
         if flagged:
@@ -269,6 +284,10 @@ def write_report(report: Report, tracking_uri: str) -> dict[str, Path]:
         tables.append(("comparison", report.comparison[0]))
     files["csv"] = out / "table.csv"
     files["csv"].write_text(table_csv(tables))
+    comparisons = [c for sr in report.studies for c in sr.published]
+    if comparisons:
+        files["published_csv"] = out / "published.csv"
+        files["published_csv"].write_text(published.to_csv(comparisons))
     files["md"] = out / "report.md"
     files["md"].write_text(render_markdown(report))
     for sr in report.studies:

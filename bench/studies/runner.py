@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from bench.config import build_config
-from bench.studies.spec import StudySpec, file_hash
+from bench.studies.spec import VARIANT_KEY, StudySpec, file_hash
 from bench.tracking import (TAG_CONFIG, TAG_ROLE, TAG_STUDY, TAG_TRIAL, TrackingError, client,
                             ensure_experiment, mask_uri, scrub)
 
@@ -108,7 +108,7 @@ def exclusive(url: str):
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     s = spec.sampler
     if s.type == "grid":
-        return optuna.samplers.GridSampler({k: p.grid_values() for k, p in spec.space.items()}, seed=s.seed)
+        return optuna.samplers.GridSampler({k: p.grid_values() for k, p in spec.search_space.items()}, seed=s.seed)
     if s.type == "tpe":
         return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True)
     if s.type == "gp":
@@ -231,7 +231,7 @@ def _prepare_locked(spec: StudySpec, study_text: str, storage_url: str, tracking
     if parent_id is None:
         tags = {TAG_STUDY: spec.name, TAG_ROLE: "parent", "sampler": spec.sampler.type, "pruner": spec.pruner.type,
                 "objective": ",".join(f"{m}:{d}" for m, d in zip(spec.objective.metrics, spec.objective.directions)),
-                "space_keys": _json(list(spec.space)), "study_file_sha256": file_hash(study_text),
+                "space_keys": _json(list(spec.search_space)), "study_file_sha256": file_hash(study_text),
                 "repeats": spec.repeats, "mlflow.note.content": spec.description,
                 "optuna_storage": mask_uri(storage_url)}
         if spec.reproduces:
@@ -291,7 +291,7 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
 def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
     """Sample the space (conditional parameters only when their `when` holds)."""
     params: dict[str, Any] = {}
-    for key, p in spec.space.items():
+    for key, p in spec.search_space.items():
         if p.when and any(params.get(k) != v for k, v in p.when.items()):
             continue
         if p.type == "categorical":
@@ -314,7 +314,7 @@ def objective(trial: optuna.Trial, plan: Plan, contexts: dict) -> list[float]:
     run_ids: list[str] = []
     per_seed: list[list[float]] = []
     for k in range(spec.repeats):
-        cfg = build_config(base.model_dump(), {**params, "seed": base.seed + k})
+        cfg = build_config(base.model_dump(), {**spec.config_overrides(params), "seed": base.seed + k})
         key = (cfg.device, cfg.data.dataset, cfg.data.root, cfg.eval.evaluator, cfg.eval.evaluator_epochs,
                cfg.eval.evaluator_subset)
         if key not in contexts:
@@ -322,6 +322,8 @@ def objective(trial: optuna.Trial, plan: Plan, contexts: dict) -> list[float]:
         hooks = [_pruning_hook(trial, spec.objective.watched)] if k == 0 and spec.pruner.type != "none" else []
         tags = {TAG_STUDY: spec.name, TAG_ROLE: "trial", TAG_TRIAL: trial.number, TAG_CONFIG: label,
                 **{f"param.{p}": v for p, v in params.items()}}
+        if VARIANT_KEY in params:
+            tags[VARIANT_KEY] = params[VARIANT_KEY]
 
         def started(run_id: str) -> None:
             run_ids.append(run_id)

@@ -14,6 +14,11 @@ Example (see README for the full format)::
     [objective]
     metrics = ["eval/tarr"]
     directions = ["maximize"]
+
+A study whose configurations are not a grid over one space names them as `[variants.<name>]`
+(each a set of config overrides); the search then also runs over the categorical parameter
+`variant`. `[published]` (or `[[published]]`, one per table) carries a report's numbers per
+configuration, beside which `gan-bench report` puts the measured ones.
 """
 
 from __future__ import annotations
@@ -37,6 +42,12 @@ CONDITIONAL_METRICS = ["eval/tarr", "eval/class_acc_geomean", *[f"eval/class_acc
 UNCONDITIONAL_METRICS = ["eval/classes_covered", "eval/class_kl"]
 FINAL_METRICS = ["time/train_s", "time/eval_s"]
 KNOWN_METRICS = EPOCH_METRICS + CONDITIONAL_METRICS + UNCONDITIONAL_METRICS + FINAL_METRICS
+# Metrics an analysis logs on a finished run (`gan-bench analyze NAME`), e.g. analysis/retrain/mix/gen10/test_acc:
+# a published row may hold them (report 002 Tables 4-7); they are measured once the runs are analysed.
+ANALYSIS_METRIC = re.compile(r"analysis/[a-z_]+/[A-Za-z0-9_./-]+")
+# The search parameter that picks one of the `[variants]`; never a config key.
+VARIANT_KEY = "variant"
+_NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
 
 
 class StudyError(ConfigError):
@@ -140,12 +151,80 @@ class BudgetSpec(_Strict):
     timeout: float | None = Field(None, gt=0, description="seconds per `study run` invocation")
 
 
+class PublishedReference(_Strict):
+    """The report's own real-data ceiling, measured with the report's own evaluator."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    accuracy: float | None = Field(None, gt=0.0, le=1.0, description="its evaluator's test accuracy on real data")
+    is_: float | None = Field(None, alias="is", gt=0.0, le=1000.0, description="its IS of real test images")
+
+
+class PublishedRow(BaseModel):
+    """One configuration of a report's table: `params` pick it, every other key is a metric's published value."""
+
+    model_config = ConfigDict(extra="allow")
+    params: dict[str, Scalar]
+    label: str | None = Field(None, description="the row's name in the report, e.g. 'CGAN base (1)'")
+
+    @model_validator(mode="after")
+    def _metric_values(self) -> "PublishedRow":
+        if not self.model_extra:
+            raise ValueError('no published value: add metrics, e.g. "eval/tarr" = 0.98')
+        for metric, value in self.model_extra.items():
+            if metric not in KNOWN_METRICS and not ANALYSIS_METRIC.fullmatch(metric):
+                import difflib
+
+                hint = difflib.get_close_matches(metric, KNOWN_METRICS, n=1)
+                raise ValueError(f"unknown metric {metric!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{metric}: {value!r} is not a finite number")
+        return self
+
+    @property
+    def values(self) -> dict[str, float]:
+        return {k: float(v) for k, v in (self.model_extra or {}).items()}
+
+
+class PublishedTable(_Strict):
+    """One table of a report: its values per configuration and the report's real-data reference."""
+
+    report: str = Field(min_length=1, description="which report, e.g. '002'")
+    table: str = Field(min_length=1, description="the table's name in the report, e.g. 'Table 1'")
+    reference: PublishedReference = PublishedReference()
+    grid: list[str] | None = Field(None, min_length=2, max_length=2,
+                                   description="[row key, column key]: lay the table out as a grid, as the report does")
+    rows: list[PublishedRow] = Field(min_length=1)
+
+    def matches(self, report: str) -> bool:
+        return same_report(self.report, report)
+
+
+def same_report(a: str, b: str) -> bool:
+    """'002', '2' and 'report 002' name the same report."""
+    norm = lambda t: re.sub(r"^report[\s_-]*", "", t.strip().lower()).lstrip("0") or "0"  # noqa: E731
+    return norm(a) == norm(b)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{model: {d_depth: 4}}` (TOML's dotted keys unquoted) -> `{"model.d_depth": 4}`."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
 class StudySpec(_Strict):
     name: str
     description: str
     reproduces: str | None = None
     base: dict[str, Any] = Field(default_factory=dict)
-    space: dict[str, Param]
+    space: dict[str, Param] = Field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                                description="named sets of config overrides, searched as `variant`")
+    published: list[PublishedTable] = Field(default_factory=list, description="a report's numbers per configuration")
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
     objective: ObjectiveSpec
@@ -161,12 +240,42 @@ class StudySpec(_Strict):
             raise ValueError(f"{v!r}: use letters, digits, '-', '_' and '.', no path separators or '..'")
         return v
 
-    @field_validator("space")
+    @field_validator("variants")
     @classmethod
-    def _non_empty(cls, v: dict) -> dict:
-        if not v:
-            raise ValueError("the search space is empty")
-        return v
+    def _variant_names(cls, v: dict) -> dict:
+        for name, overrides in v.items():
+            if not re.fullmatch(_NAME_RE, name):
+                raise ValueError(f"variant name {name!r}: use letters, digits, '-', '_' and '.'")
+            for key, value in _flatten(overrides).items():
+                if not isinstance(value, (bool, int, float, str)) or (isinstance(value, float) and not math.isfinite(value)):
+                    raise ValueError(f"variant {name!r}: {key} = {value!r} is not a finite scalar")
+        return {name: _flatten(overrides) for name, overrides in v.items()}
+
+    @field_validator("published", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, dict) else v  # `[published]` (one table) or `[[published]]` (several)
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> "StudySpec":
+        if not self.space and not self.variants:
+            raise ValueError("the search space is empty: give [space] or [variants.<name>] sections")
+        if VARIANT_KEY in self.space:
+            raise ValueError(f"space.{VARIANT_KEY}: reserved for the [variants] names; use [variants.<name>]")
+        return self
+
+    @property
+    def search_space(self) -> dict[str, Param]:
+        """What the sampler searches: `variant` over the variant names (first), then `[space]`."""
+        if not self.variants:
+            return self.space
+        return {VARIANT_KEY: Param(type="categorical", choices=list(self.variants)), **self.space}
+
+    def config_overrides(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A trial's parameters as config overrides: `variant` replaced by that variant's overrides."""
+        out = dict(self.variants.get(params[VARIANT_KEY], {})) if VARIANT_KEY in params else {}
+        out.update({k: v for k, v in params.items() if k != VARIANT_KEY})
+        return out
 
     @property
     def multi_objective(self) -> bool:
@@ -174,8 +283,9 @@ class StudySpec(_Strict):
 
     def grid(self) -> list[dict[str, Scalar]]:
         """Every cell of a grid study, in file order."""
-        keys = list(self.space)
-        values = [self.space[k].grid_values() for k in keys]
+        space = self.search_space
+        keys = list(space)
+        values = [space[k].grid_values() for k in keys]
         return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
     @property
@@ -185,8 +295,12 @@ class StudySpec(_Strict):
         return self.budget.n_trials  # validated present
 
     def short_label(self, params: dict[str, Any]) -> str:
-        """`real_target=0.9,fake_target=0.1`: the varied params by their last key part."""
-        return ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in params.items())
+        return short_label(params)
+
+
+def short_label(params: dict[str, Any]) -> str:
+    """`real_target=0.9,fake_target=0.1`: the varied params by their last key part; a variant by its name."""
+    return ",".join(str(v) if k == VARIANT_KEY else f"{k.rsplit('.', 1)[-1]}={v}" for k, v in params.items())
 
 
 def _fail(path: str, key: str, reason: str) -> StudyError:
@@ -210,17 +324,31 @@ def _semantic_checks(spec: StudySpec, path: str, overrides: dict[str, Any]) -> R
             except ConfigError as e:
                 raise _fail(path, f"space.{key}", f"value {value!r} is invalid: {e}") from None
         for other, wanted in (param.when or {}).items():
-            if other not in spec.space or other == key:
+            if other not in spec.search_space or other == key:
                 raise _fail(path, f"space.{key}.when", f"refers to {other!r}, which is not another space key")
-            if wanted not in spec.space[other].edge_values():
+            if wanted not in spec.search_space[other].edge_values():
                 raise _fail(path, f"space.{key}.when", f"{other}={wanted!r} is not among {other}'s choices")
+    for name, variant in spec.variants.items():
+        for key in variant:
+            try:
+                check_key(key)
+            except ConfigError as e:
+                raise _fail(path, f"variants.{name}.{key}", str(e)) from None
+            if key in spec.space:
+                raise _fail(path, f"variants.{name}.{key}", "also a key of [space]: set it in one place")
+        try:
+            build_config(spec.base, {**overrides, **variant})
+        except ConfigError as e:
+            raise _fail(path, f"variants.{name}", str(e)) from None
+    space = spec.search_space
     for key, value in (spec.baseline or {}).items():
-        if key not in spec.space:
-            raise _fail(path, f"baseline.{key}", "not a key of the search space")
-        if spec.space[key].type == "categorical" and value not in spec.space[key].choices:
-            raise _fail(path, f"baseline.{key}", f"{value!r} is not among the choices {spec.space[key].choices}")
+        if key not in space:
+            raise _fail(path, f"baseline.{key}", "not a key of the search space" + (
+                f" (a variant is named by `{VARIANT_KEY} = \"<name>\"`)" if spec.variants else ""))
+        if space[key].type == "categorical" and value not in space[key].choices:
+            raise _fail(path, f"baseline.{key}", f"{value!r} is not among the choices {space[key].choices}")
     if spec.sampler.type == "grid":
-        for key, param in spec.space.items():
+        for key, param in space.items():
             if param.grid_values() is None:
                 raise _fail(path, f"space.{key}", "a grid needs categorical or linear int parameters")
             if param.when:
@@ -239,14 +367,56 @@ def _semantic_checks(spec: StudySpec, path: str, overrides: dict[str, Any]) -> R
             raise _fail(path, "objective.metrics", f"{m!r} needs a conditional model in every trial")
         if m in UNCONDITIONAL_METRICS and any(conditional):
             raise _fail(path, "objective.metrics", f"{m!r} needs an unconditional model in every trial")
+    _check_published(spec, path, conditional)
     return base_cfg
 
 
 def _conditional_models(spec: StudySpec, base_cfg: RunConfig) -> list[bool]:
     from bench.models import MODELS
 
-    names = spec.space["model.name"].edge_values() if "model.name" in spec.space else [base_cfg.model.name]
+    if "model.name" in spec.space:
+        names = spec.space["model.name"].edge_values()
+    else:
+        names = [v.get("model.name", base_cfg.model.name) for v in spec.variants.values()] or [base_cfg.model.name]
     return [MODELS[n].conditional for n in names]
+
+
+def _check_published(spec: StudySpec, path: str, conditional: list[bool]) -> None:
+    """Each published row names one configuration of the study, by every searched key; metrics it can log."""
+    space = spec.search_space
+    for i, table in enumerate(spec.published):
+        where = f"published[{i}]" if len(spec.published) > 1 else "published"
+        for key in table.grid or []:
+            if key not in space:
+                raise _fail(path, f"{where}.grid", f"{key!r} is not a key of the search space ({', '.join(space)})")
+        if table.grid and table.grid[0] == table.grid[1]:
+            raise _fail(path, f"{where}.grid", "row and column keys must differ")
+        seen: dict[str, int] = {}
+        for j, row in enumerate(table.rows):
+            at = f"{where}.rows[{j}]"
+            for key, value in row.params.items():
+                if key not in space:
+                    raise _fail(path, f"{at}.params.{key}", "not a key of the search space ("
+                                + ", ".join(space) + ")")
+                p = space[key]
+                if p.type == "categorical" and value not in p.choices:
+                    raise _fail(path, f"{at}.params.{key}", f"{value!r} is not among the choices {p.choices}")
+                if p.type != "categorical" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                                or not p.low <= value <= p.high):
+                    raise _fail(path, f"{at}.params.{key}", f"{value!r} is outside [{p.low:g}, {p.high:g}]")
+            missing = [k for k in space if k not in row.params]
+            if missing:
+                raise _fail(path, f"{at}.params", f"missing {', '.join(missing)}: a row names every searched key, "
+                                                  "so that it picks one configuration")
+            for metric in row.values:
+                if metric in CONDITIONAL_METRICS and not all(conditional):
+                    raise _fail(path, f"{at}.{metric}", "needs a conditional model in every trial")
+                if metric in UNCONDITIONAL_METRICS and any(conditional):
+                    raise _fail(path, f"{at}.{metric}", "needs an unconditional model in every trial")
+            cell = repr(sorted(row.params.items()))
+            if cell in seen:
+                raise _fail(path, f"{at}.params", f"the same configuration as rows[{seen[cell]}]")
+            seen[cell] = j
 
 
 def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[StudySpec, str]:

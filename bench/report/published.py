@@ -1,0 +1,422 @@
+"""Published numbers beside ours: a report's values per configuration (the study file's `[published]`),
+the measured ones, both as a fraction of their own evaluator's real-data value, and a verdict per
+published comparison.
+
+Each published row is compared with the study's baseline row: the report's difference (row minus
+baseline, both published) against ours (mean over seeds, Welch's 95% CI and p-value from
+`bench.report.stats.compare`). Verdicts:
+
+- "same direction, significant": our difference has the published sign and p < 0.05;
+- "same direction, not significant": the published sign, p >= 0.05 (or no test: fewer than 2 seeds);
+- "reversed": the opposite sign, with "(significant)" when p < 0.05;
+- "published tie": the report's two values are equal; ours is then significant or not;
+- "no measured difference": our two means are equal (e.g. both at chance).
+
+Fractions put two evaluators on one scale: IS / that evaluator's IS of real test images, accuracy-like
+metrics (TARR, per-class accuracies) / that evaluator's real test accuracy. The report's own ceiling is
+in its table's `reference`; ours is the report's reference row (our evaluator on real data).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import math
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.report.common import ALPHA, COLUMNS
+from bench.report.load import Group, StudyData
+from bench.report.stats import Diff, Stat, compare, summarize
+from bench.report.table import Table, _p_text
+from bench.studies.spec import PublishedTable, short_label as row_label
+
+# Which real-data value a metric is divided by: "is" or "accuracy" (others get no fraction).
+ACCURACY_LIKE = ("eval/tarr", "eval/class_acc_geomean", *[f"eval/class_acc_{i}" for i in range(10)])
+OUR_REFERENCE_KEY = {"is": "is", "accuracy": "test_accuracy"}  # bench.evaluator.real_scores keys
+
+
+def ceiling_kind(metric: str) -> str | None:
+    if metric == "eval/is":
+        return "is"
+    if metric.startswith("analysis/"):  # a retrained classifier's test accuracy (e.g. analysis/retrain/.../test_acc)
+        return "accuracy" if metric.endswith(("test_acc", "/real_only", "/cas")) else None
+    return "accuracy" if metric in ACCURACY_LIKE else None
+
+
+def metric_label(metric: str) -> str:
+    if metric.startswith("analysis/"):  # analysis/retrain/mix/gen10/test_acc -> retrain mix/gen10
+        return metric.removeprefix("analysis/").removesuffix("/test_acc").replace("/", " ", 1)
+    return next((c.label for c in COLUMNS if c.metric == metric), metric)
+
+
+def _fmt(metric: str, v: float | None) -> str:
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    return f"{v:.2f}" if metric in ("eval/is", "eval/fid") else f"{v:.3f}"
+
+
+@dataclass
+class Cell:
+    """One metric of one published row: published vs measured, and the verdict against the baseline."""
+
+    metric: str
+    published: float
+    measured: Stat
+    published_frac: float | None = None
+    measured_frac: float | None = None
+    published_diff: float | None = None  # row minus the baseline row, both published
+    diff: Diff | None = None  # ours: row minus baseline (Welch)
+    verdict: str = ""
+
+
+@dataclass
+class PubRow:
+    label: str  # the report's name for the row
+    params: dict[str, Any]
+    group: Group | None  # our configuration (None: not run)
+    is_baseline: bool
+    cells: dict[str, Cell] = field(default_factory=dict)
+
+    @property
+    def ours(self) -> str:
+        return self.group.label if self.group else "not run"
+
+
+@dataclass
+class Comparison:
+    """One published table of one study, beside what the study measured."""
+
+    study: str
+    spec: PublishedTable
+    rows: list[PubRow]
+    baseline: str  # our baseline configuration's label, or why there is none
+    our_reference: dict[str, float] | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return f"Report {self.spec.report}, {self.spec.table}"
+
+    @property
+    def metrics(self) -> list[str]:
+        seen: list[str] = []
+        for r in self.spec.rows:
+            seen += [m for m in r.values if m not in seen]
+        return seen
+
+
+# ---------------------------------------------------------------------------
+# Reading the published tables of a study run
+
+
+def published_from_parent(client, study: StudyData) -> tuple[list[PublishedTable], str]:
+    """The `[published]` tables of the study file logged on the parent run (study.toml), and a note if unreadable."""
+    import tempfile
+
+    from pydantic import TypeAdapter, ValidationError
+
+    if study.parent is None:
+        return [], ""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(study.parent.info.run_id, "study.toml", tmp)
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+    except Exception:  # no study.toml (a study made by hand): nothing published
+        return [], ""
+    tables = raw.get("published")
+    if tables is None:
+        return [], ""
+    try:
+        return TypeAdapter(list[PublishedTable]).validate_python([tables] if isinstance(tables, dict) else tables), ""
+    except ValidationError as e:
+        return [], f"the study file's [published] section does not load ({e.errors()[0]['msg']}); not compared"
+
+
+# ---------------------------------------------------------------------------
+# Comparing
+
+
+def _matching(groups: list[Group], params: dict[str, Any]) -> list[Group]:
+    from bench.report.baseline import matching
+
+    return matching(groups, params)
+
+
+def _untested(d: Diff) -> str:
+    return f" (no test: {d.test.removeprefix('n/a (').removesuffix(')')})"
+
+
+def _verdict(published_diff: float, d: Diff) -> str:
+    sig = d.tested and d.p < ALPHA
+    if published_diff == 0:
+        return "published tie; ours " + ("significant" if sig else "not significant" if d.tested else "not tested")
+    if d.diff == 0:
+        return "no measured difference" + ("" if d.tested else _untested(d))
+    if (d.diff > 0) == (published_diff > 0):
+        if sig:
+            return "same direction, significant"
+        return "same direction, not significant" + ("" if d.tested else _untested(d))
+    return "reversed" + (" (significant)" if sig else " (not significant)" if d.tested else _untested(d))
+
+
+def compare_table(study: StudyData, table: Table, spec: PublishedTable) -> Comparison:
+    """Match each published row to the study's configuration and compare it with the baseline row."""
+    base_row = next((r for r in table.rows if r.is_baseline), None)
+    base_group = base_row.group if base_row else None
+    our_ref = next((r.reference for r in table.rows if r.reference is not None), None)
+    notes: list[str] = []
+    rows: list[PubRow] = []
+    for p in spec.rows:
+        found = _matching(study.groups, p.params)
+        if len(found) > 1:
+            notes.append(f"{p.label or row_label(p.params)}: matches {len(found)} configurations; using {found[0].label}")
+        group = found[0] if found else None
+        rows.append(PubRow(p.label or row_label(p.params), dict(p.params), group,
+                           group is not None and group is base_group))
+    pub_base = next((r for r in rows if r.is_baseline), None)
+    base_values = next((p.values for p, r in zip(spec.rows, rows) if r is pub_base), {})
+    base_stats: dict[str, Stat] = {}
+    for p, r in zip(spec.rows, rows):
+        for metric, value in p.values.items():
+            measured = summarize(r.group.values(metric)) if r.group else summarize([])
+            kind = ceiling_kind(metric)
+            cell = Cell(metric, value, measured)
+            if kind == "is" and spec.reference.is_:
+                cell.published_frac = value / spec.reference.is_
+            elif kind == "accuracy" and spec.reference.accuracy:
+                cell.published_frac = value / spec.reference.accuracy
+            if kind and our_ref and our_ref.get(OUR_REFERENCE_KEY[kind]) and measured.n:
+                cell.measured_frac = measured.mean / our_ref[OUR_REFERENCE_KEY[kind]]
+            if r.is_baseline:
+                cell.verdict = "baseline"
+            elif r.group is None:
+                cell.verdict = "not measured (no such configuration in the study's runs)"
+            elif base_group is None:
+                cell.verdict = "no verdict: the study has no baseline configuration"
+            elif metric not in base_values:
+                cell.verdict = "no verdict: the report gives no value for the baseline"
+            else:
+                if metric not in base_stats:
+                    base_stats[metric] = summarize(base_group.values(metric))
+                cell.published_diff = value - base_values[metric]
+                cell.diff = compare(measured, base_stats[metric])
+                cell.verdict = ("not measured (no finished run logged it)" if not math.isfinite(cell.diff.diff)
+                                else _verdict(cell.published_diff, cell.diff))
+            r.cells[metric] = cell
+    analyses = sorted({m.split("/")[1] for p in spec.rows for m in p.values if m.startswith("analysis/")})
+    if analyses and not any(cell.measured.n for r in rows for cell in r.cells.values()):
+        notes.append(f"not measured yet: no run carries the {', '.join(analyses)} analysis' metrics; run "
+                     f"`gan-bench analyze {analyses[0]} --run RUN_ID` on each run of these configurations "
+                     "(or `gan-bench reproduce REPORT --analyze`), then report again")
+    if base_group is not None and pub_base is None:
+        notes.append(f"our baseline ({base_group.label}) has no published row in {spec.table}: no verdicts")
+    baseline = base_group.label if base_group else "none (no configuration has finished runs)"
+    return Comparison(study.name, spec, rows, baseline, our_ref, notes)
+
+
+def compare_study(study: StudyData, table: Table, specs: list[PublishedTable]) -> list[Comparison]:
+    return [compare_table(study, table, s) for s in specs]
+
+
+# ---------------------------------------------------------------------------
+# Text: verdict lines, Markdown, HTML, CSV
+
+
+def _diff_text(metric: str, d: Diff) -> str:
+    sign = "+" if d.diff >= 0 else "-"
+    text = f"{sign}{_fmt(metric, abs(d.diff))}"
+    if d.tested:
+        text += f" [95% CI {_fmt(metric, d.ci_low)}, {_fmt(metric, d.ci_high)}], {_p_text(d)} (Welch, n={d.n[0]} vs {d.n[1]})"
+    else:
+        text += f" ({d.test})"
+    return text
+
+
+def _signed(metric: str, v: float) -> str:
+    return ("+" if v >= 0 else "-") + _fmt(metric, abs(v))
+
+
+def verdict_lines(c: Comparison) -> list[str]:
+    """One sentence per published comparison (row x metric, baseline excluded)."""
+    lines = []
+    for r in c.rows:
+        for cell in r.cells.values():
+            if r.is_baseline or cell.diff is None:
+                if not r.is_baseline:
+                    lines.append(f"{c.title}: {r.label} ({metric_label(cell.metric)}): {cell.verdict}.")
+                continue
+            lines.append(f"{c.title}: {r.label} vs baseline, {metric_label(cell.metric)}: published "
+                         f"{_signed(cell.metric, cell.published_diff)}, ours {_diff_text(cell.metric, cell.diff)}: "
+                         f"{cell.verdict}.")
+    return lines
+
+
+def summary_counts(comparisons: list[Comparison]) -> dict[str, int]:
+    """How many comparisons got each verdict kind (for the summary line)."""
+    out: dict[str, int] = {}
+    for c in comparisons:
+        for r in c.rows:
+            for cell in r.cells.values():
+                if cell.diff is None:
+                    continue
+                kind = cell.verdict.split(" (no test")[0]
+                out[kind] = out.get(kind, 0) + 1
+    return out
+
+
+def _measured_text(cell: Cell) -> str:
+    s = cell.measured
+    if not s.n:
+        return "n/a"
+    return _fmt(cell.metric, s.mean) + (f" ± {_fmt(cell.metric, s.std)}" if s.n >= 2 else "") + f" (n={s.n})"
+
+
+def _pair(cell: Cell | None) -> str:
+    """`published / measured` for one layout cell."""
+    if cell is None:
+        return ""
+    return f"{_fmt(cell.metric, cell.published)} / {_fmt(cell.metric, cell.measured.mean) if cell.measured.n else 'n/a'}"
+
+
+def _sorted_values(values: list) -> list:
+    try:
+        return sorted(values)
+    except TypeError:
+        return values
+
+
+def layout(c: Comparison) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The table in the report's own layout: (caption, header, rows) per block; cells 'published / measured'.
+
+    With `grid = [row key, column key]`: one grid per metric (e.g. Table 1: batch size x learning rate);
+    otherwise the report's rows by its metrics."""
+    if c.spec.grid:
+        ky, kx = c.spec.grid
+        ys = _sorted_values(list(dict.fromkeys(r.params[ky] for r in c.rows)))
+        xs = _sorted_values(list(dict.fromkeys(r.params[kx] for r in c.rows)))
+        blocks = []
+        for metric in c.metrics:
+            body = []
+            for y in ys:
+                line = [f"{ky.rsplit('.', 1)[-1]} {y}"]
+                for x in xs:
+                    r = next((r for r in c.rows if r.params[ky] == y and r.params[kx] == x), None)
+                    line.append(_pair(r.cells.get(metric)) if r else "")
+                body.append(line)
+            blocks.append((f"{metric_label(metric)} (published / measured)",
+                           [f"{ky.rsplit('.', 1)[-1]} \\ {kx.rsplit('.', 1)[-1]}", *[str(x) for x in xs]], body))
+        return blocks
+    head = ["setting", "ours", *[f"{metric_label(m)} (published / measured)" for m in c.metrics]]
+    body = [[r.label + (" (baseline)" if r.is_baseline else ""), r.ours,
+             *[_pair(r.cells.get(m)) for m in c.metrics]] for r in c.rows]
+    return [("", head, body)]
+
+
+DETAIL_HEAD = ["setting", "ours", "metric", "published", "measured (mean ± std)", "published / real",
+               "measured / real", "Δ vs baseline: published", "Δ vs baseline: ours [95% CI], p", "verdict"]
+
+
+def detail_rows(c: Comparison) -> list[list[str]]:
+    out = []
+    for r in c.rows:
+        for cell in r.cells.values():
+            frac = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+            out.append([r.label + (" (baseline)" if r.is_baseline else ""), r.ours, metric_label(cell.metric),
+                        _fmt(cell.metric, cell.published), _measured_text(cell), frac(cell.published_frac),
+                        frac(cell.measured_frac),
+                        "" if cell.published_diff is None else _signed(cell.metric, cell.published_diff),
+                        "" if cell.diff is None else _diff_text(cell.metric, cell.diff), cell.verdict])
+    return out
+
+
+def reference_note(c: Comparison) -> str:
+    ref = c.spec.reference
+    theirs = ", ".join(x for x in (f"test accuracy {ref.accuracy:g}" if ref.accuracy else "",
+                                   f"real IS {ref.is_:g}" if ref.is_ else "") if x) or "not given"
+    ours = ("not computed (no reference row)" if not c.our_reference else
+            f"test accuracy {c.our_reference.get('test_accuracy', math.nan):.4f}, real IS "
+            f"{c.our_reference.get('is', math.nan):.2f}")
+    return (f"Real-data ceilings: report {c.spec.report}'s evaluator: {theirs}; ours: {ours}. "
+            f"Verdicts compare each row with our baseline ({c.baseline}).")
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _md_table(head: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(_md(h) for h in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_md(x) for x in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def markdown(c: Comparison, level: str = "###") -> list[str]:
+    out = [f"{level} Published beside measured: {c.title} ({c.study})", "", reference_note(c), ""]
+    for caption, head, body in layout(c):
+        if caption:
+            out += [f"*{caption}*", ""]
+        out += [_md_table(head, body), ""]
+    out += [_md_table(DETAIL_HEAD, detail_rows(c)), ""]
+    out += [f"- ⚠ {n}" for n in c.notes]
+    return out + ([""] if c.notes else [])
+
+
+def _html_table(head: list[str], body: list[list[str]], verdict_col: int | None = None) -> str:
+    e = html.escape
+    rows = []
+    for line in body:
+        cells = []
+        for i, x in enumerate(line):
+            cls = ""
+            if i == verdict_col:
+                cls = ' class="best"' if x.startswith("same direction, significant") else (
+                    ' class="rev"' if x.startswith("reversed") else "")
+            cells.append(f"<td{cls}>{e(x)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return ('<div class="scroll"><table><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
+
+
+def html_section(c: Comparison, level: str = "h3") -> str:
+    e = html.escape
+    parts = [f'<{level} class="published">Published beside measured: {e(c.title)} ({e(c.study)})</{level}>',
+             f'<p class="note">{e(reference_note(c))}</p>']
+    for caption, head, body in layout(c):
+        if caption:
+            parts.append(f'<p class="meta">{e(caption)}</p>')
+        parts.append(_html_table(head, body))
+    parts.append(_html_table(DETAIL_HEAD, detail_rows(c), verdict_col=len(DETAIL_HEAD) - 1))
+    parts += [f'<p class="note">⚠ {e(n)}</p>' for n in c.notes]
+    return "\n".join(parts)
+
+
+CSS = "td.rev{background:#fdecea}"
+
+
+def to_csv(comparisons: list[Comparison]) -> str:
+    """One line per published row and metric; numbers unrounded."""
+    buf = io.StringIO()
+    fields = ["study", "report", "table", "setting", "params", "config", "baseline", "metric", "published",
+              "published_frac", "measured_mean", "measured_std", "measured_n", "measured_frac", "published_diff",
+              "diff", "diff_ci95_low", "diff_ci95_high", "p", "test", "verdict"]
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    num = lambda v: "" if v is None or not math.isfinite(v) else repr(float(v))  # noqa: E731
+    for c in comparisons:
+        for r in c.rows:
+            for cell in r.cells.values():
+                d = cell.diff
+                w.writerow({"study": c.study, "report": c.spec.report, "table": c.spec.table, "setting": r.label,
+                            "params": row_label(r.params), "config": r.ours, "baseline": r.is_baseline,
+                            "metric": cell.metric, "published": num(cell.published),
+                            "published_frac": num(cell.published_frac), "measured_mean": num(cell.measured.mean),
+                            "measured_std": num(cell.measured.std), "measured_n": cell.measured.n,
+                            "measured_frac": num(cell.measured_frac), "published_diff": num(cell.published_diff),
+                            "diff": num(d.diff if d else None), "diff_ci95_low": num(d.ci_low if d else None),
+                            "diff_ci95_high": num(d.ci_high if d else None), "p": num(d.p if d else None),
+                            "test": d.test if d else "", "verdict": cell.verdict})
+    return buf.getvalue()
