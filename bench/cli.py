@@ -143,7 +143,8 @@ def _train_reference(cfg, out_dir: str) -> int:
 
     from bench import metrics
     from bench.data import load_dataset, resolve_root
-    from bench.evaluator import ARCH_VERSION, REFERENCE_RECIPE, Evaluator, sha256_file, train_reference
+    from bench.evaluator import (ARCH_VERSION, REFERENCE_RECIPE, Evaluator, reference_epochs, sha256_file,
+                                 train_reference)
 
     root = resolve_root(cfg.data.root)
     train = load_dataset(root, cfg.data.dataset, "train", "cpu", download=cfg.data.download)
@@ -158,11 +159,11 @@ def _train_reference(cfg, out_dir: str) -> int:
         acc, is_ = scores(net)
         print(f"epoch {epoch}: test accuracy {acc:.4f}, real-test IS {is_:.3f}", flush=True)
 
-    recipe = {**REFERENCE_RECIPE, "epochs": cfg.eval.evaluator_epochs or REFERENCE_RECIPE["epochs"],
-              "subset": cfg.eval.evaluator_subset}
+    learn, polish = reference_epochs(cfg.eval.evaluator_epochs)
+    recipe = {**REFERENCE_RECIPE, "epochs": learn, "polish_epochs": polish, "subset": cfg.eval.evaluator_subset}
     net = train_reference(train, cfg.eval.evaluator_epochs, cfg.eval.evaluator_subset, on_epoch=report)
     acc, is_ = scores(net)
-    version = f"{cfg.data.dataset}-{ARCH_VERSION}-e{recipe['epochs']}"
+    version = f"{cfg.data.dataset}-{ARCH_VERSION}-e{learn}+{polish}"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{version}.pt"
