@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -81,8 +82,11 @@ def _moments(feats: torch.Tensor) -> metrics.FeatureMoments:
 
 
 def train_classifier(train: DeviceDataset, epochs: int, seed: int = 0, progress: bool = True,
-                     batch_size: int = 128, lr: float = 1e-3, net: LeNet | None = None) -> LeNet:
-    """Adam with a cosine schedule; from scratch, or fine-tuning `net` when one is given."""
+                     batch_size: int = 128, lr: float = 1e-3, net: LeNet | None = None,
+                     on_epoch: Callable[[int, LeNet], None] | None = None) -> LeNet:
+    """Adam with a cosine schedule; from scratch, or fine-tuning `net` when one is given.
+
+    `on_epoch(epoch, net)` is called after each epoch (1, 2, ...), e.g. to score the net so far."""
     torch.manual_seed(seed)
     device = train.device
     net = (net or LeNet(num_classes=train.num_classes)).to(device)
@@ -93,7 +97,7 @@ def train_classifier(train: DeviceDataset, epochs: int, seed: int = 0, progress:
     bar = tqdm(total=epochs * train.batches_per_epoch(batch_size), desc="evaluator", disable=not progress,
                unit="step", leave=False)
     net.train()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         for x, y in train.epoch(batch_size, gen):
             loss = F.cross_entropy(net(x), y)
             opt.zero_grad(set_to_none=True)
@@ -101,6 +105,9 @@ def train_classifier(train: DeviceDataset, epochs: int, seed: int = 0, progress:
             opt.step()
             sched.step()
             bar.update()
+        if on_epoch is not None:
+            on_epoch(epoch + 1, net)
+            net.train()
     bar.close()
     return net.eval()
 
