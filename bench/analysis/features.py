@@ -26,6 +26,7 @@ from bench.analysis.common import AnalysisResult, LoadedRun, balanced, generate,
 
 NAME = "features"
 KNN = 5
+EXACT_TSNE = 500  # up to this many points, exact t-SNE (Barnes-Hut's thread start-up costs more than it saves)
 
 
 @dataclass
@@ -46,7 +47,9 @@ def embed(features: np.ndarray, seed: int, perplexity: float, tsne_iter: int) ->
     from sklearn.manifold import TSNE
 
     pca = PCA(n_components=2, random_state=seed).fit(features)
-    tsne = TSNE(n_components=2, perplexity=perplexity, max_iter=tsne_iter, init="pca", random_state=seed)
+    method = "exact" if len(features) <= EXACT_TSNE else "barnes_hut"
+    tsne = TSNE(n_components=2, perplexity=perplexity, max_iter=tsne_iter, init="pca", random_state=seed,
+                method=method)
     return pca.transform(features), tsne.fit_transform(features), pca.explained_variance_ratio_
 
 

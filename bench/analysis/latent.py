@@ -440,10 +440,11 @@ class NoiseKind:
     tag: str = "s"              # metric suffix before the scale
     suffix: str = ""            # after the space in metric and figure names
     label: str = "sigma * N(0, I)"
+    row: str = "sigma"          # row label before the scale in the grid
 
 
 GAUSSIAN = NoiseKind()
-UNIFORM = NoiseKind("noise_uniform", "amplitude", "a", "_uniform", "U(-a, a)")
+UNIFORM = NoiseKind("noise_uniform", "amplitude", "a", "_uniform", "U(-a, a)", "a =")
 
 
 def _noise_part(run: LoadedRun, res: AnalysisResult, space: str, centers: torch.Tensor, usable: torch.Tensor,
@@ -482,7 +483,7 @@ def _noise_part(run: LoadedRun, res: AnalysisResult, space: str, centers: torch.
         res.metrics[f"noise_{name}_mean_conf_{kind.tag}{sigma}"] = conf.mean().item()
         per_class = imgs.view(len(classes), k, *imgs.shape[1:])[:, :GRID_PER_CLASS]
         grid.append(per_class.reshape(-1, *imgs.shape[1:]))
-        rows_labels.append(f"{kind.scale} {sigma}")
+        rows_labels.append(f"{kind.row} {sigma}")
     center = "z = 0 (label embedding of c + noise)" if space == "embedding" else (
         "z = 0 + noise, label c" if run.gan.conditional else "class-mean latent vector + noise")
     n_cols = len(classes) * min(GRID_PER_CLASS, k)
