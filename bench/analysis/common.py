@@ -8,6 +8,8 @@
   to test and to call from a notebook.
 * Generation helpers work for every family, including conditional generators fed an embedding
   vector directly (`forward_embedding`) and nets wrapped for virtual batch norm.
+* D's verdicts: `d_logits` / `d_probabilities` (D as training sees it) and `verdict_grid`, images
+  framed and titled with sigmoid(D(x)).
 """
 
 from __future__ import annotations

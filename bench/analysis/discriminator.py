@@ -10,7 +10,8 @@ Per class c, D judges `n` generated images and `n` real test images of c (logit 
 
 Per class: D's accuracy on real and on generated images, the share it calls real on each, false
 positives (generated called real) and false negatives (real called generated), mean D(x); a table
-(rows per class and "all") and a grouped bar chart. Both nets are in eval mode (no dropout).
+(rows per class and "all") and a grouped bar chart. G is in eval mode; D judges as training
+sees it (`models.as_trained`: dropout on with seeded masks, batch norm on running statistics).
 
 The verdict grid (reports 000 1.2 and 003): `n_verdict` real test digits and `n_verdict`
 generated ones, each framed and titled with D's probability that it is real, sigmoid(D(x)):
