@@ -375,11 +375,15 @@ def test_features_end_to_end(runs, tmp_path):
 def test_unconditional_run_skips_embedding_analyses(runs, capsys):
     assert cli(runs, "latent", "vanilla", *LATENT) == 0
     out = capsys.readouterr().out
-    assert "unconditional" in out and "label-embedding analyses skipped" in out
+    assert "unconditional" in out and "label-embedding analyses skipped" in out and "z-as-style grid" in out
     files = artifacts(MlflowClient(runs["store"]), runs["vanilla"], "analysis/latent")
     assert "analysis/latent/class_means.png" in files and "analysis/latent/mdm_agreement.json" in files
-    assert not any("embedding" in f or "ood" in f for f in files), files
+    assert not any("embedding" in f or "ood" in f or "z_style" in f for f in files), files
+    # report 000's case: uniform noise on the class-mean latent vectors of an unconditional G
+    assert "analysis/latent/noise_latent_uniform.png" in files or "no class has a labeled mean" in out
     assert cli(runs, "discriminator", "vanilla", "--n", "5") == 0
+    assert cli(runs, "features", "vanilla", "--n", "20", "--tsne-iter", "250") == 0
+    assert "coloured by the evaluator's label" in capsys.readouterr().out
 
 
 def test_unknown_run_exits_2(runs, capsys):
