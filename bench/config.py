@@ -12,9 +12,9 @@ import difflib
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 Norm = Literal["batch", "virtual", "none"]
 
@@ -142,6 +142,9 @@ class TrainConfig(_Section):
                                                           "(per-pixel std over samples); 0: never")
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
         "off", description="CUDA only (ignored on CPU): torch.compile mode for G and D in the training step")
+    sample_steps: list[Annotated[StrictInt, Field(ge=1)]] = Field(
+        default_factory=list, max_length=100,
+        description="global steps at which the fixed-noise sample grid is logged (image key samples_at_step)")
 
 
 class RunConfig(_Section):

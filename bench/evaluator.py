@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -145,7 +146,7 @@ def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tenso
 
 def train_classifier(train: DeviceDataset, epochs: int, seed: int = 0, progress: bool = True,
                      batch_size: int = 128, lr: float = 1e-3, net: LeNet | None = None,
-                     shift: int = 0, on_epoch=None) -> LeNet:
+                     shift: int = 0, on_epoch: Callable[[int, LeNet], None] | None = None) -> LeNet:
     """Adam with a cosine schedule; from scratch, or fine-tuning `net` when one is given.
 
     `shift` > 0 translates each batch by up to that many pixels (augmentation); `on_epoch(epoch, net)`

@@ -162,6 +162,7 @@ def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-benc
                        evaluate=lambda: evaluate_gan(gan, ctx.evaluator, ctx.test, cfg.eval,
                                                      cfg.model.latent_dim, seed=cfg.seed),
                        hooks=[log_samples, *hooks], progress=progress,
+                       samples=lambda: sample_grid(gan, grid_noise, grid_labels),
                        checkpoint=Checkpoint(checkpoint_path) if checkpoint_path else None)
         if result.diverged:
             tracker.set_tags({TAG_DIVERGED: "true", "diverged_reason": result.stop_reason})

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -216,12 +217,13 @@ class GANStep:
 def train(cfg: RunConfig, gan: GAN, data: DeviceDataset, tracker, *,
           evaluate: Callable[[], dict[str, float]] | None = None,
           hooks: Sequence[EpochHook] = (), progress: bool = True,
-          checkpoint: Checkpoint | None = None) -> TrainResult:
+          checkpoint: Checkpoint | None = None, samples: Callable[[], Any] | None = None) -> TrainResult:
     """Train for cfg.optim.epochs; evaluate and call hooks after each epoch; log to tracker.
 
     A non-finite loss or a collapsed generator stops the run early (`diverged`); its result is
     then the evaluation of its last finite state (the weights at the start of the failing epoch).
     With a `checkpoint`, each finished epoch is saved and a rerun continues after the last one.
+    `samples` (an HWC uint8 grid from fixed noise) is logged at the steps in `cfg.train.sample_steps`.
     """
     device = data.device
     step = GANStep(cfg, gan, device)
@@ -231,6 +233,7 @@ def train(cfg: RunConfig, gan: GAN, data: DeviceDataset, tracker, *,
     batch = cfg.optim.batch_size
     iters = max(1, data.batches_per_epoch(batch) // d_steps)
     log_every = cfg.train.log_every if cfg.train.fast else 1
+    sample_steps = set(cfg.train.sample_steps)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     history = History()
     last_eval: dict[str, float] = {}
@@ -262,6 +265,8 @@ def train(cfg: RunConfig, gan: GAN, data: DeviceDataset, tracker, *,
             window += torch.cat([d_stats[:1], g_loss.view(1), d_stats[1:]])
             in_window += 1
             global_step += 1
+            if samples is not None and global_step in sample_steps:
+                tracker.log_image(samples(), key="samples_at_step", step=global_step)
             if in_window == log_every or global_step == epoch * iters:
                 values = dict(zip(STEP_METRICS, (window / in_window).tolist()))  # the one host sync
                 window.zero_()

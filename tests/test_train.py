@@ -104,3 +104,58 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(cfg, tmp_path):
     assert {k: v for k, v in resumed.metrics.items() if k not in drop} == \
            pytest.approx({k: v for k, v in full.items() if k not in drop}, rel=1e-6)
     assert not ckpt.exists()  # removed once the run completed
+
+
+def test_sample_steps_log_the_grid_exactly_at_those_steps(cfg, store):
+    """320 images / batch 32 = 10 steps an epoch: steps 3 and 12 exist, 500 never comes."""
+    import re
+
+    from mlflow import MlflowClient
+
+    c = build_config(cfg.model_dump(), {"optim.epochs": 2, "train.sample_steps": [12, 3, 500]})
+    res = run(c, tracking_uri=store, experiment="sample-steps", progress=False)
+    files = [f.path for f in MlflowClient(store).list_artifacts(res.run_id, "images")]
+    steps = sorted(int(m.group(1)) for f in files if (m := re.match(r"images/samples_at_step\+step\+(\d+)\+.*\.png$", f)))
+    assert steps == [3, 12]
+    assert any(f.startswith("images/samples+step+") for f in files)  # the per-epoch grid is still there
+
+
+def test_sample_steps_grids_come_from_the_current_generator(cfg):
+    from bench.experiment import prepare
+    from bench.models import build_gan
+    from bench.train import train
+
+    class Images(NullTracker):
+        def __init__(self):
+            self.logged = []
+
+        def log_image(self, image, key, step):
+            self.logged.append((key, step, image))
+
+    c = build_config(cfg.model_dump(), {"train.sample_steps": [1, 9]})
+    gan = build_gan(c.model)
+    z = torch.randn(4, c.model.latent_dim, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(4)
+
+    def grid():
+        with torch.no_grad():
+            return gan.generator.eval()(z, y).clone()  # eval for the grid; train mode back below
+
+    def samples():
+        out = grid()
+        gan.generator.train()
+        return out
+
+    tracker = Images()
+    train(c, gan, prepare(c, progress=False).train_full.subset(320), tracker, progress=False, samples=samples)
+    assert [(k, s) for k, s, _ in tracker.logged] == [("samples_at_step", 1), ("samples_at_step", 9)]
+    assert not torch.equal(tracker.logged[0][2], tracker.logged[1][2])  # G kept training between them
+    assert not torch.equal(tracker.logged[1][2], grid())  # and after step 9 (step 10 ends the epoch)
+
+
+@pytest.mark.parametrize("bad", [[0], [-3], ["200"], [1.5], 7])
+def test_sample_steps_must_be_positive_ints(bad):
+    from bench.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.sample_steps"):
+        build_config(overrides={"train.sample_steps": bad})

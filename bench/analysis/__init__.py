@@ -1,4 +1,4 @@
-"""`gan-bench analyze latent|discriminator|retrain`: analyses of a finished run, logged back to it.
+"""`gan-bench analyze latent|discriminator|retrain|features`: analyses of a finished run, logged back to it.
 
 Each analysis loads a run's checkpoints from MLflow (`--run RUN_ID`, or `--study NAME` for the
 best trial of a study), computes its numbers, figures and tables (`bench.analysis.<name>.analyze`,
@@ -19,9 +19,12 @@ from bench.cli import int_at_least, positive_int
 
 ANALYSES = {
     "latent": "latent space and label embeddings: class means, labeled latent vectors, interpolation, "
-              "noise, out-of-distribution embeddings (reports 000, 003, 004)",
-    "discriminator": "discriminator accuracy per class on real and generated images (report 003 2.2)",
-    "retrain": "train the evaluator's architecture on real/generated mixes; CAS (reports 001, 002)",
+              "Gaussian and uniform noise, out-of-distribution embeddings, z as style (reports 000, 003, 004)",
+    "discriminator": "discriminator accuracy per class on real and generated images, and D's verdict drawn "
+                     "on each of a grid of images (reports 000, 003)",
+    "retrain": "train the evaluator's architecture on real/generated mixes, fine-tunings, few real images, "
+               "test accuracy per epoch; CAS (reports 001, 002)",
+    "features": "PCA and t-SNE of the evaluator's features, real vs generated digits (report 001)",
 }
 
 
@@ -40,6 +43,39 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text!r}: must be > 0")
     return value
+
+
+def _percent(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a percentage in [0, 100]")
+    return value
+
+
+def _amplitudes(text: str) -> tuple[float, ...]:
+    """'0.1,0.3,0.5' -> (0.1, 0.3, 0.5); '' or 'none' -> () (the part is skipped)."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        values = tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers, e.g. 0.1,0.3,0.5") from None
+    if not all(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: every amplitude must be > 0")
+    return values
+
+
+def _groups(text: str) -> tuple[str, ...]:
+    """'mix,few' -> ('mix', 'few'); 'all' -> every group (argparse converts the string default too)."""
+    from bench.analysis.retrain import GROUPS
+
+    if text.strip() == "all":
+        return GROUPS
+    names = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    unknown = [n for n in names if n not in GROUPS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose among {','.join(GROUPS)}")
+    return names
 
 
 def _common_options(p: argparse.ArgumentParser) -> None:
@@ -66,10 +102,24 @@ def _latent_options(p: argparse.ArgumentParser) -> None:
                    help="points per interpolation path, endpoints included (default: 10)")
     p.add_argument("--noise-samples", type=positive_int, default=100, help="images per class and sigma (default: 100)")
     p.add_argument("--n-ood", type=positive_int, default=1_000, help="random embedding vectors (default: 1000)")
+    p.add_argument("--uniform-amplitudes", type=_amplitudes, default=(0.1, 0.3, 0.5, 0.7, 0.9), metavar="A,A,...",
+                   help="U(-a, a) noise added to the mean latent vectors, per amplitude a (report 000; "
+                        "default: 0.1,0.3,0.5,0.7,0.9; 'none' skips)")
+    p.add_argument("--style-columns", type=positive_int, default=10,
+                   help="columns (one noise vector each) of the z-as-style grid, conditional models (default: 10)")
 
 
 def _discriminator_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=positive_int, default=500, help="generated and real images per class (default: 500)")
+    p.add_argument("--n-verdict", type=positive_int, default=16,
+                   help="real and generated images (each) in the verdict grid (default: 16)")
+
+
+def _features_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n", type=int_at_least_two, default=2_000,
+                   help="real test images (class-balanced) and generated images, each (default: 2000)")
+    p.add_argument("--perplexity", type=_positive_float, default=30.0, help="t-SNE perplexity (default: 30)")
+    p.add_argument("--tsne-iter", type=int_at_least(250), default=1_000, help="t-SNE iterations (default: 1000)")
 
 
 def _retrain_options(p: argparse.ArgumentParser) -> None:
@@ -86,13 +136,19 @@ def _retrain_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-draws", type=positive_int, default=20,
                    help="rounds of generated images drawn to fill the confidence-filtered sets (default: 20)")
     p.add_argument("--n-test", type=positive_int, help="real test images scored (default: the whole test split)")
+    p.add_argument("--curve-epochs", type=positive_int, default=50,
+                   help="epochs of the test-accuracy-per-epoch curves (report 002 Fig 15; default: 50)")
+    p.add_argument("--curve-mix", type=_percent, default=50, help="%% generated in the curves' mixed set (default: 50)")
+    p.add_argument("--groups", type=_groups, default="all", metavar="G,G,...",
+                   help="parts to run: mix,add,gen_then_real,real_then_gen,filtered,few,curves (default: all)")
 
 
-OPTIONS = {"latent": _latent_options, "discriminator": _discriminator_options, "retrain": _retrain_options}
+OPTIONS = {"latent": _latent_options, "discriminator": _discriminator_options, "retrain": _retrain_options,
+           "features": _features_options}
 
 
 def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("analyze", help="analyses of a finished run: latent, discriminator, retrain",
+    p = subparsers.add_parser("analyze", help="analyses of a finished run: latent, discriminator, retrain, features",
                               description=__doc__.split("\n\n")[0] if __doc__ else None)
     actions = p.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
     for name, help_text in ANALYSES.items():

@@ -8,6 +8,8 @@
   to test and to call from a notebook.
 * Generation helpers work for every family, including conditional generators fed an embedding
   vector directly (`forward_embedding`) and nets wrapped for virtual batch norm.
+* D's verdicts: `d_logits` / `d_probabilities` (D as training sees it) and `verdict_grid`, images
+  framed and titled with sigmoid(D(x)).
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from torch import nn
 from tqdm.auto import tqdm
 
 from bench.cli import InputError
 from bench.config import RunConfig, build_config
+from bench.data import DeviceDataset
 from bench.experiment import Context, prepare
-from bench.models import GAN, WithReference, build_gan, sample_latent
+from bench.models import GAN, WithReference, as_trained, build_gan, sample_latent
 from bench.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL, client as mlflow_client, mask_uri
 
 ARTIFACT_PREFIX = "analysis"
@@ -259,6 +263,31 @@ def noise(n: int, dim: int, gen: torch.Generator, device, prior: str = "normal")
     return sample_latent(n, dim, prior, generator=gen, device=device)
 
 
+def balanced(data: DeviceDataset, n: int, seed: int, option: str) -> DeviceDataset:
+    """A class-balanced subset; a size the classes cannot fill is an input error naming the option."""
+    try:
+        return data.subset(n, seed=seed)
+    except ValueError as e:
+        raise InputError(f"{option}: {e}") from None
+
+
+# ---------------------------------------------------------------------------
+# The discriminator's verdicts
+
+
+@torch.inference_mode()
+def d_logits(D: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, seed: int = 0) -> torch.Tensor:
+    """D's logits (on the CPU) as training sees it (dropout on: see `models.as_trained`), in chunks."""
+    with as_trained(D, seed):
+        return torch.cat([D(images[i:i + BATCH], None if labels is None else labels[i:i + BATCH])
+                          for i in range(0, len(images), BATCH)]).float().cpu()
+
+
+def d_probabilities(D: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, seed: int = 0) -> torch.Tensor:
+    """sigmoid(D(x)): D's probability that each image is real."""
+    return torch.sigmoid(d_logits(D, images, labels, seed))
+
+
 # ---------------------------------------------------------------------------
 # Results and logging them back
 
@@ -273,6 +302,7 @@ class AnalysisResult:
     figures: dict[str, Figure] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # metric histories: (step, value)
 
 
 def _plain(value: Any) -> Any:
@@ -305,7 +335,7 @@ def publish(client, run_id: str, result: AnalysisResult) -> list[str]:
     """Log a result to an existing (finished) run; returns the artifact paths written.
 
     Metrics go in one batch as `analysis/<name>/<metric>` (non-finite values are left out of the
-    metrics but kept, as null, in the tables); each table as JSON and CSV; each figure as PNG;
+    metrics but kept, as null, in the tables), `series` as metric histories (one step per point); each table as JSON and CSV; each figure as PNG;
     `summary.json` holds the options (seed, budgets), the metrics and the notes.
     """
     from mlflow.entities import Metric
@@ -314,6 +344,8 @@ def publish(client, run_id: str, result: AnalysisResult) -> list[str]:
     now = int(time.time() * 1000)
     metrics = [Metric(f"{prefix}/{k}", float(v), now, 0) for k, v in result.metrics.items()
                if v is not None and math.isfinite(float(v))]
+    metrics += [Metric(f"{prefix}/{k}", float(v), now, int(step)) for k, points in result.series.items()
+                for step, v in points if v is not None and math.isfinite(float(v))]
     for i in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[i:i + 1000])
     paths = []
@@ -337,10 +369,11 @@ def publish(client, run_id: str, result: AnalysisResult) -> list[str]:
 
 def image_grid(images: torch.Tensor, ncols: int, *, titles: list[str] | None = None,
                row_labels: list[str] | None = None, col_labels: list[str] | None = None,
-               suptitle: str | None = None, cell: float = 0.75) -> Figure:
+               suptitle: str | None = None, cell: float = 0.75, borders: list[str | None] | None = None) -> Figure:
     """A grid of (N, 1, 28, 28) images in [-1, 1] (NaN images show as blanks), drawn as one mosaic.
 
-    Optional: a small title above each image, labels left of each row and above each column.
+    Optional: a small title above each image, labels left of each row and above each column, a
+    coloured frame around each image (`borders`: a matplotlib colour or None per image).
     One `imshow` plus text, so hundreds of images cost little. `cell`: inches per image.
     """
     pics = images.detach().float().cpu().clamp(-1, 1)[:, 0].numpy()
@@ -367,6 +400,8 @@ def image_grid(images: torch.Tensor, ncols: int, *, titles: list[str] | None = N
     for i, (y0, x0) in enumerate(corners):
         if titles and i < len(titles) and titles[i]:
             ax.text(x0 + size / 2, y0 - 1, titles[i], ha="center", va="bottom", fontsize=5.5)
+        if borders and i < len(borders) and borders[i]:
+            ax.add_patch(Rectangle((x0 - 1, y0 - 1), size + 1, size + 1, fill=False, edgecolor=borders[i], lw=1.5))
     for r, label in enumerate((row_labels or [])[:nrows]):
         ax.text(-2, pad + band + r * (size + pad + band) + size / 2, label, ha="right", va="center", fontsize=7)
     for c, label in enumerate((col_labels or [])[:ncols]):
@@ -378,3 +413,21 @@ def image_grid(images: torch.Tensor, ncols: int, *, titles: list[str] | None = N
 
 def label_title(pred: int, conf: float) -> str:
     return f"{pred} {conf:.2f}"
+
+
+def verdict_grid(images: torch.Tensor, probs: torch.Tensor, ncols: int, *, row_labels: list[str] | None = None,
+                 suptitle: str | None = None) -> Figure:
+    """Images each framed and titled with D's verdict: p = sigmoid(D(x)) written above the image,
+    a green frame when D calls it real (p > 0.5), red when it calls it generated (reports 000, 003).
+    NaN probabilities (padding) get neither."""
+    p = probs.detach().double().cpu().flatten().tolist()
+    return image_grid(images, ncols, titles=[verdict_title(q) for q in p], borders=[verdict_color(q) for q in p],
+                      row_labels=row_labels, suptitle=suptitle)
+
+
+def verdict_title(p: float) -> str:
+    return "" if math.isnan(p) else f"D {p:.2f}"
+
+
+def verdict_color(p: float) -> str | None:
+    return None if math.isnan(p) else "tab:green" if p > 0.5 else "tab:red"

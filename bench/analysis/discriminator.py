@@ -10,7 +10,12 @@ Per class c, D judges `n` generated images and `n` real test images of c (logit 
 
 Per class: D's accuracy on real and on generated images, the share it calls real on each, false
 positives (generated called real) and false negatives (real called generated), mean D(x); a table
-(rows per class and "all") and a grouped bar chart. Both nets are in eval mode (no dropout).
+(rows per class and "all") and a grouped bar chart. G is in eval mode; D judges as training
+sees it (`models.as_trained`: dropout on with seeded masks, batch norm on running statistics).
+
+The verdict grid (reports 000 1.2 and 003): `n_verdict` real test digits and `n_verdict`
+generated ones, each framed and titled with D's probability that it is real, sigmoid(D(x)):
+green when D calls it real, red when it calls it generated (table `verdicts`).
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from bench.analysis.common import BATCH, AnalysisResult, LoadedRun, generate, noise
+from bench.analysis.common import (AnalysisResult, LoadedRun, d_logits, d_probabilities, generate, noise,
+                                   verdict_grid)
 from bench.data import normalize
-from bench.models import as_trained
 
 NAME = "discriminator"
 DRAW_BUDGET = 4  # unconditional: at most DRAW_BUDGET * n * C generated images to fill the classes
@@ -33,6 +38,7 @@ DRAW_BUDGET = 4  # unconditional: at most DRAW_BUDGET * n * C generated images t
 class Options:
     seed: int = 0
     n: int = 500  # generated and real images per class
+    n_verdict: int = 16  # real and generated images in the verdict grid
 
 
 # ---------------------------------------------------------------------------
@@ -68,14 +74,6 @@ def class_table(real_logits: torch.Tensor, real_labels: torch.Tensor, fake_logit
 
 # ---------------------------------------------------------------------------
 # The analysis
-
-
-@torch.inference_mode()
-def judge(D, images: torch.Tensor, labels: torch.Tensor | None, seed: int = 0) -> torch.Tensor:
-    """D's logits as training sees it (dropout on: see `models.as_trained`)."""
-    with as_trained(D, seed):
-        return torch.cat([D(images[i:i + BATCH], None if labels is None else labels[i:i + BATCH])
-                          for i in range(0, len(images), BATCH)]).float().cpu()
 
 
 def real_per_class(run: LoadedRun, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,8 +112,8 @@ def analyze(run: LoadedRun, opts: Options, progress: bool = True) -> AnalysisRes
     fake_x, fake_y = fakes_per_class(run, opts.n, gen, progress)
     if not cond:
         res.notes.append("unconditional model: generated images are grouped by the evaluator's label")
-    rows = class_table(judge(D, real_x, real_y if cond else None, opts.seed), real_y.cpu(),
-                       judge(D, fake_x, fake_y if cond else None, opts.seed), fake_y.cpu(), run.num_classes)
+    rows = class_table(d_logits(D, real_x, real_y if cond else None, opts.seed), real_y.cpu(),
+                       d_logits(D, fake_x, fake_y if cond else None, opts.seed), fake_y.cpu(), run.num_classes)
     short = [r["class"] for r in rows[:-1] if r["n_fake"] < opts.n]
     if short:
         res.notes.append(f"classes with fewer than {opts.n} generated images: {short} (see n_fake)")
@@ -132,7 +130,44 @@ def analyze(run: LoadedRun, opts: Options, progress: bool = True) -> AnalysisRes
         if np.isfinite(values).any():
             res.metrics[f"{key}_spread"] = float(np.nanmax(values) - np.nanmin(values))
     res.figures["per_class"] = bar_chart(rows, run.cfg.model.name)
+    verdicts(run, res, opts.n_verdict, gen, opts.seed)
     return res
+
+
+VERDICT_COLUMNS = 8
+
+
+def verdict_inputs(run: LoadedRun, n: int, gen: torch.Generator) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """[(kind, images, labels)]: the first n real test digits, then n generated ones (conditional:
+    labels 0, 1, ..., 9, 0, ...; unconditional: the evaluator's labels)."""
+    test = run.ctx.test
+    real_x, real_y = normalize(test.images[:n]), test.labels[:n]
+    y = torch.arange(n, device=run.device) % run.num_classes if run.gan.conditional else None
+    fake_x = generate(run.gan.generator, noise(n, run.latent_dim, gen, run.device), y)
+    fake_y = y if y is not None else run.ctx.evaluator(fake_x)[0].argmax(1)
+    return [("real", real_x, real_y), ("generated", fake_x, fake_y)]
+
+
+def verdicts(run: LoadedRun, res: AnalysisResult, n: int, gen: torch.Generator, seed: int) -> None:
+    """The verdict grid and its table: D's probability of "real" on each shown image."""
+    cond = run.gan.conditional
+    rows, images, probs, row_labels = [], [], [], []
+    for kind, x, y in verdict_inputs(run, n, gen):
+        p = d_probabilities(run.gan.discriminator, x, y if cond else None, seed)
+        rows += [{"kind": kind, "i": i, "label": int(y[i]), "d_prob": p[i].item(),
+                  "called": "real" if p[i] > 0.5 else "generated"} for i in range(len(x))]
+        pad = (-len(x)) % VERDICT_COLUMNS  # each kind starts a new row
+        images += [x, torch.full((pad, *x.shape[1:]), float("nan"), device=x.device)]
+        probs += [p, torch.full((pad,), float("nan"))]
+        row_labels += [kind] * ((len(x) + pad) // VERDICT_COLUMNS)
+    res.tables["verdicts"] = rows
+    all_p = torch.cat(probs)
+    fig = verdict_grid(torch.cat(images), all_p, VERDICT_COLUMNS, row_labels=row_labels,
+                       suptitle="D's verdict: p(real) = sigmoid(D(x)); green: called real, red: called generated")
+    res.figures["verdicts"] = fig
+    for kind in ("real", "generated"):
+        called_real = [r["called"] == "real" for r in rows if r["kind"] == kind]
+        res.metrics[f"verdict_called_real_{kind}"] = float(np.mean(called_real))
 
 
 def bar_chart(rows: list[dict], model: str) -> Figure:

@@ -21,9 +21,14 @@ Reports 000, 003 and 004. Five parts, in this order:
    (conditional: z = 0 with label c; unconditional: class c's mean labeled vector) and, for
    conditional models, separately to the label embedding of c (z = 0): per sigma, the rate at
    which the evaluator still gives c and its mean confidence.
+   Then uniform noise (report 000 3.6): U(-a, a) per coordinate added to the same mean latent
+   vectors, for each amplitude a in `uniform_amplitudes` (report 000: 0.1 to 0.9).
 5. Out-of-distribution embeddings (report 003 2.3, conditional only): random embedding vectors
    N(0, s^2 I), s the RMS of the learned embedding table, fed to G with random z; the label of the
    nearest learned embedding (1-NN) against the evaluator's label.
+6. z as style (report 004, conditional only): `style_columns` noise vectors, one per column, each
+   given every label, one class per row: a column shares its z, so what it keeps across digits is
+   what z encodes (the writing style).
 
 Unconditional models have no label embedding: the embedding parts are skipped with a note.
 The maths (class means, nearest mean, interpolation, agreement) are pure functions at the top.
@@ -44,6 +49,7 @@ from bench.analysis.common import (AnalysisResult, LoadedRun, embedding_generato
 
 NAME = "latent"
 SIGMAS = (0.1, 0.5, 1.0, 1.5, 2.0)
+UNIFORM_AMPLITUDES = (0.1, 0.3, 0.5, 0.7, 0.9)  # report 000's figure 11
 AGREEMENT_THRESHOLDS = (0.0, 0.5, 0.9, 0.99)
 GRID_PER_CLASS = 2  # images per class and sigma in the noise grids
 OOD_GRID = 40       # out-of-distribution samples shown
@@ -58,6 +64,8 @@ class Options:
     interp_steps: int = 10      # points per interpolation path, endpoints included
     noise_samples: int = 100    # per class and sigma
     n_ood: int = 1_000          # random embedding vectors
+    uniform_amplitudes: tuple[float, ...] = UNIFORM_AMPLITUDES  # U(-a, a) noise on the mean latent vectors
+    style_columns: int = 10     # columns (one z each) of the z-as-style grid
 
 
 # ---------------------------------------------------------------------------
@@ -88,6 +96,11 @@ def nearest_mean(vectors: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
 def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
     """Share of positions where two label vectors agree (NaN when empty)."""
     return (a == b).double().mean().item() if len(a) else math.nan
+
+
+def style_inputs(num_classes: int, columns: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z, labels) of the z-as-style grid, row-major: row r is class r, column j uses z[j] for every row."""
+    return z[:columns].repeat(num_classes, 1), torch.arange(num_classes, device=z.device).repeat_interleave(columns)
 
 
 def interpolate(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
@@ -185,7 +198,7 @@ def analyze(run: LoadedRun, opts: Options, progress: bool = True) -> AnalysisRes
                          "(interpolation in embedding space, noise on the embedding, out-of-distribution "
                          "embeddings)")
     gen = torch.Generator().manual_seed(opts.seed)
-    parts = tqdm(total=5, desc="latent analysis", disable=not progress, unit="part")
+    parts = tqdm(total=6, desc="latent analysis", disable=not progress, unit="part")
     pool = sample_pool(run, opts.n_pool, gen, progress)
     means = labeled_vectors(run, res, pool, opts)
     parts.update()
@@ -197,6 +210,11 @@ def analyze(run: LoadedRun, opts: Options, progress: bool = True) -> AnalysisRes
     parts.update()
     if has_embedding:
         ood_embeddings(run, res, opts, gen)
+    parts.update()
+    if conditional:
+        z_style(run, res, opts, gen)
+    else:
+        res.notes.append("unconditional model: the z-as-style grid (one class per row) is skipped")
     parts.update()
     parts.close()
     return res
@@ -339,6 +357,25 @@ def noise_exploration(run: LoadedRun, res: AnalysisResult, means: torch.Tensor, 
         table = embedding_table(run.gan.generator)
         eps_e = noise(C * opts.noise_samples, table.shape[1], gen, run.device)
         _noise_part(run, res, "embedding", table, usable, eps_e, opts)
+    if opts.uniform_amplitudes:
+        eps_u = (2 * torch.rand(C * opts.noise_samples, run.latent_dim, generator=gen) - 1).to(run.device)  # U(-1, 1)
+        _noise_part(run, res, "latent", centers, usable, eps_u, opts, UNIFORM)
+
+
+def z_style(run: LoadedRun, res: AnalysisResult, opts: Options, gen: torch.Generator) -> None:
+    """Part 6: one z per column, one class per row; the evaluator's label and confidence on each image."""
+    C, k = run.num_classes, opts.style_columns
+    z, y = style_inputs(C, k, noise(k, run.latent_dim, gen, run.device))
+    images = generate(run.gan.generator, z, y)
+    _, pred, conf = classify(run, images)
+    hit = pred == y.cpu()
+    res.tables["z_style"] = [{"class": int(y[i]), "column": i % k, "pred": int(pred[i]), "conf": conf[i].item()}
+                             for i in range(len(y))]
+    res.metrics["z_style_label_rate"] = hit.double().mean().item()
+    res.figures["z_style"] = image_grid(
+        images, k, titles=[label_title(int(p), q.item()) for p, q in zip(pred, conf)],
+        row_labels=[f"class {c}" for c in range(C)], col_labels=[f"z{j + 1}" for j in range(k)],
+        suptitle="z as style: one noise vector per column, one label per row (evaluator label, confidence)")
 
 
 def ood_embeddings(run: LoadedRun, res: AnalysisResult, opts: Options, gen: torch.Generator) -> None:
@@ -394,18 +431,37 @@ def _path_curves(points: list[dict], space: str) -> Figure:
     return fig
 
 
-def _noise_part(run: LoadedRun, res: AnalysisResult, space: str, centers: torch.Tensor, usable: torch.Tensor,
-                eps: torch.Tensor, opts: Options) -> None:
-    """Rows, metrics and a grid for sigma * eps added to each class's center (`space`: latent/embedding).
+@dataclass(frozen=True)
+class NoiseKind:
+    """How a noise part names its table, column, metrics and figures."""
 
-    The same eps for every sigma (common random numbers), so the curves are smooth in sigma.
+    table: str = "noise"        # table name
+    scale: str = "sigma"        # column of the scale
+    tag: str = "s"              # metric suffix before the scale
+    suffix: str = ""            # after the space in metric and figure names
+    label: str = "sigma * N(0, I)"
+    row: str = "sigma"          # row label before the scale in the grid
+
+
+GAUSSIAN = NoiseKind()
+UNIFORM = NoiseKind("noise_uniform", "amplitude", "a", "_uniform", "U(-a, a)", "a =")
+
+
+def _noise_part(run: LoadedRun, res: AnalysisResult, space: str, centers: torch.Tensor, usable: torch.Tensor,
+                eps: torch.Tensor, opts: Options, kind: NoiseKind = GAUSSIAN) -> None:
+    """Rows, metrics and a grid for scale * eps added to each class's center (`space`: latent/embedding).
+
+    The same eps for every scale (common random numbers), so the curves are smooth in the scale.
+    Gaussian: eps ~ N(0, I), scales SIGMAS; uniform: eps ~ U(-1, 1), scales `opts.uniform_amplitudes`.
     """
     C, k = run.num_classes, opts.noise_samples
     classes = usable.nonzero().flatten().tolist()
     labels = torch.arange(C, device=run.device).repeat_interleave(k)
     keep = usable.to(run.device).repeat_interleave(k)
     grid, rows_labels = [], []
-    for sigma in SIGMAS:
+    table = res.tables.setdefault(kind.table, [])
+    name = f"{space}{kind.suffix}"
+    for sigma in (SIGMAS if kind is GAUSSIAN else opts.uniform_amplitudes):
         shifted = centers.repeat_interleave(k, dim=0) + sigma * eps
         if space == "latent":
             imgs = generate(run.gan.generator, shifted[keep], labels[keep] if run.gan.conditional else None)
@@ -417,39 +473,38 @@ def _noise_part(run: LoadedRun, res: AnalysisResult, space: str, centers: torch.
         hit = pred == target
         for c in classes:
             m = target == c
-            res.tables["noise"].append({"space": space, "sigma": sigma, "class": c, "n": int(m.sum()),
-                                        "label_rate": hit[m].double().mean().item(),
-                                        "mean_conf": conf[m].mean().item(),
-                                        "mean_p_intended": probs[m, c].mean().item()})
-        res.tables["noise"].append({"space": space, "sigma": sigma, "class": "all", "n": len(target),
-                                    "label_rate": hit.double().mean().item(), "mean_conf": conf.mean().item(),
-                                    "mean_p_intended": probs[torch.arange(len(target)), target].mean().item()})
-        res.metrics[f"noise_{space}_label_rate_s{sigma}"] = hit.double().mean().item()
-        res.metrics[f"noise_{space}_mean_conf_s{sigma}"] = conf.mean().item()
+            table.append({"space": space, kind.scale: sigma, "class": c, "n": int(m.sum()),
+                          "label_rate": hit[m].double().mean().item(), "mean_conf": conf[m].mean().item(),
+                          "mean_p_intended": probs[m, c].mean().item()})
+        table.append({"space": space, kind.scale: sigma, "class": "all", "n": len(target),
+                      "label_rate": hit.double().mean().item(), "mean_conf": conf.mean().item(),
+                      "mean_p_intended": probs[torch.arange(len(target)), target].mean().item()})
+        res.metrics[f"noise_{name}_label_rate_{kind.tag}{sigma}"] = hit.double().mean().item()
+        res.metrics[f"noise_{name}_mean_conf_{kind.tag}{sigma}"] = conf.mean().item()
         per_class = imgs.view(len(classes), k, *imgs.shape[1:])[:, :GRID_PER_CLASS]
         grid.append(per_class.reshape(-1, *imgs.shape[1:]))
-        rows_labels.append(f"sigma {sigma}")
+        rows_labels.append(f"{kind.row} {sigma}")
     center = "z = 0 (label embedding of c + noise)" if space == "embedding" else (
         "z = 0 + noise, label c" if run.gan.conditional else "class-mean latent vector + noise")
     n_cols = len(classes) * min(GRID_PER_CLASS, k)
-    res.figures[f"noise_{space}"] = image_grid(
+    res.figures[f"noise_{name}"] = image_grid(
         torch.cat(grid), n_cols, row_labels=rows_labels,
         col_labels=[str(c) for c in classes for _ in range(min(GRID_PER_CLASS, k))],
-        suptitle=f"Noise on the {space}: {center}")
-    res.figures[f"noise_{space}_curves"] = _noise_curves(res.tables["noise"], space)
+        suptitle=f"Noise {kind.label} on the {space}: {center}")
+    res.figures[f"noise_{name}_curves"] = _noise_curves(table, space, kind)
 
 
-def _noise_curves(rows: list[dict], space: str) -> Figure:
+def _noise_curves(rows: list[dict], space: str, kind: NoiseKind = GAUSSIAN) -> Figure:
     fig = Figure(figsize=(8, 3.2))
     for i, key in enumerate(("label_rate", "mean_conf")):
         ax = fig.add_subplot(1, 2, i + 1)
         mine = [r for r in rows if r["space"] == space]
         for c in dict.fromkeys(r["class"] for r in mine):
-            pts = [(r["sigma"], r[key]) for r in mine if r["class"] == c]
+            pts = [(r[kind.scale], r[key]) for r in mine if r["class"] == c]
             ax.plot(*zip(*pts), marker="o", lw=2.5 if c == "all" else 0.8, color="k" if c == "all" else None,
                     label=str(c))
-        ax.set_xlabel("sigma")
-        ax.set_title(f"{key.replace('_', ' ')} ({space} noise)")
+        ax.set_xlabel(kind.scale)
+        ax.set_title(f"{key.replace('_', ' ')} ({space} noise, {kind.label})")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2, title="class", title_fontsize=6)

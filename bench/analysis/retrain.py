@@ -3,15 +3,27 @@
 The evaluator's architecture (LeNet) and recipe (`evaluator.train_classifier`: Adam, cosine
 schedule) is trained from scratch on each training set below, and scored on the real test split:
 
-* mix/genP: N images, P% generated and the rest real, P in 0/10/20/50/100 (N = the real set's
-  size; mix/gen0 is the real-only baseline, mix/gen100 the Classification Accuracy Score, CAS);
-* add/genP: the full real set plus P% (of N) generated images, P in 10/20/50;
-* gen_then_real/ftP: the mix/gen100 classifier fine-tuned on P% of the real set (10/20/50/100);
-  real_then_gen: the mix/gen0 classifier fine-tuned on N generated images;
+* mix/genP: N images, P% generated and the rest real, P in 0/10/20/30/50/100 (N = the real set's
+  size; mix/gen0 is the real-only baseline, mix/gen100 the Classification Accuracy Score, CAS;
+  report 002 Table 4, report 001's fixed total with its 30% optimum: `--real-size 55000`);
+* add/genP: the full real set plus P% (of N) generated images, P in 10/20/30/50 (report 001);
+* gen_then_real/ftP: the mix/gen100 classifier fine-tuned on P% of the real set, P in
+  10/20/50/100 (report 002 Table 5: `--epochs 7 --finetune-epochs 3`);
+* real_then_gen/ftP: the mix/gen0 classifier fine-tuned on P% (of N) generated images, P in 50/100
+  (report 002 Table 6: `--epochs 5 --finetune-epochs 5`);
 * filtered/confT: N generated images kept only when the evaluator gives the intended label a
-  probability >= T (0.98 / 0.99); drawn until each class is full or `max_draws` rounds are spent;
-* few/real: `few_per_class` (55) real images per class alone; few/real_and_gen: with
-  `few_generated` generated images; few/real_and_gen_then_real: that one fine-tuned on the few real.
+  probability >= T (0.98 / 0.99); drawn until each class is full or `max_draws` rounds are spent
+  (report 002 Table 7);
+* few/real: `few_per_class` (55) real images per class alone; few/gen_then_real: the mix/gen100
+  classifier fine-tuned on them (report 001's "generated pre-training, then fine-tune on the 550
+  real"); few/real_and_gen: the few real with `few_generated` generated images;
+  few/real_and_gen_then_real: that one fine-tuned on the few real;
+* curves (report 002 Fig 15): classifiers trained `curve_epochs` (50) epochs on N real, N
+  generated and N mixed (`curve_mix`% generated) images, scored on the test images after every
+  epoch (table `curves`, figure `curves`, and metric histories `curves/<set>/test_acc`).
+
+`groups` picks which of these run (mix, add, gen_then_real, real_then_gen, filtered, few,
+curves); a fine-tuning group also trains, and records, the mix row it starts from.
 
 Generated images are quantized to uint8 like the real ones; conditional models give balanced
 labels (0, 1, ..., 9, 0, ... so every prefix is balanced), unconditional models' images are
@@ -32,17 +44,18 @@ import torch
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from bench.analysis.common import AnalysisResult, LoadedRun, generate, noise
-from bench.cli import InputError
+from bench.analysis.common import AnalysisResult, LoadedRun, balanced, generate, noise
 from bench.data import DeviceDataset
 from bench.evaluator import EVAL_BATCH, train_classifier
 from bench.models import LeNet
 
 NAME = "retrain"
-MIX = (0, 10, 20, 50, 100)            # % generated at the same total size
-ADD = (10, 20, 50)                    # % generated added to the full real set
+MIX = (0, 10, 20, 30, 50, 100)        # % generated at the same total size
+ADD = (10, 20, 30, 50)                # % generated added to the full real set
 FINETUNE_REAL = (10, 20, 50, 100)     # % of the real set the generated-only classifier is fine-tuned on
+FINETUNE_GEN = (50, 100)              # % (of N) generated images the real-only classifier is fine-tuned on
 CONFIDENCE = (0.98, 0.99)             # evaluator probability a kept generated image must reach
+GROUPS = ("mix", "add", "gen_then_real", "real_then_gen", "filtered", "few", "curves")
 
 
 @dataclass
@@ -59,13 +72,24 @@ class Options:
     few_generated: int | None = None  # generated images added to the few real ones; None: N
     max_draws: int = 20               # rounds of N generated images for the filtered sets
     n_test: int | None = None         # real test images scored; None: the whole test split
+    curve_epochs: int = 50            # epochs of the validation curves
+    curve_mix: int = 50               # % generated in the curves' mixed set
+    groups: tuple[str, ...] = GROUPS  # which parts run
 
 
-def row_names() -> list[str]:
-    """Every row of the matrix, in order."""
-    return ([f"mix/gen{p}" for p in MIX] + [f"add/gen{p}" for p in ADD]
-            + [f"gen_then_real/ft{p}" for p in FINETUNE_REAL] + ["real_then_gen"]
-            + [f"filtered/conf{t}" for t in CONFIDENCE] + ["few/real", "few/real_and_gen", "few/real_and_gen_then_real"])
+def row_names(groups: tuple[str, ...] = GROUPS) -> list[str]:
+    """The rows of the matrix the groups make, in order (the curves are a table of their own)."""
+    g = set(groups)
+    mix = set(MIX) if "mix" in g else set()
+    if g & {"gen_then_real", "few"}:
+        mix.add(100)  # the generated-only classifier they fine-tune
+    if "real_then_gen" in g:
+        mix.add(0)
+    return ([f"mix/gen{p}" for p in MIX if p in mix] + [f"add/gen{p}" for p in ADD if "add" in g]
+            + [f"gen_then_real/ft{p}" for p in FINETUNE_REAL if "gen_then_real" in g]
+            + [f"real_then_gen/ft{p}" for p in FINETUNE_GEN if "real_then_gen" in g]
+            + [f"filtered/conf{t}" for t in CONFIDENCE if "filtered" in g]
+            + (["few/real", "few/gen_then_real", "few/real_and_gen", "few/real_and_gen_then_real"] if "few" in g else []))
 
 
 # ---------------------------------------------------------------------------
@@ -90,14 +114,6 @@ def concat(*parts: DeviceDataset) -> DeviceDataset:
 
 def prefix(data: DeviceDataset, n: int) -> DeviceDataset:
     return DeviceDataset(data.images[:n], data.labels[:n], data.device, data.num_classes)
-
-
-def balanced(data: DeviceDataset, n: int, seed: int, option: str) -> DeviceDataset:
-    """A class-balanced subset; a size the classes cannot fill is an input error naming the option."""
-    try:
-        return data.subset(n, seed=seed)
-    except ValueError as e:
-        raise InputError(f"{option}: {e}") from None
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -140,6 +156,20 @@ class Matrix:
                                lr=o.finetune_lr, net=copy.deepcopy(base))
         self._record(name, net, n_real, n_gen, epochs, epochs * (len(data) // bs), on, len(data))
         return net
+
+    def curve(self, name: str, data: DeviceDataset, epochs: int) -> list[dict]:
+        """Train from scratch for exactly `epochs` epochs; test accuracy after each one."""
+        o = self.opts
+        points: list[dict] = []
+
+        def score(epoch: int, net: LeNet) -> None:
+            points.append({"set": name, "epoch": epoch, "n": len(data), "test_acc": test_accuracy(net, *self.test)})
+
+        train_classifier(data, epochs, seed=o.seed, progress=False, batch_size=min(o.batch_size, len(data)),
+                         lr=o.lr, on_epoch=score)
+        self.bar.set_postfix_str(f"curve {name}: {points[-1]['test_acc']:.4f}")
+        self.bar.update()
+        return points
 
     def skip(self, name: str, note: str) -> None:
         """A row with nothing to train on: kept in the matrix, test_acc NaN (null in the tables)."""
@@ -226,25 +256,31 @@ def analyze(run: LoadedRun, opts: Options, progress: bool = True) -> AnalysisRes
     test = run.ctx.test
     n_test = len(test) if opts.n_test is None else min(opts.n_test, len(test))
     test_images, test_labels = test.head(n_test)
-    bar = tqdm(total=len(row_names()), desc="retrain", unit="row", disable=not progress)
+    groups = set(opts.groups)
+    names = row_names(opts.groups)
+    bar = tqdm(total=len(names) + 3 * ("curves" in groups), desc="retrain", unit="row", disable=not progress)
     m = Matrix(opts, test_images, test_labels, bar)
 
-    # 1. Same total size N, P% generated
-    nets = {}
-    for p in MIX:
+    def mixed(p: float) -> DeviceDataset:
         n_gen = share(N, p)
-        nets[p] = m.scratch(f"mix/gen{p}", concat(prefix(real, N - n_gen), prefix(pool, n_gen)), N - n_gen, n_gen)
+        return concat(prefix(real, N - n_gen), prefix(pool, n_gen))
+
+    # 1. Same total size N, P% generated (those the fine-tuning groups start from, at least)
+    nets = {p: m.scratch(f"mix/gen{p}", mixed(p), N - share(N, p), share(N, p))
+            for p in MIX if f"mix/gen{p}" in names}
     # 2. All the real images plus P% generated
-    for p in ADD:
+    for p in ADD if "add" in groups else ():
         n_gen = share(N, p)
         m.scratch(f"add/gen{p}", concat(real, prefix(pool, n_gen)), N, n_gen)
-    # 3. Pre-train on one kind, fine-tune on the other
-    for p in FINETUNE_REAL:
+    # 3. Pre-train on one kind, fine-tune on the other (report 002 Tables 5 and 6)
+    for p in FINETUNE_REAL if "gen_then_real" in groups else ():
         n_real = max(1, share(N, p))
         m.finetune(f"gen_then_real/ft{p}", nets[100], prefix(real, n_real), "real", n_real, N)
-    m.finetune("real_then_gen", nets[0], prefix(pool, N), "generated", N, N)
-    # 4. Only generated images the evaluator is sure of
-    for t in CONFIDENCE:
+    for p in FINETUNE_GEN if "real_then_gen" in groups else ():
+        n_gen = max(1, share(N, p))
+        m.finetune(f"real_then_gen/ft{p}", nets[0], prefix(pool, n_gen), "generated", N, n_gen)
+    # 4. Only generated images the evaluator is sure of (report 002 Table 7)
+    for t in CONFIDENCE if "filtered" in groups else ():
         data, drawn, per_class = filtered_set(run, N, t, opts.max_draws, gen)
         note = f"kept {len(data)} of {drawn} drawn; per class {per_class}"
         if len(data) < N:
@@ -254,22 +290,56 @@ def analyze(run: LoadedRun, opts: Options, progress: bool = True) -> AnalysisRes
             m.scratch(f"filtered/conf{t}", data, 0, len(data), note)
         else:
             m.skip(f"filtered/conf{t}", note + "; nothing to train on: test_acc is null")
-    # 5. Few real images, alone and with many generated ones
-    m.scratch("few/real", few, len(few), 0)
-    both = m.scratch("few/real_and_gen", concat(few, prefix(pool, n_few_gen)), len(few), n_few_gen)
-    m.finetune("few/real_and_gen_then_real", both, few, "real", len(few), n_few_gen)
+    # 5. Few real images: alone, after generated pre-training, with many generated ones (report 001)
+    if "few" in groups:
+        m.scratch("few/real", few, len(few), 0)
+        m.finetune("few/gen_then_real", nets[100], few, "real", len(few), N)
+        both = m.scratch("few/real_and_gen", concat(few, prefix(pool, n_few_gen)), len(few), n_few_gen)
+        m.finetune("few/real_and_gen_then_real", both, few, "real", len(few), n_few_gen)
+    # 6. Test accuracy per epoch over many epochs (report 002 Fig 15)
+    if "curves" in groups:
+        sets = {"real": mixed(0), "generated": mixed(100), f"mixed{opts.curve_mix}": mixed(opts.curve_mix)}
+        points = [pt for name, data in sets.items() for pt in m.curve(name, data, opts.curve_epochs)]
+        res.tables["curves"] = points
+        for name in sets:
+            mine = [pt for pt in points if pt["set"] == name]
+            res.series[f"curves/{name}/test_acc"] = [(pt["epoch"], pt["test_acc"]) for pt in mine]
+            res.metrics[f"curves/{name}/final_acc"] = mine[-1]["test_acc"]
+            res.metrics[f"curves/{name}/best_acc"] = max(pt["test_acc"] for pt in mine)
+        res.figures["curves"] = curves_chart(points, N, n_test, run.cfg.model.name)
     bar.close()
 
     rows = m.rows
-    res.tables["matrix"] = rows
+    if rows:
+        res.tables["matrix"] = rows
+        res.figures["matrix"] = matrix_chart(rows, N, n_test, run.cfg.model.name)
     for r in rows:
         res.metrics[f"{r['name']}/test_acc"] = r["test_acc"]
     by_name = {r["name"]: r["test_acc"] for r in rows}
-    res.metrics["real_only"] = by_name["mix/gen0"]
-    res.metrics["cas"] = by_name["mix/gen100"]
-    res.metrics["cas_ratio"] = by_name["mix/gen100"] / by_name["mix/gen0"] if by_name["mix/gen0"] else math.nan
-    res.figures["matrix"] = matrix_chart(rows, N, n_test, run.cfg.model.name)
+    if "mix/gen0" in by_name:
+        res.metrics["real_only"] = by_name["mix/gen0"]
+    if "mix/gen100" in by_name:
+        res.metrics["cas"] = by_name["mix/gen100"]
+    if "mix/gen0" in by_name and "mix/gen100" in by_name:
+        res.metrics["cas_ratio"] = by_name["mix/gen100"] / by_name["mix/gen0"] if by_name["mix/gen0"] else math.nan
     return res
+
+
+def curves_chart(points: list[dict], n: int, n_test: int, model: str) -> Figure:
+    """Test accuracy per epoch, one line per training set (report 002 Fig 15)."""
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    for i, name in enumerate(dict.fromkeys(pt["set"] for pt in points)):
+        mine = [pt for pt in points if pt["set"] == name]
+        ax.plot([pt["epoch"] for pt in mine], [pt["test_acc"] for pt in mine], marker="o" if len(mine) < 20 else None,
+                ms=3, color=f"C{i}", label=f"{name} (final {mine[-1]['test_acc']:.4f})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"test accuracy ({n_test} real test images)")
+    ax.set_title(f"Classifier test accuracy per epoch ({model}; N = {n} training images each)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def matrix_chart(rows: list[dict], n: int, n_test: int, model: str) -> Figure:
@@ -284,7 +354,7 @@ def matrix_chart(rows: list[dict], n: int, n_test: int, model: str) -> Figure:
     for yi, a in zip(y, acc):
         ax.text((0 if np.isnan(a) else a) + 0.005, yi, "n/a" if np.isnan(a) else f"{a:.4f}", va="center", fontsize=7)
     ax.set_yticks(y, [r["name"] for r in rows], fontsize=8)
-    base = rows[0]["test_acc"]
+    base = next((r["test_acc"] for r in rows if r["name"] == "mix/gen0"), math.nan)
     if np.isfinite(base):
         ax.axvline(base, ls="--", color="k", lw=0.8, label=f"real only ({base:.4f})")
         ax.legend(fontsize=7, loc="lower left")
