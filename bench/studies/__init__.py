@@ -90,6 +90,31 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from bench import experiment
+    from bench.cli import InputError, overrides_from_args
+    from bench.perf import estimate
+
+    if args.steps < 1:
+        raise InputError(f"--steps={args.steps}: must be positive")
+    overrides = overrides_from_args(args)
+    specs = [load_study(f, overrides)[0] for f in args.files]  # every file validated before timing any
+    contexts: dict = {}
+    grand = 0.0
+    for spec in specs:
+        cfg = estimate.configurations(spec, overrides)[0][1]
+        key = (cfg.device, cfg.data.dataset, cfg.data.root)
+        if key not in contexts:
+            contexts[key] = experiment.prepare(cfg, progress=False)
+        ctx = contexts[key]
+        rows = estimate.estimate(spec, overrides, ctx.train_full, ctx.test, steps=args.steps)
+        print(estimate.format_table(spec, rows, ctx.device), flush=True)
+        grand += estimate.total_seconds(rows)
+    if len(specs) > 1:
+        print(f"all {len(specs)} studies: estimated {estimate.fmt_duration(grand)}")
+    return 0
+
+
 def register_cli(subparsers) -> None:
     from bench.cli import add_run_options
 
@@ -107,6 +132,15 @@ def register_cli(subparsers) -> None:
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     add_run_options(r)
     r.set_defaults(func=cmd_run)
+
+    e = sub.add_parser("estimate", help="how long study files will take on this machine (measured throughput)",
+                       description="Time a few training iterations and one (scaled-down) evaluation of every "
+                                   "configuration a study trains, and extrapolate to the whole study. Nothing is "
+                                   "logged; the same overrides as `study run` apply.")
+    e.add_argument("files", nargs="+", help="study files (TOML)")
+    e.add_argument("--steps", type=int, default=6, help="timed training iterations per configuration (default 6)")
+    add_run_options(e)
+    e.set_defaults(func=cmd_estimate)
 
     s = sub.add_parser("status", help="print a study's trials table and best trial(s)")
     s.add_argument("study", help="study file or study name")

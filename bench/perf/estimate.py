@@ -1,0 +1,116 @@
+"""How long a study will take here: measured step and evaluation times, multiplied out.
+
+For each configuration a study runs (grid cells, variants; non-grid samplers: the baseline, once
+per trial of the budget) this times a few training iterations through the real loop
+(`loops.harness_loop`) and one evaluation at a fraction of the study's sample counts, then
+extrapolates: repeats x (epochs x iterations per epoch x seconds per iteration + evaluations x
+seconds per evaluation). Evaluation cost is linear in the number of images (generation and
+classifier passes), so a fifth of the images times five is a fair estimate. The figures are
+estimates from measured throughput, and say so; a loaded machine inflates them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from bench.config import RunConfig, build_config
+from bench.data import DeviceDataset
+from bench.evaluator import evaluate_gan, load_or_train
+from bench.models import build_gan
+from bench.perf.common import say, set_references, sync
+from bench.perf.loops import harness_loop
+from bench.studies.spec import StudySpec
+
+EVAL_FRACTION = 5  # evaluate 1/5 of the study's images and scale by 5
+
+
+@dataclass
+class Estimate:
+    label: str
+    runs: int  # MLflow runs of this configuration (trials x repeats)
+    iter_s: float  # seconds per training iteration
+    iters_per_epoch: int
+    epochs: int
+    eval_s: float  # seconds per evaluation, scaled to the full sample counts
+    evals: int  # evaluations per run
+
+    @property
+    def run_s(self) -> float:
+        return self.epochs * self.iters_per_epoch * self.iter_s + self.evals * self.eval_s
+
+    @property
+    def total_s(self) -> float:
+        return self.runs * self.run_s
+
+
+def configurations(spec: StudySpec, overrides: dict) -> list[tuple[str, RunConfig, int]]:
+    """(label, config, MLflow runs) for every configuration the study will train."""
+    if spec.sampler.type == "grid":
+        cells = spec.grid()
+        return [(spec.short_label(cell) or "base", build_config(spec.base, {**spec.config_overrides(cell), **overrides}),
+                 spec.repeats) for cell in cells]
+    cell = {k: p.choices[0] if p.choices else p.low for k, p in spec.search_space.items() if not p.when}
+    cell.update(spec.baseline or {})
+    cfg = build_config(spec.base, {**spec.config_overrides(cell), **overrides})
+    return [(f"baseline x {spec.n_trials} trials", cfg, spec.n_trials * spec.repeats)]
+
+
+def _eval_seconds(cfg: RunConfig, train_full: DeviceDataset, test: DeviceDataset) -> float:
+    e = cfg.eval
+    small = e.model_copy(update={
+        "n_samples": max(e.splits, e.n_samples // EVAL_FRACTION), "n_real": max(e.splits, e.n_real // EVAL_FRACTION),
+        "n_per_class": max(2, e.n_per_class // EVAL_FRACTION)})
+    evaluator = load_or_train(cfg.data.dataset, train_full, test, cfg.eval, progress=False).to(test.device)
+    torch.manual_seed(cfg.seed)
+    gan = build_gan(cfg.model, num_classes=test.num_classes)
+    gan.generator.to(test.device)
+    gan.discriminator.to(test.device)
+    set_references(cfg, gan, test)
+    sync(test.device)
+    t0 = time.perf_counter()
+    evaluate_gan(gan, evaluator, test, small, cfg.model.latent_dim, seed=cfg.seed)
+    sync(test.device)
+    return (time.perf_counter() - t0) * EVAL_FRACTION
+
+
+def estimate(spec: StudySpec, overrides: dict, train_full: DeviceDataset, test: DeviceDataset,
+             steps: int = 6, warmup: int = 2, progress: bool = True) -> list[Estimate]:
+    out = []
+    for label, cfg, runs in configurations(spec, overrides):
+        say(progress, f"  timing {spec.name}: {label}")
+        data = train_full if cfg.data.train_subset is None else train_full.subset(cfg.data.train_subset)
+        timed = harness_loop(cfg, data, steps, warmup)
+        iters = max(1, data.batches_per_epoch(cfg.optim.batch_size) // cfg.techniques.d_steps)
+        epochs = cfg.optim.epochs
+        evals = len({*range(cfg.eval.every, epochs + 1, cfg.eval.every), epochs})
+        out.append(Estimate(label, runs, timed["seconds"] / timed["steps"], iters, epochs,
+                            _eval_seconds(cfg, train_full, test), evals))
+    return out
+
+
+def fmt_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_table(spec: StudySpec, rows: list[Estimate], device: torch.device) -> str:
+    total = sum(r.total_s for r in rows)
+    lines = [f"{spec.name}: estimated {fmt_duration(total)} on {device} "
+             f"({sum(r.runs for r in rows)} runs; estimate from measured throughput)",
+             f"  {'configuration':<34} {'runs':>4} {'s/iter':>7} {'iters/ep':>8} {'epochs':>6} "
+             f"{'eval s':>7} {'per run':>8}"]
+    for r in rows:
+        lines.append(f"  {r.label[:34]:<34} {r.runs:>4} {r.iter_s:>7.3f} {r.iters_per_epoch:>8} {r.epochs:>6} "
+                     f"{r.eval_s:>7.1f} {fmt_duration(r.run_s):>8}")
+    return "\n".join(lines)
+
+
+def total_seconds(rows: list[Estimate]) -> float:
+    return math.fsum(r.total_s for r in rows)
