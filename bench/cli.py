@@ -112,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     uri = tracking_uri_from_args(args)
     result = experiment.run(cfg, tracking_uri=uri, experiment=args.experiment, name=args.run_name,
-                            progress=not args.quiet)
+                            progress=not args.quiet, announce=True)
     print(f"run_id: {result.run_id}  (tracking: {mask_uri(uri)}, experiment: {args.experiment})")
     print_table(result.metrics, "final metrics:")
     return 0
