@@ -15,7 +15,7 @@ from bench.config import ConfigError, build_config, load_file, parse_value
 
 EXIT_BAD_INPUT = 2
 # Modules that add their own subcommands (each has `register_cli(subparsers)`).
-COMMAND_MODULES = ("bench.studies", "bench.report", "bench.analysis", "bench.perf", "bench.ui")
+COMMAND_MODULES = ("bench.studies", "bench.report", "bench.analysis", "bench.perf", "bench.ui", "bench.dashboard")
 
 
 class InputError(Exception):

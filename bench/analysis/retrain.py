@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
+from bench.progress import bar as progress_bar
 
 from bench.analysis.common import AnalysisResult, LoadedRun, generate, noise
 from bench.cli import InputError
@@ -226,7 +226,7 @@ def analyze(run: LoadedRun, opts: Options, progress: bool = True) -> AnalysisRes
     test = run.ctx.test
     n_test = len(test) if opts.n_test is None else min(opts.n_test, len(test))
     test_images, test_labels = test.head(n_test)
-    bar = tqdm(total=len(row_names()), desc="retrain", unit="row", disable=not progress)
+    bar = progress_bar(total=len(row_names()), desc="retrain", unit="row", enabled=progress)
     m = Matrix(opts, test_images, test_labels, bar)
 
     # 1. Same total size N, P% generated
