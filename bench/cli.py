@@ -24,9 +24,10 @@ class InputError(Exception):
 
 def input_errors() -> tuple[type[BaseException], ...]:
     from bench.data import DataError
+    from bench.evaluator import EvaluatorError
     from bench.tracking import TrackingError
 
-    return (ConfigError, DataError, TrackingError, InputError)
+    return (ConfigError, DataError, EvaluatorError, TrackingError, InputError)
 
 
 # ---------------------------------------------------------------------------
@@ -123,10 +124,53 @@ def cmd_evaluator(args: argparse.Namespace) -> int:
     from bench.evaluator import real_scores
 
     cfg = config_from_args(args)
+    if args.train_reference:
+        return _train_reference(cfg, args.train_reference)
     ctx = experiment.prepare(cfg, progress=True)
+    meta = ctx.evaluator.meta
+    print(f"evaluator: {meta.get('version')} ({meta.get('source')}), sha256 {meta.get('sha256')}")
     scores = real_scores(ctx.evaluator, ctx.train_full, ctx.test, cfg.eval)
-    print(f"evaluator: {ctx.evaluator.meta.get('key')}")
     print_table({f"real/{k}": v for k, v in scores.items()}, f"{cfg.data.dataset} reference row (real test split):")
+    return 0
+
+
+def _train_reference(cfg, out_dir: str) -> int:
+    """Train a classifier with the shipped evaluator's recipe; write its weights and manifest entry to out_dir."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from bench import metrics
+    from bench.data import load_dataset, resolve_root
+    from bench.evaluator import ARCH_VERSION, REFERENCE_RECIPE, Evaluator, sha256_file, train_reference
+
+    root = resolve_root(cfg.data.root)
+    train = load_dataset(root, cfg.data.dataset, "train", "cpu", download=cfg.data.download)
+    test = load_dataset(root, cfg.data.dataset, "test", "cpu", download=cfg.data.download)
+    images, labels = test.head(len(test))
+
+    def scores(net) -> tuple[float, float]:
+        probs, _ = Evaluator(net)(images)
+        return (probs.argmax(1) == labels).double().mean().item(), metrics.inception_score(probs, 10)[0]
+
+    def report(epoch: int, net) -> None:
+        acc, is_ = scores(net)
+        print(f"epoch {epoch}: test accuracy {acc:.4f}, real-test IS {is_:.3f}", flush=True)
+
+    recipe = {**REFERENCE_RECIPE, "epochs": cfg.eval.evaluator_epochs or REFERENCE_RECIPE["epochs"],
+              "subset": cfg.eval.evaluator_subset}
+    net = train_reference(train, cfg.eval.evaluator_epochs, cfg.eval.evaluator_subset, on_epoch=report)
+    acc, is_ = scores(net)
+    version = f"{cfg.data.dataset}-{ARCH_VERSION}-e{recipe['epochs']}"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{version}.pt"
+    torch.save({k: v.contiguous() for k, v in net.state_dict().items()}, path)
+    entry = {"version": version, "file": path.name, "sha256": sha256_file(path), "test_accuracy": round(acc, 4),
+             "real_test_is": round(is_, 3), "recipe": recipe}
+    (out / "evaluators.json").write_text(json.dumps({cfg.data.dataset: entry}, indent=2) + "\n")
+    print(json.dumps(entry, indent=2))
     return 0
 
 
@@ -155,8 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluator", help="train/load the evaluator classifier and print the real-data reference row")
+    p = sub.add_parser("evaluator", help="the evaluator classifier: version, SHA-256 and the real-data reference row",
+                       description="Print which evaluator scores runs (version, SHA-256, shipped or self-trained) "
+                                   "and what real data scores through it (test accuracy, IS, FID, per-class).")
     add_run_options(p)
+    p.add_argument("--train-reference", metavar="DIR",
+                   help="train a classifier with the shipped evaluator's recipe and write its weights and "
+                        "manifest entry to DIR (how bench/weights/ was made)")
     p.set_defaults(func=cmd_evaluator)
 
     p = sub.add_parser("models", help="list the model families")

@@ -38,17 +38,33 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     name: str = "dcgan-report000"
     latent_dim: int = Field(100, ge=1, le=4096)
+    latent_prior: Literal["normal", "uniform"] = Field(
+        "normal", description="G's noise prior: normal = N(0, I); uniform = U(-1, 1) per coordinate (report 000)")
     embed_dim: int = Field(10, ge=1, le=1024, description="label-embedding size (conditional models)")
-    g_depth: int = Field(3, ge=2, le=4, description="conv (or dense) layers in G")
-    d_depth: int = Field(3, ge=2, le=4, description="conv (or dense) layers in D")
-    width: int = Field(64, ge=4, le=1024, description="base channels (conv) of the widest layer")
+    g_depth: int = Field(3, ge=2, le=4, description="transposed convs (dcgan, cgan-conv) or dense layers (vanilla) "
+                                                    "in G; each extra conv adds a stride-1 layer at the widest width")
+    d_depth: int = Field(3, ge=2, le=4, description="convs (dcgan, cgan-conv) or dense layers (vanilla) in D; "
+                                                    "each extra conv adds a stride-1 layer at the widest width")
+    width: int = Field(64, ge=4, le=1024, description="channels of the widest conv layer, G and D")
+    g_width: int | None = Field(None, ge=4, le=1024, description="G's widest conv layer alone (None: width)")
+    d_width: int | None = Field(None, ge=4, le=1024, description="D's widest conv layer alone (None: width)")
     hidden: int = Field(256, ge=8, le=4096, description="units per dense block (MLP models)")
-    mlp_blocks: int = Field(3, ge=1, le=8, description="Dense-LeakyReLU-BN blocks (cgan-mlp)")
-    d_dropout: float = Field(0.25, ge=0.0, lt=1.0)
+    mlp_blocks: int = Field(3, ge=1, le=8, description="Dense-LeakyReLU-Norm blocks in G and D (cgan-mlp)")
+    d_dropout: float = Field(0.25, ge=0.0, lt=1.0, description="dropout after each of D's hidden layers")
     g_norm: Norm = "batch"
     d_norm: Norm = "none"
     vbn_ref_size: int = Field(64, ge=2, le=1024, description="reference batch size for virtual batch norm")
     weight_init: bool = Field(True, description="DCGAN init N(0, 0.02)")
+
+    @property
+    def generator_width(self) -> int:
+        """G's widest conv layer: `g_width`, else `width`."""
+        return self.g_width if self.g_width is not None else self.width
+
+    @property
+    def discriminator_width(self) -> int:
+        """D's widest conv layer: `d_width`, else `width`."""
+        return self.d_width if self.d_width is not None else self.width
 
 
 class TechniquesConfig(_Section):
@@ -63,12 +79,22 @@ class TechniquesConfig(_Section):
 class OptimConfig(_Section):
     epochs: int = Field(1, ge=1, le=1000)
     batch_size: int = Field(32, ge=2, le=65536)
-    lr_g: float = Field(2e-4, gt=0.0, le=1.0)
-    lr_d: float = Field(2e-4, gt=0.0, le=1.0)
+    lr: float = Field(2e-4, gt=0.0, le=1.0, description="Adam learning rate of both nets")
+    lr_g: float | None = Field(None, gt=0.0, le=1.0, description="G's learning rate alone (None: lr)")
+    lr_d: float | None = Field(None, gt=0.0, le=1.0, description="D's learning rate alone (None: lr)")
     beta1_g: float = Field(0.5, ge=0.0, lt=1.0)
     beta2_g: float = Field(0.999, ge=0.0, lt=1.0)
     beta1_d: float = Field(0.5, ge=0.0, lt=1.0)
     beta2_d: float = Field(0.999, ge=0.0, lt=1.0)
+
+    # Read the learning rates through these: lr_g / lr_d are overrides and may be None.
+    @property
+    def effective_lr_g(self) -> float:
+        return self.lr_g if self.lr_g is not None else self.lr
+
+    @property
+    def effective_lr_d(self) -> float:
+        return self.lr_d if self.lr_d is not None else self.lr
 
 
 class EvalConfig(_Section):
@@ -77,14 +103,31 @@ class EvalConfig(_Section):
     splits: int = Field(10, ge=1, le=100, description="IS splits")
     n_real: int = Field(10_000, ge=20, description="real test images for FID and D's test accuracy")
     every: int = Field(1, ge=1, description="evaluate every N epochs (the last epoch always)")
-    evaluator_epochs: int = Field(4, ge=1, le=100)
-    evaluator_subset: int | None = Field(None, ge=100, description="train the evaluator on a subset (tests)")
+    evaluator: Literal["auto", "shipped", "train"] = Field(
+        "auto", description="auto: the evaluator shipped with gan-bench for the dataset (MNIST) unless "
+                            "evaluator_epochs / evaluator_subset ask for your own; shipped: only the shipped one; "
+                            "train: train your own (cached per dataset and recipe)")
+    evaluator_epochs: int | None = Field(None, ge=1, le=100,
+                                         description="train your own evaluator for this many epochs (default 12)")
+    evaluator_subset: int | None = Field(None, ge=100, description="train your own evaluator on a subset (tests)")
 
     @model_validator(mode="after")
     def _splits_fit(self) -> "EvalConfig":
         if self.splits > self.n_samples:
             raise ValueError(f"splits ({self.splits}) must be <= n_samples ({self.n_samples})")
         return self
+
+    @model_validator(mode="after")
+    def _training_options_need_training(self) -> "EvalConfig":
+        if self.evaluator == "shipped" and (self.evaluator_epochs is not None or self.evaluator_subset is not None):
+            raise ValueError("evaluator_epochs / evaluator_subset train your own evaluator; they cannot be "
+                             "used with evaluator='shipped' (use evaluator='train' or 'auto')")
+        return self
+
+    @property
+    def trains_evaluator(self) -> bool:
+        """Whether this config asks for a self-trained evaluator rather than the shipped one."""
+        return self.evaluator == "train" or self.evaluator_epochs is not None or self.evaluator_subset is not None
 
 
 class TrainConfig(_Section):

@@ -1,8 +1,12 @@
-"""The evaluator: a LeNet classifier trained once per dataset, and the GAN evaluation built on it.
+"""The evaluator: a fixed LeNet classifier per dataset, and the GAN evaluation built on it.
 
-The classifier plays the role Inception plays for ImageNet: its class probabilities give
-IS, TARR and per-class accuracy, its penultimate features give FID. It is cached on disk,
-keyed by dataset and its own training config, and loaded with `weights_only=True`.
+The classifier plays the role Inception-v3 plays for ImageNet FID: its class probabilities give
+IS, TARR and per-class accuracy, its penultimate features give FID. Like Inception's weights,
+the MNIST evaluator is fixed: trained once with `REFERENCE_RECIPE`, shipped inside the package
+(`bench/weights/`) with its SHA-256 and a version name, and checked on every load, so numbers
+from two machines (or CPU and GPU) come from the same network. Other datasets (Fashion-MNIST),
+and users who ask for their own (`eval.evaluator = "train"`), get a classifier trained here and
+cached on disk (`$GANBENCH_CACHE`, default ~/.cache/gan-bench); runs tag which one they used.
 """
 
 from __future__ import annotations
@@ -17,27 +21,73 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bench import metrics
-from bench.config import EvalConfig
+from bench.config import ConfigError, EvalConfig
 from bench.data import DeviceDataset
-from bench.models import GAN, LeNet, as_trained
+from bench.models import GAN, LeNet, as_trained, sample_latent
 
 ARCH_VERSION = "lenet-v1"  # bump when LeNet changes, so stale caches are not reused
 EVAL_BATCH = 2000
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+MANIFEST = WEIGHTS_DIR / "evaluators.json"
+# How the shipped evaluator was trained (`gan-bench evaluator --train-reference DIR` repeats it);
+# also the recipe of self-trained evaluators, with `eval.evaluator_epochs` / `evaluator_subset`.
+REFERENCE_RECIPE = {"epochs": 12, "batch_size": 128, "lr": 2e-3, "shift": 2, "seed": 0}
+
+
+class EvaluatorError(ValueError):
+    """The shipped evaluator is missing or its weights do not match their SHA-256."""
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("GANBENCH_CACHE") or Path.home() / ".cache" / "gan-bench")
 
 
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def shipped_entry(dataset: str) -> dict | None:
+    """The manifest entry of the evaluator shipped for `dataset`, or None."""
+    if not MANIFEST.exists():
+        return None
+    return json.loads(MANIFEST.read_text()).get(dataset)
+
+
 def evaluator_key(dataset: str, cfg: EvalConfig) -> str:
-    spec = {"dataset": dataset, "arch": ARCH_VERSION, "epochs": cfg.evaluator_epochs,
-            "subset": cfg.evaluator_subset}
+    """Cache key of a self-trained evaluator (dataset, architecture, recipe)."""
+    spec = {"dataset": dataset, "arch": ARCH_VERSION, "epochs": _epochs(cfg), "subset": cfg.evaluator_subset,
+            "recipe": REFERENCE_RECIPE}
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     return f"{dataset}-{ARCH_VERSION}-{digest}"
 
 
+def _epochs(cfg: EvalConfig) -> int:
+    return cfg.evaluator_epochs or REFERENCE_RECIPE["epochs"]
+
+
+def uses_shipped(dataset: str, cfg: EvalConfig) -> bool:
+    """Whether runs of this dataset and eval config are scored by the shipped evaluator."""
+    if cfg.evaluator == "shipped":
+        if shipped_entry(dataset) is None:
+            raise ConfigError(f"eval.evaluator='shipped': gan-bench ships no evaluator for dataset {dataset!r}; "
+                              "use eval.evaluator='auto' or 'train'")
+        return True
+    return not cfg.trains_evaluator and shipped_entry(dataset) is not None
+
+
+def evaluator_path(dataset: str, cfg: EvalConfig) -> Path:
+    """Where the evaluator for this dataset and config lies (the shipped file or the cache entry)."""
+    if uses_shipped(dataset, cfg):
+        return WEIGHTS_DIR / shipped_entry(dataset)["file"]
+    return cache_dir() / "evaluators" / f"{evaluator_key(dataset, cfg)}.pt"
+
+
 class Evaluator:
-    """A trained classifier: probabilities and features in large batches, in eval mode."""
+    """A trained classifier: probabilities and features in large batches, in eval mode.
+
+    `meta` says which network it is: `version`, `sha256` (of its weights file), `source`
+    ("shipped" or "trained") and `dataset`; runs log these as `evaluator.*` tags.
+    """
 
     def __init__(self, net: LeNet, meta: dict | None = None):
         self.net = net.eval()
@@ -52,6 +102,9 @@ class Evaluator:
         self.net.to(device)
         self._real_cache.clear()
         return self
+
+    def tags(self) -> dict[str, str]:
+        return {f"evaluator.{k}": str(self.meta[k]) for k in ("version", "sha256", "source") if k in self.meta}
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,9 +133,21 @@ def _moments(feats: torch.Tensor) -> metrics.FeatureMoments:
     return m
 
 
+def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """The batch translated by up to max_shift pixels (one random offset per batch; background fill)."""
+    padded = F.pad(x, (max_shift,) * 4, value=-1.0)
+    dx, dy = torch.randint(0, 2 * max_shift + 1, (2,), generator=gen).tolist()
+    return padded[:, :, dy:dy + x.shape[2], dx:dx + x.shape[3]]
+
+
 def train_classifier(train: DeviceDataset, epochs: int, seed: int = 0, progress: bool = True,
-                     batch_size: int = 128, lr: float = 1e-3, net: LeNet | None = None) -> LeNet:
-    """Adam with a cosine schedule; from scratch, or fine-tuning `net` when one is given."""
+                     batch_size: int = 128, lr: float = 1e-3, net: LeNet | None = None,
+                     shift: int = 0, on_epoch=None) -> LeNet:
+    """Adam with a cosine schedule; from scratch, or fine-tuning `net` when one is given.
+
+    `shift` > 0 translates each batch by up to that many pixels (augmentation); `on_epoch(epoch, net)`
+    is called after every epoch (e.g. to measure test accuracy).
+    """
     torch.manual_seed(seed)
     device = train.device
     net = (net or LeNet(num_classes=train.num_classes)).to(device)
@@ -93,16 +158,30 @@ def train_classifier(train: DeviceDataset, epochs: int, seed: int = 0, progress:
     bar = tqdm(total=epochs * train.batches_per_epoch(batch_size), desc="evaluator", disable=not progress,
                unit="step", leave=False)
     net.train()
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         for x, y in train.epoch(batch_size, gen):
+            if shift:
+                x = _shift(x, shift, gen)
             loss = F.cross_entropy(net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             bar.update()
+        if on_epoch is not None:
+            on_epoch(epoch, net.eval())
+            net.train()
     bar.close()
     return net.eval()
+
+
+def train_reference(train: DeviceDataset, epochs: int | None = None, subset: int | None = None,
+                    progress: bool = True, on_epoch=None) -> LeNet:
+    """A classifier trained with the reference recipe (the shipped evaluator's)."""
+    r = REFERENCE_RECIPE
+    data = train if subset is None else train.subset(subset)
+    return train_classifier(data, epochs or r["epochs"], seed=r["seed"], progress=progress,
+                            batch_size=r["batch_size"], lr=r["lr"], shift=r["shift"], on_epoch=on_epoch)
 
 
 @torch.inference_mode()
@@ -112,26 +191,48 @@ def accuracy(evaluator: Evaluator, data: DeviceDataset) -> float:
     return (probs.argmax(1) == labels).double().mean().item()
 
 
+def load_shipped(dataset: str, num_classes: int = 10, device="cpu") -> Evaluator:
+    """The shipped evaluator for `dataset`, its weights checked against the manifest's SHA-256."""
+    entry = shipped_entry(dataset)
+    if entry is None:
+        raise EvaluatorError(f"gan-bench ships no evaluator for dataset {dataset!r}")
+    path = WEIGHTS_DIR / entry["file"]
+    if not path.exists():
+        raise EvaluatorError(f"shipped evaluator {entry['version']}: {path} is missing; reinstall gan-bench")
+    actual = sha256_file(path)
+    if actual != entry["sha256"]:
+        raise EvaluatorError(f"shipped evaluator {entry['version']}: {path} has SHA-256 {actual}, expected "
+                             f"{entry['sha256']}; the file is damaged, reinstall gan-bench")
+    net = LeNet(num_classes=num_classes)
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    meta = {"dataset": dataset, "version": entry["version"], "sha256": actual, "source": "shipped",
+            "test_accuracy": entry.get("test_accuracy")}
+    return Evaluator(net, meta).to(device)
+
+
 def load_or_train(dataset: str, train: DeviceDataset, test: DeviceDataset, cfg: EvalConfig,
                   progress: bool = True) -> Evaluator:
-    """The cached evaluator for this dataset and config; trained (and cached) on first use."""
-    path = cache_dir() / "evaluators" / f"{evaluator_key(dataset, cfg)}.pt"
+    """The shipped evaluator when the config uses it; else the cached self-trained one (trained on first use)."""
     device = train.device
+    if uses_shipped(dataset, cfg):
+        return load_shipped(dataset, train.num_classes, device)
+    path = evaluator_path(dataset, cfg)
     if path.exists():
         blob = torch.load(path, map_location=device, weights_only=True)
         net = LeNet(num_classes=train.num_classes).to(device)
         net.load_state_dict(blob["state_dict"])
-        return Evaluator(net, blob["meta"])
+        return Evaluator(net, {**blob["meta"], "sha256": sha256_file(path)})
     if progress:
-        print(f"Training the {dataset} evaluator once ({cfg.evaluator_epochs} epochs); cached at {path}")
-    data = train if cfg.evaluator_subset is None else train.subset(cfg.evaluator_subset)
-    net = train_classifier(data, cfg.evaluator_epochs, progress=progress)
+        print(f"Training your own {dataset} evaluator once ({_epochs(cfg)} epochs); cached at {path}")
+    net = train_reference(train, cfg.evaluator_epochs, cfg.evaluator_subset, progress=progress)
     evaluator = Evaluator(net)
-    evaluator.meta = {"dataset": dataset, "key": path.stem, "test_accuracy": accuracy(evaluator, test)}
+    evaluator.meta = {"dataset": dataset, "version": path.stem, "source": "trained", "key": path.stem,
+                      "test_accuracy": accuracy(evaluator, test)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")  # one temp file per process: concurrent trainers never share it
     torch.save({"state_dict": net.state_dict(), "meta": evaluator.meta}, tmp)
     tmp.replace(path)  # atomic: concurrent workers never read a half-written file
+    evaluator.meta["sha256"] = sha256_file(path)
     return evaluator
 
 
@@ -158,7 +259,7 @@ def real_scores(evaluator: Evaluator, train: DeviceDataset, test: DeviceDataset,
 def generate(gan: GAN, n: int, latent_dim: int, device, gen: torch.Generator,
              labels: torch.Tensor | None = None) -> torch.Tensor:
     """n images from noise drawn with `gen` (on the CPU, so the same seed gives the same noise on any device)."""
-    z = torch.randn(n, latent_dim, generator=gen).to(device)
+    z = sample_latent(n, latent_dim, gan.latent_prior, generator=gen, device=device)
     y = None if labels is None else labels.to(device)
     return torch.cat([gan.generator(zc, yc) for zc, yc in _chunks(z, y)])
 

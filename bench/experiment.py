@@ -21,7 +21,7 @@ from bench import data as data_mod
 from bench import techniques
 from bench.config import RunConfig, flatten
 from bench.evaluator import Evaluator, evaluate_gan, load_or_train
-from bench.models import GAN, build_gan, count_params, summary, uses_reference
+from bench.models import GAN, build_gan, count_params, sample_latent, summary, uses_reference
 from bench.plots import curves_figure
 from bench.tracking import TAG_CONFIG_ID, TAG_DIVERGED, MlflowTracker, NullTracker, ensure_experiment, git_commit
 from bench.train import Checkpoint, EpochHook, TrainResult, resolve_device, train
@@ -112,7 +112,8 @@ def set_references(gan: GAN, cfg: RunConfig, data: data_mod.DeviceDataset, gen: 
     k = cfg.model.vbn_ref_size
     if uses_reference(gan.generator):
         ref_y = torch.randint(gan.num_classes, (k,), generator=gen).to(data.device) if gan.conditional else None
-        gan.generator.set_reference(torch.randn(k, cfg.model.latent_dim, generator=gen).to(data.device), ref_y)
+        gan.generator.set_reference(sample_latent(k, cfg.model.latent_dim, cfg.model.latent_prior, generator=gen,
+                                                  device=data.device), ref_y)
     if uses_reference(gan.discriminator):
         x, y = data.sample(k, gen)
         gan.discriminator.set_reference(x, y if gan.conditional else None)
@@ -145,13 +146,13 @@ def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-benc
         grid_labels = torch.arange(n_classes).repeat_interleave(GRID_COLUMNS).to(device)
     else:
         grid_labels = None
-    grid_noise = torch.randn(GRID_COLUMNS * (n_classes if gan.conditional else 8), cfg.model.latent_dim,
-                             generator=ref_gen).to(device)
+    grid_noise = sample_latent(GRID_COLUMNS * (n_classes if gan.conditional else 8), cfg.model.latent_dim,
+                               cfg.model.latent_prior, generator=ref_gen, device=device)
     set_references(gan, cfg, train_data, ref_gen)
 
     tracker = (NullTracker() if tracking_uri is None else
                MlflowTracker(tracking_uri, experiment, run_name=name or run_name(cfg),
-                             tags={**run_tags(cfg, device), **(tags or {})}, parent_run_id=parent_run_id,
+                             tags={**run_tags(cfg, device), **ctx.evaluator.tags(), **(tags or {})}, parent_run_id=parent_run_id,
                              killed_on=killed_on))
     if on_run_start is not None and tracker.run_id is not None:
         on_run_start(tracker.run_id)

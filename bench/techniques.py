@@ -37,20 +37,29 @@ def target_transform(name: str):
     return register
 
 
-@target_transform("smoothing")
-def smoothing(real_t, fake_t, cfg, gen):
-    """One-sided (real_target < 1) and two-sided (fake_target > 0) label smoothing."""
-    return real_t * cfg.real_target, fake_t + cfg.fake_target
+# Registration order is application order. Flip first, on the hard 0/1 labels, then smooth:
+# a flipped real example is then trained on the *fake* target (0, or fake_target), smoothed as
+# every fake target is. Smoothing first would turn a flipped real target 0.9 into 0.1 and make
+# one-sided smoothing partly two-sided.
 
 
 @target_transform("flip")
 def flip(real_t, fake_t, cfg, gen):
-    """Swap each example's real/fake target with probability flip_prob (noisy labels)."""
+    """Swap each example's real/fake label with probability flip_prob (noisy labels)."""
     if cfg.flip_prob == 0:
         return real_t, fake_t
     flip_r = torch.rand(real_t.shape, generator=gen, device=real_t.device) < cfg.flip_prob
     flip_f = torch.rand(fake_t.shape, generator=gen, device=fake_t.device) < cfg.flip_prob
     return (torch.where(flip_r, 1.0 - real_t, real_t), torch.where(flip_f, 1.0 - fake_t, fake_t))
+
+
+@target_transform("smoothing")
+def smoothing(real_t, fake_t, cfg, gen):
+    """Label smoothing on 0/1 labels: 1 -> real_target (one-sided, e.g. 0.9), 0 -> fake_target
+    (two-sided, e.g. 0.1), whichever side of the batch the example sits on."""
+    def smooth(t: torch.Tensor) -> torch.Tensor:
+        return t * cfg.real_target + (1.0 - t) * cfg.fake_target
+    return smooth(real_t), smooth(fake_t)
 
 
 def d_targets(n_real: int, n_fake: int, cfg: TechniquesConfig, device: torch.device,

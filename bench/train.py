@@ -32,7 +32,7 @@ from bench.progress import bar as progress_bar
 from bench import techniques
 from bench.config import ConfigError, RunConfig, TrainConfig
 from bench.data import DeviceDataset
-from bench.models import GAN
+from bench.models import GAN, sample_latent
 
 STEP_METRICS = ("loss_d", "loss_g", "d_real", "d_fake", "d_acc_real", "d_acc_fake")
 
@@ -146,8 +146,10 @@ class GANStep:
             self.D.to(memory_format=torch.channels_last)
         o = cfg.optim
         fused = fast and device.type in ("cpu", "cuda")
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=(o.beta1_g, o.beta2_g), fused=fused)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=(o.beta1_d, o.beta2_d), fused=fused)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.effective_lr_g, betas=(o.beta1_g, o.beta2_g),
+                                      fused=fused)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.effective_lr_d, betas=(o.beta1_d, o.beta2_d),
+                                      fused=fused)
         # With batch norm in D, a joint pass would mix real and fake statistics: keep two passes.
         self.joint_d = fast and cfg.train.joint_d and not has_batch_stats(self.D)
         # D's gradients from the G step are never used (the D step starts with zero_grad): skip them.
@@ -163,7 +165,7 @@ class GANStep:
             self.d_fwd = torch.compile(self.D, mode=cfg.train.compile)
 
     def _noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        z = torch.randn(n, self.cfg.model.latent_dim, device=self.device)
+        z = sample_latent(n, self.cfg.model.latent_dim, self.cfg.model.latent_prior, device=self.device)
         y = torch.randint(self.num_classes, (n,), device=self.device) if self.conditional else None
         return z, y
 

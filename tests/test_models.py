@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from bench.config import ConfigError, ModelConfig, build_config
-from bench.models import (MODELS, LeNet, VirtualBatchNorm, WithReference, build_gan, count_params, summary,
-                          uses_reference)
+from bench.models import (MODELS, LeNet, VirtualBatchNorm, WithReference, build_gan, count_params, sample_latent,
+                          summary, uses_reference)
 from bench.models.common import UnconditionalNet
 
 SMALL = dict(latent_dim=8, embed_dim=4, width=16, hidden=32, mlp_blocks=2)
@@ -103,15 +103,98 @@ def test_model_shapes_range_and_backprop(name, config):
     assert any(p.grad.abs().sum() > 0 for p in gan.generator.parameters())
 
 
+def conv_layers(net: nn.Module, kind: type) -> list[nn.Module]:
+    return [m for m in net.modules() if type(m) is kind]
+
+
+@pytest.mark.parametrize("name", ["dcgan", "cgan-conv"])
 @pytest.mark.parametrize("depth", [2, 3, 4])
-def test_dcgan_depth_and_width(depth):
-    cfg = small_cfg(name="dcgan", g_depth=depth, d_depth=depth, width=32)
+def test_conv_depth_counts_layers_and_widths_are_per_net(name, depth):
+    cfg = small_cfg(name=name, g_depth=depth, d_depth=6 - depth, g_width=32, d_width=16)
     gan = build_gan(cfg)
-    g_convs = [m for m in gan.generator.modules() if isinstance(m, nn.ConvTranspose2d)]
-    d_convs = [m for m in gan.discriminator.modules() if isinstance(m, nn.Conv2d)]
-    assert len(g_convs) == len(d_convs) == depth
-    assert max(m.in_channels for m in g_convs) == max(m.out_channels for m in d_convs) == 32
-    assert g_convs[-1].out_channels == 1 and d_convs[0].in_channels == 1
+    g_convs = conv_layers(gan.generator, nn.ConvTranspose2d)
+    d_convs = conv_layers(gan.discriminator, nn.Conv2d)
+    assert (len(g_convs), len(d_convs)) == (depth, cfg.d_depth)
+    label_channel = 1 if gan.conditional else 0  # cgan-conv: the 7x7 / 28x28 label map
+    assert g_convs[0].in_channels == 32 + label_channel and max(m.out_channels for m in d_convs) == 16
+    assert g_convs[-1].out_channels == 1 and d_convs[0].in_channels == 1 + label_channel
+    # Two stride-2 layers resize 7 <-> 28; every other layer is stride 1.
+    assert [m.stride[0] for m in g_convs].count(2) == [m.stride[0] for m in d_convs].count(2) == 2
+
+
+@pytest.mark.parametrize("name", ["dcgan", "cgan-conv"])
+@pytest.mark.parametrize("net", ["g", "d"])
+def test_depth_adds_capacity_to_that_net_only(name, net):
+    """A deeper D is a stronger D (and G is untouched); likewise for G."""
+    counts = []
+    for depth in (2, 3, 4):
+        gan = build_gan(ModelConfig(name=name, **{f"{net}_depth": depth}))
+        counts.append((count_params(gan.generator), count_params(gan.discriminator)))
+    grown = [c[0 if net == "g" else 1] for c in counts]
+    other = {c[1 if net == "g" else 0] for c in counts}
+    assert len(other) == 1
+    # Each extra layer is a whole 3x3 conv at the widest width (64), not a thinner one: the old
+    # halving widths grew D by only 4,480 and 1,088 parameters (21,953 / 26,433 / 27,521).
+    assert grown[1] - grown[0] >= 9 * 64 ** 2 and grown[2] - grown[1] >= 9 * 64 ** 2
+
+
+@pytest.mark.parametrize("name", ["dcgan", "cgan-conv"])
+def test_g_width_changes_g_only(name):
+    counts = [(count_params(g.generator), count_params(g.discriminator))
+              for g in (build_gan(ModelConfig(name=name, g_width=w)) for w in (128, 256, 512))]
+    assert counts[0][0] < counts[1][0] < counts[2][0]
+    assert len({c[1] for c in counts}) == 1
+    d_only = build_gan(ModelConfig(name=name, d_width=128))
+    assert count_params(d_only.generator) == count_params(build_gan(ModelConfig(name=name)).generator)
+
+
+def test_report001_generator_is_conv128_conv64():
+    gan = build_gan(ModelConfig(name="dcgan", g_depth=3, g_width=128))
+    assert [m.out_channels for m in conv_layers(gan.generator, nn.ConvTranspose2d)] == [128, 64, 1]
+
+
+def test_mlp_blocks_are_dense_leakyrelu_norm_blocks():
+    for blocks in (1, 3, 5):
+        gan = build_gan(ModelConfig(name="cgan-mlp", mlp_blocks=blocks))
+        linears = conv_layers(gan.generator, nn.Linear)
+        assert len(linears) == blocks + 1  # the blocks, then the 784-pixel output layer
+        assert len(conv_layers(gan.generator, nn.BatchNorm1d)) == blocks
+
+
+# ---------------------------------------------------------------------------
+# The latent prior
+
+
+@pytest.mark.parametrize("prior,norm", [("normal", 10.0), ("uniform", (100 / 3) ** 0.5)])
+def test_latent_prior_statistics(prior, norm):
+    z = sample_latent(20_000, 100, prior, generator=torch.Generator().manual_seed(0))
+    assert z.shape == (20_000, 100)
+    assert abs(z.norm(dim=1).mean().item() - norm) < 0.05 * norm
+    if prior == "uniform":
+        assert z.min() >= -1 and z.max() <= 1 and abs(z.mean().item()) < 0.01
+        assert abs(z.var().item() - 1 / 3) < 0.01  # U(-1, 1): report 000's norms 5.4-5.8 at dim 100
+    else:
+        assert z.abs().max() > 3  # unbounded tails
+
+
+def test_latent_draws_are_seeded_and_checked():
+    a = sample_latent(4, 3, "uniform", generator=torch.Generator().manual_seed(1))
+    b = sample_latent(4, 3, "uniform", generator=torch.Generator().manual_seed(1), device="cpu")
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="latent prior"):
+        sample_latent(2, 3, "cauchy")
+
+
+def test_gan_carries_its_prior_and_the_evaluator_feeds_it():
+    from bench.evaluator import generate
+
+    gan = build_gan(small_cfg(name="dcgan", latent_prior="uniform", latent_dim=100))
+    assert gan.latent_prior == "uniform"
+    seen = []
+    gan.generator = lambda z, y=None: seen.append(z) or z  # G that returns its noise
+    generate(gan, 300, 100, "cpu", torch.Generator().manual_seed(0))
+    z = torch.cat(seen)
+    assert z.min() >= -1 and z.max() <= 1 and z.norm(dim=1).mean() < 7
 
 
 @pytest.mark.parametrize("name", ["cgan-mlp", "cgan-conv"])

@@ -29,6 +29,21 @@ def test_flip_rate():
     assert abs((fake == 1).float().mean().item() - 0.2) < 0.02
 
 
+def test_flip_happens_before_smoothing():
+    # One-sided smoothing must stay one-sided: a flipped real example is trained on the fake target
+    # (0), a flipped fake on the smoothed real one (0.9). Smoothing first gave 0.1 and 1.0.
+    gen = torch.Generator().manual_seed(0)
+    real, fake = techniques.d_targets(4000, 4000, tech(real_target=0.9, flip_prob=0.3), torch.device("cpu"), gen)
+    for t in (real, fake):
+        assert torch.allclose(t.unique(), torch.tensor([0.0, 0.9]))
+    assert abs((real == 0).float().mean().item() - 0.3) < 0.03
+    # Two-sided: both sides end on {fake_target, real_target}.
+    real, fake = techniques.d_targets(4000, 4000, tech(real_target=0.9, fake_target=0.1, flip_prob=0.3),
+                                      torch.device("cpu"), gen)
+    for t in (real, fake):
+        assert torch.allclose(t.unique(), torch.tensor([0.1, 0.9]))
+
+
 def test_g_losses():
     logits = torch.tensor([0.0])
     assert math.isclose(techniques.g_loss(logits, tech()).item(), math.log(2), rel_tol=1e-6)

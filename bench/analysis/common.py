@@ -34,7 +34,7 @@ from bench.progress import bar as progress_bar
 from bench.cli import InputError
 from bench.config import RunConfig, build_config
 from bench.experiment import Context, prepare
-from bench.models import GAN, WithReference, build_gan
+from bench.models import GAN, WithReference, build_gan, sample_latent
 from bench.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL, client as mlflow_client, mask_uri
 
 ARTIFACT_PREFIX = "analysis"
@@ -68,6 +68,10 @@ class LoadedRun:
     @property
     def latent_dim(self) -> int:
         return self.cfg.model.latent_dim
+
+    @property
+    def latent_prior(self) -> str:
+        return self.cfg.model.latent_prior
 
 
 def open_store(tracking_uri: str):
@@ -249,9 +253,10 @@ def generate(G: nn.Module, z: torch.Tensor, y: torch.Tensor | None = None, progr
     return torch.cat(out) if out else z.new_zeros((0, 1, 28, 28))
 
 
-def noise(n: int, dim: int, gen: torch.Generator, device) -> torch.Tensor:
-    """Standard normal noise drawn on the CPU (same numbers on any device), moved to `device`."""
-    return torch.randn(n, dim, generator=gen).to(device)
+def noise(n: int, dim: int, gen: torch.Generator, device, prior: str = "normal") -> torch.Tensor:
+    """Noise drawn on the CPU (same numbers on any device), moved to `device`. Latent draws pass
+    the run's `model.latent_prior`; exploration noise (report 003's N(0, sigma I)) stays normal."""
+    return sample_latent(n, dim, prior, generator=gen, device=device)
 
 
 # ---------------------------------------------------------------------------

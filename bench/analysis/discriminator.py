@@ -90,10 +90,11 @@ def fakes_per_class(run: LoadedRun, n: int, gen: torch.Generator, progress: bool
     C, G = run.num_classes, run.gan.generator
     if run.gan.conditional:
         labels = torch.arange(C, device=run.device).repeat_interleave(n)
-        return generate(G, noise(C * n, run.latent_dim, gen, run.device), labels, progress, "fakes"), labels
+        z = noise(C * n, run.latent_dim, gen, run.device, run.latent_prior)
+        return generate(G, z, labels, progress, "fakes"), labels
     kept_x, kept_y, have = [], [], torch.zeros(C, dtype=torch.long)
     for _ in range(DRAW_BUDGET):
-        x = generate(G, noise(C * n, run.latent_dim, gen, run.device), None, progress, "fakes")
+        x = generate(G, noise(C * n, run.latent_dim, gen, run.device, run.latent_prior), None, progress, "fakes")
         pred = run.ctx.evaluator(x)[0].argmax(1).cpu()
         for c in range(C):
             take = (pred == c).nonzero().flatten()[: n - int(have[c])]

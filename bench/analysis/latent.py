@@ -146,7 +146,7 @@ def classify(run: LoadedRun, images: torch.Tensor) -> tuple[torch.Tensor, torch.
 def sample_pool(run: LoadedRun, n: int, gen: torch.Generator, progress: bool) -> dict:
     """n latent vectors (+ labels 0..C-1 in turn for conditional models) and the evaluator's verdicts."""
     C = run.num_classes
-    z = noise(n, run.latent_dim, gen, run.device)
+    z = noise(n, run.latent_dim, gen, run.device, run.latent_prior)
     y = torch.arange(n, device=run.device) % C if run.gan.conditional else None
     images = generate(run.gan.generator, z, y, progress=progress, desc="latent pool")
     _, pred, conf = classify(run, images)
@@ -347,7 +347,7 @@ def ood_embeddings(run: LoadedRun, res: AnalysisResult, opts: Options, gen: torc
     table = embedding_table(G)
     scale = table.pow(2).mean().sqrt().item()
     e = scale * noise(opts.n_ood, table.shape[1], gen, run.device)
-    z = noise(opts.n_ood, run.latent_dim, gen, run.device)
+    z = noise(opts.n_ood, run.latent_dim, gen, run.device, run.latent_prior)
     nn_label = nearest_mean(e, table).cpu()
     nn_dist = torch.cdist(e.double(), table.double()).min(dim=1).values.cpu()
     images = generate_from_embedding(G, z, e)

@@ -163,7 +163,7 @@ def generated_set(run: LoadedRun, n: int, gen: torch.Generator, progress: bool =
                   ) -> tuple[DeviceDataset, torch.Tensor]:
     """(n generated images as a uint8 DeviceDataset, the evaluator's probability of each one's label)."""
     C = run.num_classes
-    z = noise(n, run.latent_dim, gen, run.device)
+    z = noise(n, run.latent_dim, gen, run.device, run.latent_prior)
     y = torch.arange(n, device=run.device) % C if run.gan.conditional else None
     images = generate(run.gan.generator, z, y, progress, "generated set")
     probs, _ = run.ctx.evaluator(images)

@@ -22,11 +22,12 @@ from torch import nn
 
 from bench.config import ModelConfig
 from bench.models.common import dcgan_init
+from bench.models.latent import LATENT_PRIORS, sample_latent
 from bench.models.lenet import LeNet
 from bench.models.vbn import VirtualBatchNorm, WithReference, uses_reference, with_reference_if_needed
 
-__all__ = ["GAN", "MODELS", "LeNet", "ModelSpec", "VirtualBatchNorm", "WithReference", "as_trained", "build_gan",
-           "count_params", "register_model", "summary", "uses_reference"]
+__all__ = ["GAN", "LATENT_PRIORS", "MODELS", "LeNet", "ModelSpec", "VirtualBatchNorm", "WithReference", "as_trained",
+           "build_gan", "count_params", "register_model", "sample_latent", "summary", "uses_reference"]
 
 Builder = Callable[..., tuple[nn.Module, nn.Module]]
 
@@ -67,6 +68,7 @@ class GAN:
     discriminator: nn.Module
     spec: ModelSpec
     num_classes: int = 10
+    latent_prior: str = "normal"  # model.latent_prior: what G was trained on, so what it must be fed
 
     @property
     def conditional(self) -> bool:
@@ -82,7 +84,7 @@ def build_gan(cfg: ModelConfig, num_classes: int = 10) -> GAN:
     if cfg.weight_init:
         generator.apply(dcgan_init)
         discriminator.apply(dcgan_init)
-    return GAN(generator, discriminator, spec, num_classes)
+    return GAN(generator, discriminator, spec, num_classes, cfg.latent_prior)
 
 
 @contextlib.contextmanager

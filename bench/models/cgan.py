@@ -4,7 +4,9 @@
   flattened image (D).
 * `cgan-conv`: a conditional DCGAN. G concatenates a 7x7 label map to the projected noise
   before the transposed convs; D appends a 28x28 label map to the image as a second channel.
-  Depth and width as in `dcgan`.
+  Depth and width (g_depth / d_depth, g_width / d_width) as in `dcgan`. Report 002's CGAN
+  projects noise and one-hot label into 4*4*256; here the noise goes to (g_width, 7, 7) and
+  the label to one more 7x7 channel, because G2 must reach 28x28 with two stride-2 layers.
 """
 
 from __future__ import annotations
@@ -55,11 +57,12 @@ class MLPDiscriminator(nn.Module):
 class ConvGenerator(nn.Module):
     def __init__(self, cfg: ModelConfig, num_classes: int):
         super().__init__()
-        self.project = seed_projection(cfg.latent_dim, cfg.width, cfg.g_norm)
+        width = cfg.generator_width
+        self.project = seed_projection(cfg.latent_dim, width, cfg.g_norm)
         # The label becomes one extra 7x7 channel next to the noise's `width` channels.
         self.label_map = nn.Sequential(nn.Embedding(num_classes, cfg.embed_dim),
                                        nn.Linear(cfg.embed_dim, SEED * SEED), nn.Unflatten(1, (1, SEED, SEED)))
-        self.upsample = upsampling_convs(cfg.width + 1, cfg.width, cfg.g_depth, cfg.g_norm)
+        self.upsample = upsampling_convs(width + 1, width, cfg.g_depth, cfg.g_norm)
 
     @property
     def label_embedding(self) -> nn.Embedding:
@@ -82,8 +85,9 @@ class ConvDiscriminator(nn.Module):
         # The label becomes a 28x28 map stacked on the image as a second input channel.
         self.label_map = nn.Sequential(nn.Embedding(num_classes, cfg.embed_dim),
                                        nn.Linear(cfg.embed_dim, IMAGE_PIXELS), nn.Unflatten(1, IMAGE_SHAPE))
-        self.downsample = downsampling_convs(2, cfg.width, cfg.d_depth, cfg.d_norm, cfg.d_dropout)
-        self.head = logit_head(cfg.width * SEED * SEED)
+        width = cfg.discriminator_width
+        self.downsample = downsampling_convs(2, width, cfg.d_depth, cfg.d_norm, cfg.d_dropout)
+        self.head = logit_head(width * SEED * SEED)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = torch.cat([x, self.label_map(require_labels(y)).to(x.dtype)], dim=1)
@@ -97,6 +101,6 @@ def build_cgan_mlp(cfg: ModelConfig, num_classes: int = 10) -> tuple[nn.Module, 
 
 
 @register_model("cgan-conv", conditional=True,
-                description="conditional DCGAN: label maps concatenated as channels; depth and width as dcgan")
+                description="conditional DCGAN: label maps concatenated as channels; depth and widths as dcgan")
 def build_cgan_conv(cfg: ModelConfig, num_classes: int = 10) -> tuple[nn.Module, nn.Module]:
     return ConvGenerator(cfg, num_classes), ConvDiscriminator(cfg, num_classes)

@@ -2,8 +2,11 @@
 
 * `dcgan-report000`: the fixed architecture of report 000 (377,121 / 246,497 parameters at
   the defaults); only the norms, D's dropout and the latent size are configurable.
-* `dcgan`: the same layout with configurable depth (2..4 conv layers, report 002's "DxGy"
-  pairs) and width (channels of the widest layer, report 001: 128 / 256 / 512).
+* `dcgan`: a linear projection to (g_width, 7, 7) then `g_depth` transposed convs in G;
+  `d_depth` convs then one linear layer in D (report 002's DCGAN is g_depth = d_depth = 4).
+  Depth adds stride-1 layers at the widest width, so a deeper net is a stronger one (report
+  002's "DxGy" pairs); `g_width` / `d_width` size each net alone (report 001 widened G only:
+  Conv128-Conv64 / Conv256-Conv128 / Conv512-Conv256 is g_depth 3, g_width 128 / 256 / 512).
 """
 
 from __future__ import annotations
@@ -36,14 +39,16 @@ def build_report000(cfg: ModelConfig, num_classes: int = 10) -> tuple[nn.Module,
 
 
 @register_model("dcgan", conditional=False,
-                description="DCGAN with configurable depth (g_depth/d_depth) and width")
+                description="DCGAN: projection + g_depth transposed convs in G, d_depth convs + linear in D; "
+                            "g_width / d_width per net")
 def build_dcgan(cfg: ModelConfig, num_classes: int = 10) -> tuple[nn.Module, nn.Module]:
+    g_width, d_width = cfg.generator_width, cfg.discriminator_width
     generator = UnconditionalNet(OrderedDict(
-        project=seed_projection(cfg.latent_dim, cfg.width, cfg.g_norm),
-        upsample=upsampling_convs(cfg.width, cfg.width, cfg.g_depth, cfg.g_norm),
+        project=seed_projection(cfg.latent_dim, g_width, cfg.g_norm),
+        upsample=upsampling_convs(g_width, g_width, cfg.g_depth, cfg.g_norm),
     ))
     discriminator = UnconditionalNet(OrderedDict(
-        downsample=downsampling_convs(1, cfg.width, cfg.d_depth, cfg.d_norm, cfg.d_dropout),
-        head=logit_head(cfg.width * SEED * SEED),
+        downsample=downsampling_convs(1, d_width, cfg.d_depth, cfg.d_norm, cfg.d_dropout),
+        head=logit_head(d_width * SEED * SEED),
     ))
     return generator, discriminator

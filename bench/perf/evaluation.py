@@ -12,15 +12,14 @@ import torch
 
 from bench.config import RunConfig, apply_overrides
 from bench.data import DeviceDataset
-from bench.evaluator import Evaluator, cache_dir, evaluate_gan, evaluator_key, load_or_train
+from bench.evaluator import Evaluator, evaluate_gan, evaluator_path, load_or_train
 from bench.models import LeNet, build_gan
 from bench.perf.common import say, set_references, sync
 
 
 def timing_evaluator(cfg: RunConfig, train_full: DeviceDataset, test: DeviceDataset) -> Evaluator:
-    """The cached evaluator when there is one; else an untrained LeNet (the same work, for timing only)."""
-    path = cache_dir() / "evaluators" / f"{evaluator_key(cfg.data.dataset, cfg.eval)}.pt"
-    if path.exists():
+    """The shipped or cached evaluator when there is one; else an untrained LeNet (the same work, for timing only)."""
+    if evaluator_path(cfg.data.dataset, cfg.eval).exists():
         return load_or_train(cfg.data.dataset, train_full, test, cfg.eval, progress=False).to(test.device)
     torch.manual_seed(0)
     return Evaluator(LeNet(num_classes=test.num_classes).to(test.device), {"untrained": True})

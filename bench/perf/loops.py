@@ -14,7 +14,7 @@ from bench import data as data_mod
 from bench.config import RunConfig
 from bench.data import DeviceDataset
 from bench.evaluator import cache_dir
-from bench.models import build_gan
+from bench.models import build_gan, sample_latent
 from bench.tracking import NullTracker
 from bench.train import train
 from bench.perf.common import set_references, say, sync
@@ -63,8 +63,8 @@ def textbook_loop(cfg: RunConfig, device: torch.device, steps: int, warmup: int,
     set_references(cfg, gan, DeviceDataset(dataset.data, dataset.targets, device, gan.num_classes))
     o = cfg.optim
     criterion = nn.BCEWithLogitsLoss()  # our D returns logits; the example's D ends in a sigmoid + BCELoss
-    optimizerD = torch.optim.Adam(netD.parameters(), lr=o.lr_d, betas=(o.beta1_d, o.beta2_d))
-    optimizerG = torch.optim.Adam(netG.parameters(), lr=o.lr_g, betas=(o.beta1_g, o.beta2_g))
+    optimizerD = torch.optim.Adam(netD.parameters(), lr=o.effective_lr_d, betas=(o.beta1_d, o.beta2_d))
+    optimizerG = torch.optim.Adam(netG.parameters(), lr=o.effective_lr_g, betas=(o.beta1_g, o.beta2_g))
     nz, conditional, n_classes = cfg.model.latent_dim, gan.conditional, gan.num_classes
     real_label, fake_label = 1.0, 0.0
 
@@ -90,7 +90,7 @@ def textbook_loop(cfg: RunConfig, device: torch.device, steps: int, warmup: int,
         errD_real = criterion(output, label)
         errD_real.backward()
         D_x = torch.sigmoid(output).mean().item()
-        noise = torch.randn(b, nz, device=device)
+        noise = sample_latent(b, nz, cfg.model.latent_prior, device=device)
         y_fake = torch.randint(n_classes, (b,), device=device) if conditional else None
         fake = netG(noise, y_fake)
         label.fill_(fake_label)

@@ -26,9 +26,9 @@ def reference_scores(groups: list[Group], data_root: str | None, cache: dict,
     key = (cfg.data.dataset, cfg.data.root, cfg.eval.model_dump_json())
     if key not in cache:
         from bench import experiment
-        from bench.evaluator import cache_dir, evaluator_key, real_scores
+        from bench.evaluator import evaluator_path, real_scores
 
-        if not (cache_dir() / "evaluators" / f"{evaluator_key(cfg.data.dataset, cfg.eval)}.pt").exists():
+        if not evaluator_path(cfg.data.dataset, cfg.eval).exists():
             progress(f"training the {cfg.data.dataset} evaluator for the reference row (once; it is cached)")
         try:
             ctx = experiment.prepare(cfg, progress=False)
@@ -37,7 +37,7 @@ def reference_scores(groups: list[Group], data_root: str | None, cache: dict,
         else:
             scores = real_scores(ctx.evaluator, ctx.train_full, ctx.test, cfg.eval)
             cache[key] = (scores, f"reference row: {cfg.data.dataset} real data through the evaluator "
-                                  f"{ctx.evaluator.meta.get('key', '')} (TARR column: the evaluator's test accuracy; "
+                                  f"{ctx.evaluator.meta.get('version', '')} (TARR column: the evaluator's test accuracy; "
                                   f"IS of {min(cfg.eval.n_real, len(ctx.test))} real test images; FID real train "
                                   "vs real test; per-class accuracy on the test split)")
     return cache[key]

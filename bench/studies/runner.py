@@ -332,7 +332,8 @@ def objective(trial: optuna.Trial, plan: Plan, contexts: dict) -> list[float]:
     per_seed: list[list[float]] = []
     for k in range(spec.repeats):
         cfg = build_config(base.model_dump(), {**params, "seed": base.seed + k})
-        key = (cfg.device, cfg.data.dataset, cfg.data.root, cfg.eval.evaluator_epochs, cfg.eval.evaluator_subset)
+        key = (cfg.device, cfg.data.dataset, cfg.data.root, cfg.eval.evaluator, cfg.eval.evaluator_epochs,
+               cfg.eval.evaluator_subset)
         if key not in contexts:
             contexts[key] = experiment.prepare(cfg, progress=plan.progress and plan.workers == 1)
         hooks = [_pruning_hook(trial, spec.objective.watched)] if k == 0 and spec.pruner.type != "none" else []
