@@ -65,7 +65,9 @@ def test_optuna_tools_name_the_objective(finished_study, capsys):
 
     import optuna
 
-    study = optuna.load_study(study_name=STUDY, storage=finished_study["journal"])
+    from bench.studies.runner import make_storage
+
+    study = optuna.load_study(study_name=STUDY, storage=make_storage(finished_study["journal"]))
     assert study.metric_names == ["eval/tarr"] and study.user_attrs["description"] == DESCRIPTION
 
     assert main(["study", "status", STUDY, "--tracking-uri", finished_study["store"]]) == 0
@@ -77,7 +79,7 @@ def test_first_run_logs_a_new_study_only(tiny, tmp_path, caplog):
     """One "A new study created", never "Using an existing study" for the study it just made."""
     spec = tmp_path / "once.toml"
     spec.write_text('name = "once"\ndescription = "d"\n[base]\nmodel.name = "cgan-mlp"\n'
-                    '[space]\n"techniques.real_target" = { choices = [1.0] }\n[sampler]\ntype = "grid"\n'
+                    '[space]\n"techniques.real_target" = { choices = [1.0, 0.9] }\n[sampler]\ntype = "grid"\n'
                     '[objective]\nmetrics = ["eval/tarr"]\ndirections = ["maximize"]\n')
     import logging
 
@@ -88,7 +90,7 @@ def test_first_run_logs_a_new_study_only(tiny, tmp_path, caplog):
         with caplog.at_level(logging.INFO, logger="optuna"):
             sets = [a for k, v in tiny.items() if k != "data.root" for a in ("--set", f"{k}={v}")]
             assert main(["study", "run", str(spec), "--tracking-uri", f"sqlite:///{tmp_path / 'm' / 'mlflow.db'}",
-                         "--data-root", tiny["data.root"], "--quiet", *sets]) == 0
+                         "--data-root", tiny["data.root"], "--quiet", "--n-trials", "1", *sets]) == 0
     finally:
         optuna.logging.disable_propagation()
     text = caplog.text
