@@ -35,6 +35,7 @@ class LineBar(tqdm):
 
     def __init__(self, *args, file=None, **kwargs):
         kwargs.setdefault("mininterval", LOG_INTERVAL_S)
+        kwargs.setdefault("maxinterval", kwargs["mininterval"])  # tqdm's monitor would refresh every 10 s
         kwargs.update(dynamic_ncols=False, ncols=100, ascii=True, position=None)
         super().__init__(*args, file=_Lines(file or sys.stderr), **kwargs)
 
