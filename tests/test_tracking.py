@@ -66,3 +66,54 @@ def test_names_cannot_escape_a_folder():
     for bad in ("../../etc", "a/b", "..", "/abs"):
         name = tracking.safe_name(bad)
         assert "/" not in name and ".." not in name
+
+
+def test_running_run_shows_its_metrics_after_the_flush_interval(store, monkeypatch):
+    """Curves reach the store while the run is RUNNING: at most `flush_interval_s` after they are logged."""
+    clock = [1000.0]
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: clock[0])
+    t = tracking.MlflowTracker(store, "live", flush_interval_s=15, system_metrics=False)
+    t.log_metrics({"a": 1.0}, step=1)
+    assert MlflowClient(store).get_metric_history(t.run_id, "a") == []  # buffered
+    clock[0] += 16
+    t.log_metrics({"a": 2.0}, step=2)
+    run = MlflowClient(store).get_run(t.run_id)
+    assert run.info.status == "RUNNING"
+    assert [m.value for m in MlflowClient(store).get_metric_history(t.run_id, "a")] == [1.0, 2.0]
+    t.log_metrics({"a": 3.0}, step=3)  # just flushed: buffered again
+    assert len(MlflowClient(store).get_metric_history(t.run_id, "a")) == 2
+    t.end()
+    assert len(MlflowClient(store).get_metric_history(t.run_id, "a")) == 3
+
+
+def test_experiments_open_as_model_training_with_their_description(store):
+    c = MlflowClient(store)
+    exp = c.get_experiment(tracking.ensure_experiment(store, "labelled", "Does it work?"))
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.tags["mlflow.note.content"] == "Does it work?"
+    old = c.create_experiment("made-elsewhere")  # an experiment gan-bench did not create gets the labels
+    tracking.ensure_experiment(store, "made-elsewhere", "New description")
+    tags = c.get_experiment(old).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development" and tags["mlflow.note.content"] == "New description"
+    c.set_experiment_tag(old, "mlflow.experimentKind", "genai_development")  # a kind the user chose is kept
+    tracking.ensure_experiment(store, "made-elsewhere")
+    assert c.get_experiment(old).tags["mlflow.experimentKind"] == "genai_development"
+
+
+def test_runs_record_system_metrics(store, monkeypatch):
+    pytest.importorskip("psutil")
+    monkeypatch.setattr(tracking, "SYSTEM_METRICS_INTERVAL_S", 0.2)
+    with tracking.MlflowTracker(store, "system") as t:
+        import time
+
+        time.sleep(1.5)
+    keys = set(MlflowClient(store).get_run(t.run_id).data.metrics)
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= keys, keys
+
+
+def test_a_run_prints_where_to_watch_it_as_it_starts():
+    from bench.experiment import watch_text
+
+    text = watch_text("sqlite:///mlruns/mlflow.db", "3", "abc123")
+    assert "abc123" in text and "gan-bench ui" in text and "http://127.0.0.1:5000/#/experiments/3/runs/abc123" in text
+    assert "http://10.0.0.5:5000/#/experiments/3/runs/abc123" in watch_text("http://10.0.0.5:5000/", "3", "abc123")

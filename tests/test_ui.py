@@ -150,3 +150,17 @@ def test_ui_port_in_use_and_missing_store_exit_2(tmp_path, capsys):
         assert f"--port {busy}" in capsys.readouterr().err
     assert main(["ui", "--port", "0", "--tracking-uri", f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}"]) == 2
     assert "none" in capsys.readouterr().err
+
+
+def test_dashboard_without_the_extra_says_how_to_install_it(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "optuna_dashboard", None)  # as if not installed
+    assert main(["dashboard", "smoke"]) == 2
+    assert "pip install -e '.[dashboard]'" in capsys.readouterr().err
+
+
+def test_ui_app_sets_the_model_training_view_once():
+    from bench import ui_app
+
+    page = ui_app.inject(b"<!doctype html><html><head><title>MLflow</title></head></html>")
+    assert page.index(b"mlflow.workflowType_v1") < page.index(b"<title>")  # before the UI's own scripts
+    assert b'"machine_learning"' in page and b"localStorage.getItem(k)===null" in page  # a user's choice stays

@@ -32,7 +32,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import nn
-from tqdm.auto import tqdm
+from bench.progress import bar as progress_bar
 
 from bench.cli import InputError
 from bench.config import RunConfig, build_config
@@ -252,7 +252,7 @@ def generate(G: nn.Module, z: torch.Tensor, y: torch.Tensor | None = None, progr
     """G(z, y) in chunks (y None for unconditional nets)."""
     out = []
     chunks = range(0, len(z), BATCH)
-    for i in tqdm(chunks, desc=desc, disable=not progress or len(chunks) < 2, leave=False):
+    for i in progress_bar(chunks, desc=desc, enabled=progress and len(chunks) >= 2, leave=False):
         out.append(G(z[i:i + BATCH], None if y is None else y[i:i + BATCH]))
     return torch.cat(out) if out else z.new_zeros((0, 1, 28, 28))
 

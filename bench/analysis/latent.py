@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
+from bench.progress import bar as progress_bar
 
 from bench.analysis.common import (AnalysisResult, LoadedRun, embedding_generator, embedding_table, generate,
                                    generate_from_embedding, image_grid, label_title, noise)
@@ -198,7 +198,7 @@ def analyze(run: LoadedRun, opts: Options, progress: bool = True) -> AnalysisRes
                          "(interpolation in embedding space, noise on the embedding, out-of-distribution "
                          "embeddings)")
     gen = torch.Generator().manual_seed(opts.seed)
-    parts = tqdm(total=6, desc="latent analysis", disable=not progress, unit="part")
+    parts = progress_bar(total=6, desc="latent analysis", enabled=progress, unit="part")
     pool = sample_pool(run, opts.n_pool, gen, progress)
     means = labeled_vectors(run, res, pool, opts)
     parts.update()

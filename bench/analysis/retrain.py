@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
+from bench.progress import bar as progress_bar
 
 from bench.analysis.common import AnalysisResult, LoadedRun, balanced, generate, noise
 from bench.data import DeviceDataset
@@ -258,7 +258,7 @@ def analyze(run: LoadedRun, opts: Options, progress: bool = True) -> AnalysisRes
     test_images, test_labels = test.head(n_test)
     groups = set(opts.groups)
     names = row_names(opts.groups)
-    bar = tqdm(total=len(names) + 3 * ("curves" in groups), desc="retrain", unit="row", disable=not progress)
+    bar = progress_bar(total=len(names) + 3 * ("curves" in groups), desc="retrain", unit="row", enabled=progress)
     m = Matrix(opts, test_images, test_labels, bar)
 
     def mixed(p: float) -> DeviceDataset:

@@ -62,22 +62,43 @@ def build_table(title: str, groups: list[Group], objectives: list[tuple[str, str
             if not r.is_baseline:
                 r.diffs = {c.metric: compare(r.stats[c.metric], base.stats[c.metric]) for c in cols}
     for c in cols:
-        scored = [(r.stats[c.metric].mean, r) for r in rows if math.isfinite(r.stats[c.metric].mean)]
-        if len(scored) < 2 or c.direction == "none":
-            continue
-        key = {"max": lambda t: -t[0], "min": lambda t: t[0], "half": lambda t: abs(t[0] - 0.5)}[c.direction]
-        best = key(min(scored, key=key))
-        ties = [r for v, r in scored if math.isclose(key((v, r)), best, rel_tol=1e-12, abs_tol=1e-15)]
-        if len(ties) == len(scored):
-            continue  # every row ties: nothing is best
-        for v, r in scored:
-            if math.isclose(key((v, r)), best, rel_tol=1e-12, abs_tol=1e-15):
-                r.best.add(c.metric)
+        best = best_row(c, rows)
+        if best is not None:
+            best.best.add(c.metric)
     if reference:
         ref_stats = {c.metric: summarize([reference[REFERENCE_MAP[c.metric]]] if c.metric in REFERENCE_MAP
                                          and REFERENCE_MAP[c.metric] in reference else []) for c in cols}
         rows.append(Row(label="real data (reference)", group=None, stats=ref_stats, reference=reference))
     return Table(title, cols, rows, baseline_note, reference_note)
+
+
+def best_row(c: Column, rows: list[Row]) -> Row | None:
+    """The row strictly better than every other one in column `c` *as displayed*, or None: values
+    that print the same (IS 1.01 and 1.01) tie, and a tie for the top marks nothing."""
+    if c.direction == "none":
+        return None
+    shown = [(float(c.text(r.stats[c.metric].mean)), r) for r in rows if math.isfinite(r.stats[c.metric].mean)]
+    if len(shown) < 2:
+        return None
+    badness = {"max": lambda v: -v, "min": lambda v: v, "half": lambda v: abs(v - 0.5)}[c.direction]
+    ranked = sorted(shown, key=lambda t: badness(t[0]))
+    return ranked[0][1] if badness(ranked[0][0]) < badness(ranked[1][0]) else None
+
+
+def precise(c: Column, v: float) -> str:
+    """`c`'s format with at least two significant digits: a difference of 0.0042 is never "0.00"."""
+    text = c.text(v)
+    digits = text.lstrip("+-").replace(".", "").lstrip("0")
+    if not math.isfinite(v) or v == 0 or len(digits) >= 2:
+        return text
+    return f"{v:.2g}"
+
+
+def diff_text(c: Column, diff: float) -> str:
+    """A signed difference, e.g. "+0.059", "-0.0042", "±0"."""
+    if diff == 0:
+        return "±0"
+    return ("+" if diff > 0 else "-") + precise(c, abs(diff))
 
 
 def _p_text(d: Diff) -> str:
@@ -119,11 +140,10 @@ def verdict(t: Table, objectives: list[tuple[str, str]], limit: int = 8) -> list
             if d is None or not math.isfinite(d.diff):
                 lines.append(f"{r.label} vs {base.label}: {col.label} n/a ({r.group.status_text()}).")
                 continue
-            sign = "+" if d.diff >= 0 else "-"
-            text = f"{r.label} vs {base.label}: {col.label} {sign}{col.text(abs(d.diff))}"
+            text = f"{r.label} vs {base.label}: {col.label} {diff_text(col, d.diff)}"
             if d.tested:
                 better = (d.diff > 0) == (direction == "maximize")
-                text += (f" [95% CI {col.text(d.ci_low)}, {col.text(d.ci_high)}], {_p_text(d)} (Welch's t-test, "
+                text += (f" [95% CI {precise(col, d.ci_low)}, {precise(col, d.ci_high)}], {_p_text(d)} (Welch's t-test, "
                          f"n={d.n[0]} vs {d.n[1]}): "
                          + (f"significant at {ALPHA:g}, {'better' if better else 'worse'}" if d.p < ALPHA
                             else "not significant"))

@@ -20,6 +20,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +28,9 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from tqdm.auto import tqdm
 
 from bench.config import build_config
+from bench.progress import bar as progress_bar
 from bench.studies.spec import VARIANT_KEY, StudySpec, file_hash
 from bench.tracking import (TAG_CONFIG, TAG_ROLE, TAG_STUDY, TAG_TRIAL, TrackingError, client,
                             ensure_experiment, mask_uri, scrub)
@@ -127,10 +128,25 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     return optuna.pruners.PatientPruner(pruner, patience=p.patience) if p.patience else pruner
 
 
-def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> optuna.Study:
+def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, create: bool = True) -> optuna.Study:
+    """Create or load the study (`create=False`: load only, as workers do once `prepare` made it)."""
+    if not create:
+        return optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
+                                 pruner=make_pruner(spec))
     return optuna.create_study(study_name=spec.name, storage=storage, load_if_exists=True,
                                sampler=make_sampler(spec), pruner=make_pruner(spec),
                                directions=list(spec.objective.directions))
+
+
+def describe(study: optuna.Study, spec: StudySpec) -> None:
+    """Name the objectives (optuna-dashboard, `optuna trials`, `study status` show eval/tarr, not
+    value_0) and keep the study file's description, where Optuna tools look for it."""
+    if study.metric_names != list(spec.objective.metrics):
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and what its tools read
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(spec.objective.metrics))
+    if study.user_attrs.get("description") != spec.description:
+        study.set_user_attr("description", spec.description)
 
 
 # ---------------------------------------------------------------------------
@@ -215,7 +231,7 @@ def enqueue_budget(spec: StudySpec, study: optuna.Study) -> int:
 
 def prepare(spec: StudySpec, study_text: str, storage_url: str, tracking_uri: str) -> tuple[optuna.Study, str, list[int]]:
     """Create (or resume) the Optuna study and the MLflow parent run; fill the queue."""
-    experiment_id = ensure_experiment(tracking_uri, spec.name)  # creates the MLflow DB once, here
+    experiment_id = ensure_experiment(tracking_uri, spec.name, spec.description)  # creates the MLflow DB once, here
     with exclusive(storage_url):  # one invocation at a time, across machines
         return _prepare_locked(spec, study_text, storage_url, tracking_uri, experiment_id)
 
@@ -226,6 +242,7 @@ def _prepare_locked(spec: StudySpec, study_text: str, storage_url: str, tracking
         study = open_study(spec, make_storage(storage_url))
     except Exception as e:
         raise TrackingError(scrub(f"Optuna storage {mask_uri(storage_url)!r} is not usable: {e}", storage_url)) from None
+    describe(study, spec)
     mlflow = client(tracking_uri)
     parent_id = study.user_attrs.get(PARENT_ATTR)
     if parent_id is None:
@@ -417,7 +434,7 @@ def work(plan: Plan, budget: _Budget, on_trial_end: Callable[[], None] | None = 
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.workers))  # split the cores
-    study = open_study(plan.spec, make_storage(plan.storage_url))
+    study = open_study(plan.spec, make_storage(plan.storage_url), create=False)
     contexts: dict = {}
     while budget.take():
         trial = claim(study)
@@ -461,8 +478,8 @@ def run_study(plan: Plan, study: optuna.Study) -> dict[str, int]:
     """Run the plan's workers (in this process when there is one) with a live progress view."""
     waiting = counts(study)["waiting"]
     total = waiting if plan.max_trials is None else min(waiting, plan.max_trials)
-    bar = tqdm(total=total, desc=f"study {plan.spec.name}", unit="trial", disable=not plan.progress,
-               position=0, dynamic_ncols=True)
+    bar = progress_bar(total=total, desc=f"study {plan.spec.name}", unit="trial", enabled=plan.progress,
+                       position=0, dynamic_ncols=True)
 
     def refresh() -> None:
         c = counts(study)

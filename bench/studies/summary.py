@@ -15,11 +15,12 @@ from bench.tracking import client
 
 def trials_table(study: optuna.Study) -> list[dict]:
     rows = []
+    names = study.metric_names or []  # the objective's metrics (eval/tarr), set by runner.prepare
     for t in study.get_trials(deepcopy=False):
         rows.append({
             "trial": t.number, "state": t.state.name,
             **{k: v for k, v in t.params.items()},
-            **({f"value_{i}": v for i, v in enumerate(t.values)} if t.values else {}),
+            **({(names[i] if i < len(names) else f"value_{i}"): v for i, v in enumerate(t.values)} if t.values else {}),
             "duration_s": round(t.duration.total_seconds(), 1) if t.duration else None,
             "mlflow_run_ids": " ".join(t.user_attrs.get("mlflow_run_ids", [])),
             "note": t.user_attrs.get("error") or ("diverged" if t.user_attrs.get("diverged") else ""),
