@@ -259,4 +259,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m bench.cli` runs this file as __main__, a second copy of the module: its InputError would not
+    # be the one the command modules raise (they import bench.cli), and their errors would end in tracebacks.
+    from bench.cli import main as package_main
+
+    sys.exit(package_main())
