@@ -273,6 +273,7 @@ SHAPES = [
     ("train: D steps x batch larger than the subset",
      ["train", "--train-subset", "64", "--set", "techniques.d_steps=5"], None, None, "techniques.d_steps=5"),
     ("train: data root is a file", ["train", "--data-root", "FILE"], "root", b"x", "is a file, not a folder"),
+    ("study: data root is a file", ["study", "run", "STUDY", "--data-root", "FILE"], "root", b"x", "not a folder"),
     ("data fetch: data root is a file", ["data", "fetch", "--data-root", "FILE"], "root", b"x", "not a folder"),
     ("train: lr is inf", ["train", "--set", "optim.lr_g=Infinity"], None, None, "optim.lr_g=inf"),
     ("evaluator: --epochs is not taken", ["evaluator", "--epochs", "3"], None, None, "--epochs"),

@@ -83,23 +83,12 @@ def repair_journal(path: Path, lock) -> int:
     moved to `<journal>.corrupt` (kept, never silently dropped); when a complete record was
     appended right after a cut one on the same line, that record is kept.
     """
-    if not path.exists() or path.stat().st_size == 0:
-        return 0
+    if not path.exists() or not _scan(path.read_bytes())[1]:
+        return 0  # the usual case, checked without blocking the writers
     from optuna.storages.journal._file import get_lock_file
 
     with get_lock_file(lock):
-        data = path.read_bytes()
-        kept, bad = [], []
-        lines = data.split(b"\n")
-        for i, line in enumerate(lines):
-            last = i == len(lines) - 1
-            if last and not line:
-                continue  # the newline that ends the file
-            good, junk = _salvage(line)  # a whole last record without its newline is kept (and completed)
-            if junk:
-                bad.append(junk)
-            if good is not None:
-                kept.append(good)
+        kept, bad = _scan(path.read_bytes())  # again: the bad tail may have been a write in progress
         if not bad:
             return 0
         corrupt = path.with_name(path.name + ".corrupt")
@@ -112,6 +101,21 @@ def repair_journal(path: Path, lock) -> int:
     print(f"gan-bench: warning: {path}: {moved} bytes of {len(bad)} cut-short record(s) set aside in {corrupt} "
           "(a crash or a full disk mid-write); the complete records are kept", file=sys.stderr)
     return moved
+
+
+def _scan(data: bytes) -> tuple[list[bytes], list[bytes]]:
+    """(the complete records, the cut-short bytes) of a journal's content."""
+    kept, bad = [], []
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines):
+        if i == len(lines) - 1 and not line:
+            continue  # the newline that ends the file
+        good, junk = _salvage(line)  # a whole last record without its newline is kept (and completed)
+        if junk:
+            bad.append(junk)
+        if good is not None:
+            kept.append(good)
+    return kept, bad
 
 
 def _salvage(line: bytes) -> tuple[bytes | None, bytes]:
@@ -573,7 +577,7 @@ def run_one(study: optuna.Study, trial: optuna.Trial, plan: Plan, contexts: dict
         try:
             values = objective(trial, plan, contexts)
         except KeyboardInterrupt:  # Ctrl-C: mark it now, as the next run's stale-trial recovery would
-            with contextlib.suppress(Exception):
+            with _sigint_ignored(), contextlib.suppress(Exception):  # a second Ctrl-C does not cut this short
                 retire(study, study._storage.get_trial(trial._trial_id), "interrupted (Ctrl-C)", plan.tracking_uri)
             raise
         except optuna.TrialPruned:
@@ -585,6 +589,21 @@ def run_one(study: optuna.Study, trial: optuna.Trial, plan: Plan, contexts: dict
             return TrialState.FAIL
     study.tell(trial, values)
     return TrialState.COMPLETE
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    import signal
+
+    try:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to change
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 class _Budget:

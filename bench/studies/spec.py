@@ -271,11 +271,18 @@ def _semantic_checks(spec: StudySpec, path: str, overrides: dict[str, Any]) -> R
 
 
 def _check_fit(spec: StudySpec, base_cfg: RunConfig, path: str) -> None:
-    """The smallest training set of the space holds its largest iteration (batch x D steps)."""
-    from bench.data import DataError, check_fit
+    """The smallest training set of the space holds its largest iteration (batch x D steps), and the
+    data root is a folder (a study must not start trials that can only fail)."""
+    from bench.data import DataError, check_fit, resolve_root
 
     def values(key: str, default: Any) -> list:
         return spec.space[key].edge_values() if key in spec.space else [default]
+
+    try:
+        for root in values("data.root", base_cfg.data.root):
+            resolve_root(root)
+    except DataError as e:
+        raise _fail(path, "", str(e)) from None
 
     subsets = values("data.train_subset", base_cfg.data.train_subset)
     smallest = min(subsets, key=lambda v: math.inf if v is None else v)
