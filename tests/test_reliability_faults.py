@@ -397,12 +397,14 @@ KILL_GRID = GRID.replace('model.name = "vanilla"', 'model.name = "cgan-mlp"\nopt
     .replace('"eval/is"', '"eval/tarr"')
 
 
-def test_ctrl_c_marks_the_trial_and_kills_its_run(tmp_path, store, tiny):
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_ctrl_c_marks_the_trial_and_kills_its_run(workers, tmp_path, store, tiny):
+    """SIGINT to the `study run` process only (with workers, it passes it on to them)."""
     cfg = _config_file(tmp_path, {k: v for k, v in tiny.items() if k != "optim.epochs"},
                        **{"data.train_subset": 960})
     path = tmp_path / "ctrlc.toml"
     path.write_text(KILL_GRID.format(name="ctrlc", direction="maximize"))
-    proc = subprocess.Popen([sys.executable, "-m", "bench", *_study_args(path, store, cfg)],
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *_study_args(path, store, cfg, "--workers", str(workers))],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = Path(runner.default_storage(store))
     deadline = time.time() + 180
@@ -427,15 +429,15 @@ def test_ctrl_c_marks_the_trial_and_kills_its_run(tmp_path, store, tiny):
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err and "Traceback" not in err
     study = _load(store, "ctrlc")
+    assert not study.get_trials(states=(TrialState.RUNNING,))
     interrupted = study.trials[running[0].number]
     assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["retried"] is True
     assert "Ctrl-C" in interrupted.user_attrs["error"]
-    assert not study.get_trials(states=(TrialState.RUNNING,))
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert any(t.system_attrs.get("fixed_params") == interrupted.params for t in waiting)  # queued again
     c = MlflowClient(store)
     assert c.get_run(running[0].user_attrs["mlflow_run_ids"][0]).info.status == "KILLED"
-    assert all(r.info.status != "RUNNING" for r in _runs(store, "ctrlc", "parent"))
+    assert all(r.info.status != "RUNNING" for r in [*_runs(store, "ctrlc", "parent"), *_runs(store, "ctrlc", "trial")])
 
 
 def test_failed_preparation_closes_the_parent_run(tmp_path, store, tiny, monkeypatch):
