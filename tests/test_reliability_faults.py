@@ -291,6 +291,12 @@ SHAPES = [
                                                "postgresql+psycopg://u@127.0.0.1:1/db?password=s3cret"], None, None,
      "password=***"),
     ("status: no journal there", ["study", "status", "s"], None, None, "no Optuna journal"),
+    ("run: storage URL with a password parameter", ["study", "run", "STUDY", "--storage",
+                                                    "postgresql+psycopg://u@127.0.0.1:1/db?password=s3cret"],
+     None, None, "password=***"),
+    ("run: storage as a conninfo string", ["study", "run", "STUDY", "--storage",
+                                           "host=127.0.0.1 password='s3cret' dbname=x"], None, None, "password=***"),
+    ("run: --timeout nan", ["study", "run", "STUDY", "--timeout", "nan"], None, None, "--timeout=nan"),
     ("perf: a --parity flag without --parity", ["perf", "--seeds", "2"], None, None, "--seeds=2: only read with"),
     ("perf: a benchmark flag with --parity", ["perf", "--parity", "--steps", "3"], None, None,
      "--steps=3: only read without"),
@@ -337,6 +343,34 @@ def test_python_m_bench_cli_reports_input_errors_of_command_modules(tmp_path):
                           text=True, env=env, cwd=tmp_path, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-1500:]
     assert done.stderr.strip() == "gan-bench: error: --seeds=2: only read with --parity"
+
+
+@pytest.mark.parametrize("uri,masked", [
+    ("postgresql://u:pw@h/db", "postgresql://u:***@h/db"),
+    ("postgresql://h/db?user=u&password=s3cret&sslmode=require", "postgresql://h/db?user=u&password=***&sslmode=require"),
+    ("postgresql://h/db?sslpassword=s3cret", "postgresql://h/db?sslpassword=***"),
+    ("host=db password=s3cret dbname=x", "host=db password=*** dbname=x"),
+    ("host=db password = 's3 cret' dbname=x", "host=db password = *** dbname=x"),
+    ("https://h/?token=s3cret&x=1", "https://h/?token=***&x=1"),
+    ("http://u:p%40ss@h:5000", "http://u:***@h:5000"),
+    ("sqlite:///mlruns/mlflow.db", "sqlite:///mlruns/mlflow.db"),
+])
+def test_every_secret_form_is_masked(uri, masked):
+    from bench.tracking import mask_uri, scrub
+
+    from urllib.parse import unquote
+
+    assert mask_uri(uri) == masked
+    secrets = [s for s in ("s3cret", "s3 cret", "p%40ss", "p@ss", "pw") if s in unquote(uri)]
+    text = scrub(f"could not connect to {uri}; the server said: wrong password {', '.join(secrets)}", uri)
+    assert not [s for s in secrets if s in text], text
+
+
+def test_long_study_labels_fit_mlflow_run_names():
+    label = ",".join(f"param_{i}=0.{i}" for i in range(40))
+    name = runner.run_name(label, 3)
+    assert len(name) <= 250 and name.endswith("...,seed=3") and name.startswith("param_0=0.0,")
+    assert runner.run_name("real_target=0.9", 1) == "real_target=0.9,seed=1"
 
 
 def test_data_fetch_without_a_dataset_uses_the_default(data_root, capsys):

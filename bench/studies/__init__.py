@@ -23,7 +23,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.tracking import mask_uri
 
     for flag, value in (("--n-trials", args.n_trials), ("--workers", args.workers), ("--timeout", args.timeout)):
-        if value is not None and value <= 0:
+        if value is not None and not value > 0:  # nan too
             raise InputError(f"{flag}={value}: must be positive")
     overrides = layered_overrides(args)  # --config FILE, then --set and the shortcuts
     with warnings.catch_warnings(record=True) as caught:

@@ -541,7 +541,7 @@ def objective(trial: optuna.Trial, plan: Plan, contexts: dict) -> list[float]:
         origin = trial.user_attrs.get("retry_of", trial.number)
         ckpt = checkpoint_dir(plan) / f"{experiment.config_id(cfg)}-t{origin}-seed{cfg.seed}.pt"
         result = experiment.run(cfg, tracking_uri=plan.tracking_uri, experiment=spec.name, context=contexts[key],
-                                name=f"{label},seed={cfg.seed}", tags=tags, parent_run_id=plan.parent_run_id,
+                                name=run_name(label, cfg.seed), tags=tags, parent_run_id=plan.parent_run_id,
                                 hooks=hooks, progress=plan.progress and plan.workers == 1,
                                 killed_on=(KeyboardInterrupt, optuna.TrialPruned), on_run_start=started,
                                 checkpoint_path=ckpt)
@@ -552,6 +552,14 @@ def objective(trial: optuna.Trial, plan: Plan, contexts: dict) -> list[float]:
             raise RuntimeError(f"run {result.run_id} did not produce {missing}")
         per_seed.append([result.metrics[m] for m in spec.objective.metrics])
     return [sum(vals) / len(vals) for vals in zip(*per_seed)]
+
+
+def run_name(label: str, seed: int) -> str:
+    """`<label>,seed=<k>`, shortened to MLflow's run-name limit (the `config_label` tag keeps the whole label)."""
+    from bench.tracking import MAX_RUN_NAME
+
+    tail = f",seed={seed}"
+    return (label if len(label) + len(tail) <= MAX_RUN_NAME else label[:MAX_RUN_NAME - len(tail) - 3] + "...") + tail
 
 
 def checkpoint_dir(plan: Plan) -> Path:
