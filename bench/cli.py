@@ -14,6 +14,7 @@ from typing import Any
 from bench.config import ConfigError, build_config, load_file, parse_value
 
 EXIT_BAD_INPUT = 2
+DATASETS = ("mnist", "fashion-mnist")
 # Modules that add their own subcommands (each has `register_cli(subparsers)`).
 COMMAND_MODULES = ("bench.studies", "bench.report", "bench.analysis", "bench.perf", "bench.ui", "bench.reproduce",
                    "bench.dashboard")
@@ -35,18 +36,25 @@ def input_errors() -> tuple[type[BaseException], ...]:
 # Shared options
 
 
-def add_run_options(p: argparse.ArgumentParser, model_required: bool = False) -> None:
-    """Options every training-like command shares (train, study run, perf)."""
+def add_run_options(p: argparse.ArgumentParser, model_required: bool = False, training: bool = True) -> None:
+    """Options every training-like command shares (train, study run, perf).
+
+    `training=False` (the evaluator) leaves out what only a GAN training reads (epochs, subset, seed,
+    the tracking store), so no flag is accepted and then ignored.
+    """
     p.add_argument("--config", help="TOML or JSON file with config sections (data, model, techniques, optim, ...)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set techniques.real_target=0.9 (repeatable)")
-    p.add_argument("--epochs", type=int, help="shortcut for --set optim.epochs=N")
-    p.add_argument("--train-subset", type=int, help="class-balanced subset of N training images")
-    p.add_argument("--seed", type=int)
+    if training:
+        p.add_argument("--epochs", type=int, help="shortcut for --set optim.epochs=N")
+        p.add_argument("--train-subset", type=int, help="class-balanced subset of N training images")
+        p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--data-root", help="data root in torchvision layout (default: $GANBENCH_DATA_ROOT or ./data)")
     p.add_argument("--dataset", choices=["mnist", "fashion-mnist"])
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
+    if training:
+        p.add_argument("--tracking-uri",
+                       help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
 
 
 def int_at_least(minimum: int):
@@ -63,6 +71,12 @@ def int_at_least(minimum: int):
 positive_int = int_at_least(1)
 
 
+def dataset_name(text: str) -> str:
+    if text not in DATASETS:
+        raise argparse.ArgumentTypeError(f"{text!r}: unknown dataset; choose one of {', '.join(DATASETS)}")
+    return text
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     out = {}
     for item in items:
@@ -76,16 +90,54 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The dotted overrides an argparse namespace asks for (shortcuts after --set, so they win)."""
     overrides = parse_overrides(args.overrides)
-    shortcuts = {"model.name": getattr(args, "model", None), "optim.epochs": args.epochs,
-                 "data.train_subset": args.train_subset, "seed": args.seed, "device": args.device,
-                 "data.root": args.data_root, "data.dataset": args.dataset}
-    overrides.update({k: v for k, v in shortcuts.items() if v is not None})
+    shortcuts = {"model.name": "model", "optim.epochs": "epochs", "data.train_subset": "train_subset",
+                 "seed": "seed", "device": "device", "data.root": "data_root", "data.dataset": "dataset"}
+    values = {key: getattr(args, attr, None) for key, attr in shortcuts.items()}
+    overrides.update({k: v for k, v in values.items() if v is not None})
     return overrides
 
 
+def layered_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """--config FILE, then --set and the shortcuts, as dotted overrides of another base (a study's)."""
+    from_file = config_file_overrides(args.config) if getattr(args, "config", None) else {}
+    return {**from_file, **overrides_from_args(args)}
+
+
+def config_file_overrides(path: str) -> dict[str, Any]:
+    """A --config file as dotted overrides (for commands whose base is something else, e.g. a study)."""
+    tree = load_file(path)
+    out: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[prefix + k] = v
+    walk(tree, "")
+    try:
+        build_config({}, out)  # bad keys or values: blame the file, not the study
+    except ConfigError as e:
+        raise ConfigError(f"config file {path!r}: {e}") from None
+    return out
+
+
 def config_from_args(args: argparse.Namespace):
+    from bench.data import check_fit
+
     base = load_file(args.config) if args.config else {}
-    return build_config(base, overrides_from_args(args))
+    try:
+        cfg = build_config(base, overrides_from_args(args))
+    except ConfigError as e:
+        if not base:
+            raise
+        try:
+            build_config(base)
+        except ConfigError:  # the file alone is already wrong: name it
+            raise ConfigError(f"config file {args.config!r}: {e}") from None
+        raise
+    check_fit(cfg.data.dataset, cfg.data.train_subset, cfg.optim.batch_size, cfg.techniques.d_steps)
+    return cfg
 
 
 def tracking_uri_from_args(args: argparse.Namespace) -> str:
@@ -109,8 +161,14 @@ def print_table(rows: dict[str, Any], title: str | None = None) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from bench import experiment
-    from bench.tracking import mask_uri
+    from bench.tracking import MAX_EXPERIMENT_NAME, MAX_RUN_NAME, mask_uri
 
+    for flag, value, limit in (("--experiment", args.experiment, MAX_EXPERIMENT_NAME),
+                               ("--run-name", args.run_name, MAX_RUN_NAME)):
+        if value is not None and len(value) > limit:
+            raise InputError(f"{flag}={value[:30]!r}...: {len(value)} characters; MLflow allows at most {limit}")
+        if value is not None and not value.strip():
+            raise InputError(f"{flag}={value!r}: must not be empty")
     cfg = config_from_args(args)
     uri = tracking_uri_from_args(args)
     result = experiment.run(cfg, tracking_uri=uri, experiment=args.experiment, name=args.run_name,
@@ -179,7 +237,7 @@ def _train_reference(cfg, out_dir: str) -> int:
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from bench.data import fetch, resolve_root
 
-    for name in args.datasets:
+    for name in args.datasets or ["mnist"]:
         path = fetch(resolve_root(args.data_root), name)
         print(f"{name}: ready in {path}")
     return 0
@@ -204,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluator", help="the evaluator classifier: version, SHA-256 and the real-data reference row",
                        description="Print which evaluator scores runs (version, SHA-256, shipped or self-trained) "
                                    "and what real data scores through it (test accuracy, IS, FID, per-class).")
-    add_run_options(p)
+    add_run_options(p, training=False)
     p.add_argument("--train-reference", metavar="DIR",
                    help="train a classifier with the shipped evaluator's recipe and write its weights and "
                         "manifest entry to DIR (how bench/weights/ was made)")
@@ -216,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="dataset management")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     f = data_sub.add_parser("fetch", help="download and verify MNIST / Fashion-MNIST into the data root")
-    f.add_argument("datasets", nargs="*", default=["mnist"], choices=["mnist", "fashion-mnist"])
+    # No `choices` with nargs="*": argparse would check the default list itself against them and refuse it.
+    f.add_argument("datasets", nargs="*", type=dataset_name, metavar="DATASET",
+                   help=f"one or more of {', '.join(DATASETS)} (default: mnist)")
     f.add_argument("--data-root")
     f.set_defaults(func=cmd_data_fetch)
 
@@ -250,4 +310,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m bench.cli` runs this file as __main__, a second copy of the module: its InputError would not
+    # be the one the command modules raise (they import bench.cli), and their errors would end in tracebacks.
+    from bench.cli import main as package_main
+
+    sys.exit(package_main())

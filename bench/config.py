@@ -79,9 +79,12 @@ class TechniquesConfig(_Section):
 class OptimConfig(_Section):
     epochs: int = Field(1, ge=1, le=1000)
     batch_size: int = Field(32, ge=2, le=65536)
-    lr: float = Field(2e-4, gt=0.0, le=1.0, description="Adam learning rate of both nets")
-    lr_g: float | None = Field(None, gt=0.0, le=1.0, description="G's learning rate alone (None: lr)")
-    lr_d: float | None = Field(None, gt=0.0, le=1.0, description="D's learning rate alone (None: lr)")
+    # No practical upper bound: a huge rate is how a run really diverges (the NaN handling is tested with one).
+    lr: float = Field(2e-4, gt=0.0, le=1e12, allow_inf_nan=False, description="Adam learning rate of both nets")
+    lr_g: float | None = Field(None, gt=0.0, le=1e12, allow_inf_nan=False,
+                               description="G's learning rate alone (None: lr)")
+    lr_d: float | None = Field(None, gt=0.0, le=1e12, allow_inf_nan=False,
+                               description="D's learning rate alone (None: lr)")
     beta1_g: float = Field(0.5, ge=0.0, lt=1.0)
     beta2_g: float = Field(0.999, ge=0.0, lt=1.0)
     beta1_d: float = Field(0.5, ge=0.0, lt=1.0)
@@ -162,7 +165,7 @@ class RunConfig(_Section):
         from bench.models import MODELS  # registry lives with the models
 
         if self.model.name not in MODELS:
-            raise ValueError(f"unknown model {self.model.name!r}; choose one of {sorted(MODELS)}")
+            raise ValueError(f"model.name={self.model.name!r}: unknown model; choose one of {sorted(MODELS)}")
         return self
 
 
@@ -175,8 +178,13 @@ def _format_error(err: ValidationError) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         value = e.get("input")
-        where = f"{loc}={value!r}" if loc else f"value {value!r}"
-        lines.append(f"{where}: {e['msg']}")
+        msg = e["msg"].removeprefix("Value error, ")
+        if loc:
+            lines.append(f"{loc}={value!r}: {msg}")
+        elif isinstance(value, dict):  # a whole-config check: its message names the field, not the tree
+            lines.append(msg)
+        else:
+            lines.append(f"value {value!r}: {msg}")
     return "; ".join(lines)
 
 
@@ -224,16 +232,38 @@ def set_dotted(tree: dict, key: str, value: Any) -> None:
     node[leaf] = value
 
 
+def read_text(path: Path, what: str) -> str:
+    """A file's text as UTF-8, or an error naming the file (and the first bad byte)."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"{what} {str(path)!r}: cannot read ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} {str(path)!r}: not UTF-8 text (byte 0x{e.object[e.start]:02x} "
+                          f"at offset {e.start}); save it as UTF-8") from None
+
+
 def load_file(path: str | Path) -> dict:
     path = Path(path)
+    text = read_text(path, "config file")
     try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"config file {str(path)!r}: cannot read ({e.strerror})") from None
-    try:
-        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        tree = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"config file {str(path)!r}: {e}") from None
+    _check_shape(tree, f"config file {str(path)!r}")
+    return tree
+
+
+def _check_shape(tree: Any, where: str) -> None:
+    """The top level is a table and each section (data, model, ...) is a table too."""
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{where}: the top level must be a table of sections "
+                          f"(data, model, ...), got {type(tree).__name__} {tree!r:.60}")
+    for name, field in RunConfig.model_fields.items():
+        ann = field.annotation
+        if name in tree and isinstance(ann, type) and issubclass(ann, BaseModel) and not isinstance(tree[name], dict):
+            raise ConfigError(f"{where}: {name}={tree[name]!r:.60}: a section must be a table "
+                              f"([{name}] with keys such as {', '.join(list(ann.model_fields)[:3])})")
 
 
 def build_config(base: dict | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:

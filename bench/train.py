@@ -101,6 +101,7 @@ class History:
     train: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in STEP_METRICS})
     epochs: list[int] = field(default_factory=list)
     eval: dict[str, list[float]] = field(default_factory=dict)
+    init_sample_std: float | None = None  # G's sample std before training (the collapse check compares to it)
 
 
 @dataclass
@@ -251,6 +252,9 @@ def train(cfg: RunConfig, gan: GAN, data: DeviceDataset, tracker, *,
         _replay(history, tracker)
         tracker.set_tags({"resumed_from_epoch": saved["epoch"]})
 
+    if evaluate is not None and cfg.train.collapse_std > 0 and history.init_sample_std is None:
+        history.init_sample_std = initial_sample_std(gan, cfg.model.latent_dim, device, seed=cfg.seed)
+
     bar = progress_bar(total=cfg.optim.epochs * iters, initial=(first_epoch - 1) * iters, desc=cfg.model.name, unit="it",
                        enabled=progress, dynamic_ncols=True)
     for epoch in range(first_epoch, cfg.optim.epochs + 1):
@@ -287,7 +291,7 @@ def train(cfg: RunConfig, gan: GAN, data: DeviceDataset, tracker, *,
         if evaluate is not None and (epoch % cfg.eval.every == 0 or epoch == cfg.optim.epochs):
             last_eval, eval_s = _evaluate(evaluate, history, tracker, epoch, eval_s, device)
             bar.set_postfix({k: f"{last_eval[k]:.3f}" for k in ("is", "fid", "tarr") if k in last_eval}, refresh=True)
-            if _collapsed(history.eval.get("sample_std", []), cfg.train.collapse_std):
+            if _collapsed(history.eval.get("sample_std", []), cfg.train.collapse_std, history.init_sample_std):
                 stop_reason = f"generator collapsed at epoch {epoch} (sample std {last_eval['sample_std']:.2g})"
                 break
         if checkpoint is not None:
@@ -305,12 +309,36 @@ def train(cfg: RunConfig, gan: GAN, data: DeviceDataset, tracker, *,
                        diverged=stop_reason is not None, stop_reason=stop_reason)
 
 
-def _collapsed(sample_std: list[float], threshold: float) -> bool:
-    """G once produced varied images and now gives (almost) the same image for every z.
+COLLAPSE_VS_INIT = 0.1  # below the threshold and 10x less varied than the untrained G: collapsed from the start
 
-    A freshly initialised G is also nearly constant, so only a *loss* of diversity counts.
+
+def _collapsed(sample_std: list[float], threshold: float, init_std: float | None = None) -> bool:
+    """G gives (almost) the same image for every z.
+
+    A freshly initialised G is also nearly constant (sample std ~1e-5..1e-3 in eval mode), so a
+    low std alone is not collapse. Two things are: a *loss* of diversity (varied once, not now),
+    or, from the first epoch on, far less diversity than the untrained G had.
     """
-    return len(sample_std) >= 2 and sample_std[-1] < threshold <= max(sample_std[:-1])
+    if not sample_std or not sample_std[-1] < threshold:
+        return False
+    lost = len(sample_std) >= 2 and threshold <= max(sample_std[:-1])
+    below_init = init_std is not None and sample_std[-1] < COLLAPSE_VS_INIT * init_std
+    return lost or below_init
+
+
+def initial_sample_std(gan: GAN, latent_dim: int, device: torch.device, seed: int = 0, n: int = 256) -> float:
+    """Per-pixel std over n samples of G in eval mode, measured like the evaluator's `sample_std`."""
+    from bench.evaluator import generate
+
+    G = gan.generator
+    was_training = G.training
+    G.eval()
+    try:
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        labels = torch.arange(n) % gan.num_classes if gan.conditional else None
+        return generate(gan, n, latent_dim, device, gen, labels).float().std(dim=0).mean().item()
+    finally:
+        G.train(was_training)
 
 
 def _evaluate(evaluate, history: History, tracker, epoch: int, eval_s: float, device) -> tuple[dict, float]:

@@ -136,15 +136,24 @@ def test_median_pruner_prunes_a_clearly_worse_config(tmp_path, store, tiny):
     assert pruned[0].info.status == "KILLED"
 
 
-def test_failing_trial_is_recorded_and_study_completes(tmp_path, store, tiny):
-    # batch 640 > the 320-image subset: that trial raises inside training
+def test_failing_trial_is_recorded_and_study_completes(tmp_path, store, tiny, monkeypatch):
+    # batch 640 > the 320-image subset is now refused at validation: make that trial raise inside training instead
+    from bench import experiment
+
+    train = experiment.train
+
+    def crashing(cfg, *args, **kwargs):
+        if cfg.optim.batch_size == 64:
+            raise ValueError("batch_size 64: a crash inside training")
+        return train(cfg, *args, **kwargs)
+    monkeypatch.setattr(experiment, "train", crashing)
     path = write(tmp_path, """
         name = "crash"
         description = "a crashing trial"
         [base]
         model.name = "cgan-mlp"
         [space]
-        "optim.batch_size" = { choices = [640, 32] }
+        "optim.batch_size" = { choices = [64, 32] }
         [sampler]
         type = "grid"
         [objective]
@@ -154,11 +163,11 @@ def test_failing_trial_is_recorded_and_study_completes(tmp_path, store, tiny):
     assert main(study_args(path, store, tiny)) == 0
     study = load(store, "crash")
     states = {t.params["optim.batch_size"]: t.state for t in study.trials}
-    assert states == {640: optuna.trial.TrialState.FAIL, 32: optuna.trial.TrialState.COMPLETE}
+    assert states == {64: optuna.trial.TrialState.FAIL, 32: optuna.trial.TrialState.COMPLETE}
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL][0]
     assert "batch_size" in failed.user_attrs["error"]
     runs = {r.data.tags["param.optim.batch_size"]: r for r in child_runs(store, "crash")[2]}
-    assert runs["640"].info.status == "FAILED" and "batch_size" in runs["640"].data.tags["error"]
+    assert runs["64"].info.status == "FAILED" and "batch_size" in runs["64"].data.tags["error"]
     assert runs["32"].info.status == "FINISHED"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from bench.config import RunConfig, build_config, load_file
-from bench.cli import positive_int
+from bench.cli import int_at_least, positive_int
 from bench.perf.benchmark import format_benchmark, run_benchmark
 from bench.perf.common import (DEFAULT_EVAL_N, DEFAULT_ROUNDS, DEFAULT_STEPS, DEFAULT_TRACK_SUBSET, DEFAULT_WARMUP,
                                PARITY_MODEL)
@@ -41,10 +41,10 @@ def register_cli(subparsers) -> None:
     p.add_argument("--dataset", choices=["mnist", "fashion-mnist"])
     p.add_argument("--seed", type=int)
     p.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS, help="timed steps per training loop (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="untimed steps before each loop (default: %(default)s)")
+    p.add_argument("--warmup", type=int_at_least(0), default=DEFAULT_WARMUP, help="untimed steps before each loop (default: %(default)s)")
     p.add_argument("--rounds", type=positive_int, default=DEFAULT_ROUNDS,
                    help="throughput rounds (all loops in rotation); each loop's best round is reported (default: %(default)s)")
-    p.add_argument("--textbook-workers", type=int, default=2, help="DataLoader workers of the textbook loop "
+    p.add_argument("--textbook-workers", type=int_at_least(0), default=2, help="DataLoader workers of the textbook loop "
                    "(pytorch/examples' dcgan default) (default: %(default)s)")
     p.add_argument("--eval-n", type=positive_int, default=DEFAULT_EVAL_N, help="generated and real images to evaluate (default: %(default)s)")
     p.add_argument("--eval-model", default=PARITY_MODEL, help="conditional model for the evaluation timing (default: %(default)s)")
@@ -61,10 +61,28 @@ def register_cli(subparsers) -> None:
     p.add_argument("--parity", action="store_true", help="instead: the fast vs plain path parity comparison")
     p.add_argument("--seeds", type=positive_int, default=3, help="--parity: seeds per path (default: %(default)s)")
     p.add_argument("--epochs", type=positive_int, default=1, help="--parity: epochs per run (default: %(default)s)")
-    p.add_argument("--train-subset", type=int, default=0, help="--parity: training images per run (0: all) (default: %(default)s)")
+    p.add_argument("--train-subset", type=int_at_least(0), default=0, help="--parity: training images per run (0: all) (default: %(default)s)")
     p.add_argument("--out", default=None, help="JSON output file (default: perf.json, or parity.json with --parity)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_perf)
+    _DEFAULTS.update({a.dest: a.default for a in p._actions})
+
+
+# Flags that only one mode reads: given to the other, they are refused rather than ignored.
+_DEFAULTS: dict = {}
+PARITY_ONLY = ("seeds", "epochs", "train_subset")
+BENCHMARK_ONLY = ("steps", "warmup", "rounds", "textbook_workers", "eval_n", "eval_model", "track_subset",
+                  "track_epochs", "track_eval_n", "track_repeats", "concurrency", "ablate")
+
+
+def _refuse_unused(args: argparse.Namespace) -> None:
+    from bench.cli import InputError
+
+    unused = BENCHMARK_ONLY if args.parity else PARITY_ONLY
+    for name in unused:
+        if name in _DEFAULTS and getattr(args, name) != _DEFAULTS[name]:
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag}={getattr(args, name)}: only read {'without' if args.parity else 'with'} --parity")
 
 
 def config_from_perf_args(args: argparse.Namespace) -> RunConfig:
@@ -82,6 +100,7 @@ def config_from_perf_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
+    _refuse_unused(args)
     cfg = config_from_perf_args(args)
     threads = torch.get_num_threads()
     if args.threads:

@@ -18,14 +18,14 @@ __all__ = ["StudyError", "StudySpec", "load_study", "register_cli"]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.cli import InputError, overrides_from_args, tracking_uri_from_args
+    from bench.cli import InputError, layered_overrides, tracking_uri_from_args
     from bench.studies import runner, summary
     from bench.tracking import mask_uri
 
     for flag, value in (("--n-trials", args.n_trials), ("--workers", args.workers), ("--timeout", args.timeout)):
-        if value is not None and value <= 0:
+        if value is not None and not value > 0:  # nan too
             raise InputError(f"{flag}={value}: must be positive")
-    overrides = overrides_from_args(args)
+    overrides = layered_overrides(args)  # --config FILE, then --set and the shortcuts
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         spec, text = load_study(args.file, overrides)
@@ -33,7 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"warning: {w.message}", file=sys.stderr)
     uri = tracking_uri_from_args(args)
     storage = args.storage or runner.default_storage(uri)
-    study, parent_id, retried = runner.prepare(spec, text, storage, uri)
+    study, parent_id, retried = runner.prepare(spec, text, storage, uri, force_new=args.force_new)
     if retried:
         print(f"retrying trials left running by a dead worker: {retried}")
     before = runner.counts(study)
@@ -73,6 +73,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from bench.cli import tracking_uri_from_args
     from bench.studies import runner, summary
+    from bench.tracking import mask_uri
 
     name = args.study
     if Path(name).is_file():
@@ -80,9 +81,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     uri = tracking_uri_from_args(args)
     storage = args.storage or runner.default_storage(uri)
     try:
-        study = optuna.load_study(study_name=name, storage=runner.make_storage(storage))
+        study = optuna.load_study(study_name=name, storage=runner.read_storage(storage))
     except KeyError:
-        raise StudyError(f"study {name!r} not found in storage {storage!r}") from None
+        raise StudyError(f"study {name!r} not found in storage {mask_uri(storage)!r}") from None
     print(summary.format_table(summary.trials_table(study)))
     print("counts:", ", ".join(f"{k} {v}" for k, v in runner.counts(study).items()))
     for t in summary.best_trials(study):
@@ -130,6 +131,9 @@ def register_cli(subparsers) -> None:
                                      "(default: optuna-journal.log next to the MLflow store)")
     r.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (and the GPU)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--force-new", action="store_true",
+                   help="the study file changed since the study was created: delete the old Optuna study and "
+                        "its MLflow runs (soft delete), then start again")
     add_run_options(r)
     r.set_defaults(func=cmd_run)
 

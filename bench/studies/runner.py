@@ -18,6 +18,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -32,7 +33,7 @@ from optuna.trial import TrialState
 from bench.config import build_config
 from bench.progress import bar as progress_bar
 from bench.studies.spec import VARIANT_KEY, StudySpec, file_hash
-from bench.tracking import (TAG_CONFIG, TAG_ROLE, TAG_STUDY, TAG_TRIAL, TrackingError, client,
+from bench.tracking import (TAG_CONFIG, TAG_ROLE, TAG_STUDY, TAG_TRIAL, TrackingError, check_reachable, client,
                             ensure_experiment, mask_uri, scrub)
 
 HEARTBEAT_S = 20.0
@@ -54,15 +55,107 @@ def default_storage(tracking_uri: str) -> str:
     return str(folder / "optuna-journal.log")
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage URL (postgresql://, sqlite://, ...) or a journal file path."""
+def make_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
+    """An Optuna storage URL (postgresql://, sqlite://, ...) or a journal file path.
+
+    `create=False` (reading, e.g. `study status`): a journal file that does not exist is an error,
+    not a new empty file.
+    """
     if "://" in url:
         return optuna.storages.RDBStorage(url)
+    check_storage_url(url)
     path = Path(url)
+    if not create and not path.is_file():
+        raise TrackingError(f"no Optuna journal at {path} (run `gan-bench study run` first, or pass --storage)")
     path.parent.mkdir(parents=True, exist_ok=True)
     from optuna.storages.journal import JournalFileBackend
 
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    backend = JournalFileBackend(str(path))
+    repair_journal(path, backend._lock)
+    return optuna.storages.JournalStorage(backend)
+
+
+def repair_journal(path: Path, lock) -> int:
+    """Set aside the records of a journal that a crash or a full disk cut short; returns bytes moved.
+
+    Optuna reads the journal line by line and stops at the first line that is not JSON, so a
+    cut-short last record (and anything appended after it) would make the whole study unreadable.
+    Under Optuna's own journal lock (no writer is half-way), every line that does not parse is
+    moved to `<journal>.corrupt` (kept, never silently dropped); when a complete record was
+    appended right after a cut one on the same line, that record is kept.
+    """
+    if not path.exists() or not _scan(path.read_bytes())[1]:
+        return 0  # the usual case, checked without blocking the writers
+    from optuna.storages.journal._file import get_lock_file
+
+    with get_lock_file(lock):
+        kept, bad = _scan(path.read_bytes())  # again: the bad tail may have been a write in progress
+        if not bad:
+            return 0
+        corrupt = path.with_name(path.name + ".corrupt")
+        with open(corrupt, "ab") as f:
+            f.write(b"\n".join(bad) + b"\n")
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        tmp.write_bytes(b"".join(line + b"\n" for line in kept))
+        tmp.replace(path)
+    moved = sum(len(b) for b in bad)
+    print(f"gan-bench: warning: {path}: {moved} bytes of {len(bad)} cut-short record(s) set aside in {corrupt} "
+          "(a crash or a full disk mid-write); the complete records are kept", file=sys.stderr)
+    return moved
+
+
+def _scan(data: bytes) -> tuple[list[bytes], list[bytes]]:
+    """(the complete records, the cut-short bytes) of a journal's content."""
+    kept, bad = [], []
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines):
+        if i == len(lines) - 1 and not line:
+            continue  # the newline that ends the file
+        good, junk = _salvage(line)  # a whole last record without its newline is kept (and completed)
+        if junk:
+            bad.append(junk)
+        if good is not None:
+            kept.append(good)
+    return kept, bad
+
+
+def _salvage(line: bytes) -> tuple[bytes | None, bytes]:
+    """(a complete JSON record in the line or None, the bytes that are not part of it)."""
+    import json
+
+    try:
+        json.loads(line)
+        return line, b""
+    except ValueError:
+        pass
+    start = line.rfind(b'{"op_code"')
+    while start > 0:  # a cut record followed by a whole one on the same line
+        try:
+            json.loads(line[start:])
+            return line[start:], line[:start]
+        except ValueError:
+            start = line.rfind(b'{"op_code"', 0, start)
+    return None, line
+
+
+def read_storage(url: str) -> optuna.storages.BaseStorage:
+    """An existing storage for reading (`study status`): any failure is one line naming the (masked) URL."""
+    try:
+        return make_storage(url, create=False)
+    except TrackingError:
+        raise
+    except Exception as e:
+        raise _storage_error(url, e) from None
+
+
+def check_storage_url(url: str) -> None:
+    """A libpq conninfo string (`host=db password=...`) is not a journal path: refuse it, masked."""
+    import re
+
+    if "://" not in url and re.search(r"(?i)(^|\s)(host|dbname|user|password|port)\s*=", url):
+        raise TrackingError(f"--storage {mask_uri(url)!r}: a libpq key=value string is not an Optuna storage; "
+                            "give a URL (postgresql+psycopg://user@host:5432/db, password in PGPASSWORD or "
+                            "~/.pgpass) or a journal file path")
 
 
 @contextlib.contextmanager
@@ -183,22 +276,32 @@ def recover_stale(study: optuna.Study, tracking_uri: str) -> list[int]:
         host, pid = t.user_attrs.get("worker_host"), t.user_attrs.get("worker_pid")
         beat = t.user_attrs.get("heartbeat", 0.0)
         gone = (host == here and pid is not None and not _alive(pid)) or now - beat > STALE_AFTER_S
-        if not gone:
-            continue
-        study._storage.set_trial_user_attr(t._trial_id, "retried", True)
-        study._storage.set_trial_user_attr(t._trial_id, "error", "worker died (killed or crashed)")
-        if study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        if gone and retire(study, t, "worker died (killed or crashed)", tracking_uri):
             retried.append(t.number)
-            for run_id in t.user_attrs.get("mlflow_run_ids", []):
-                _end_run_if_running(tracking_uri, run_id, "KILLED")
     return retried
 
 
-def _end_run_if_running(tracking_uri: str, run_id: str, status: str) -> None:
+def retire(study: optuna.Study, t: optuna.trial.FrozenTrial, reason: str, tracking_uri: str) -> bool:
+    """A trial that will not finish: FAIL (marked `retried`), its MLflow runs KILLED, its cell queued again.
+
+    False when another process changed the trial's state first (it then owns the trial).
+    """
+    study._storage.set_trial_user_attr(t._trial_id, "retried", True)
+    study._storage.set_trial_user_attr(t._trial_id, "error", reason)
+    if not study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+        return False
+    # A grid cell is the trial's fixed params (a trial claimed but not started has no params yet).
+    params = t.system_attrs.get("fixed_params") or t.params
+    study.enqueue_trial(params, user_attrs={"retry_of": t.user_attrs.get("retry_of", t.number)})
+    for run_id in t.user_attrs.get("mlflow_run_ids", []):
+        _end_run_if_running(tracking_uri, run_id, "KILLED", reason)
+    return True
+
+
+def _end_run_if_running(tracking_uri: str, run_id: str, status: str, reason: str) -> None:
     mlflow = client(tracking_uri)
     if mlflow.get_run(run_id).info.status == "RUNNING":
-        mlflow.set_tag(run_id, "error", "worker died (killed or crashed); the trial was retried")
+        mlflow.set_tag(run_id, "error", f"{reason}; the trial was retried")
         mlflow.set_terminated(run_id, status)
 
 
@@ -229,19 +332,120 @@ def enqueue_budget(spec: StudySpec, study: optuna.Study) -> int:
     return max(0, missing)
 
 
-def prepare(spec: StudySpec, study_text: str, storage_url: str, tracking_uri: str) -> tuple[optuna.Study, str, list[int]]:
-    """Create (or resume) the Optuna study and the MLflow parent run; fill the queue."""
-    experiment_id = ensure_experiment(tracking_uri, spec.name, spec.description)  # creates the MLflow DB once, here
+def prepare(spec: StudySpec, study_text: str, storage_url: str, tracking_uri: str,
+            force_new: bool = False) -> tuple[optuna.Study, str, list[int]]:
+    """Create (or resume) the Optuna study and the MLflow parent run; fill the queue.
+
+    Resuming needs the same question: a study created from another version of the file (space,
+    objective, sampler, base or repeats changed) is refused unless `force_new` deletes it first.
+    """
+    check_reachable(tracking_uri)  # seconds, not MLflow's minutes of retries, before anything is written
+    check_storage_url(storage_url)
     with exclusive(storage_url):  # one invocation at a time, across machines
-        return _prepare_locked(spec, study_text, storage_url, tracking_uri, experiment_id)
+        experiment_id = ensure_experiment(tracking_uri, spec.name, spec.description)  # the MLflow DB once, here
+        return _prepare_locked(spec, study_text, storage_url, tracking_uri, experiment_id, force_new)
+
+
+def spec_hash(spec: StudySpec) -> str:
+    """What makes two study files the same question (comments, description, budget and baseline may change)."""
+    import hashlib
+
+    same = spec.model_dump(include={"base", "space", "variants", "objective", "sampler", "repeats"}, mode="json")
+    return hashlib.sha256(_json_sorted(same).encode()).hexdigest()
+
+
+def _json_sorted(obj) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+def _storage_error(storage_url: str, e: BaseException) -> TrackingError:
+    return TrackingError(scrub(f"Optuna storage {mask_uri(storage_url)!r} is not usable: {e}", storage_url))
+
+
+def _existing_parent(storage: optuna.storages.BaseStorage, name: str) -> tuple[bool, str | None]:
+    """(the Optuna study exists, its MLflow parent run id)."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return False, None
+    return True, storage.get_study_user_attrs(study_id).get(PARENT_ATTR)
+
+
+def _check_same_study(spec: StudySpec, study_text: str, tracking_uri: str, parent_id: str, storage_url: str) -> None:
+    from bench.studies.spec import StudyError
+
+    tags = client(tracking_uri).get_run(parent_id).data.tags
+    if "study_spec_sha256" in tags:
+        same = tags["study_spec_sha256"] == spec_hash(spec)
+    else:  # parents from before the spec hash: the file itself
+        same = tags.get("study_file_sha256") in (None, file_hash(study_text))
+    if same:
+        return
+    changed = _changed_sections(spec, tracking_uri, parent_id)
+    raise StudyError(f"study {spec.name!r} already exists (storage {mask_uri(storage_url)}, MLflow parent run "
+                     f"{parent_id}) and was created from a different study file{changed}; resuming would mix "
+                     "two questions. Give the study a new `name`, or rerun with --force-new to delete the old "
+                     "study and its runs")
+
+
+def _changed_sections(spec: StudySpec, tracking_uri: str, parent_id: str) -> str:
+    """`: space, objective changed` from the parent run's copy of the old file (best effort)."""
+    import tomllib
+
+    import tempfile
+
+    from unittest import mock
+
+    try:
+        with (tempfile.TemporaryDirectory(prefix="gan-bench-") as tmp,
+              mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})):
+            old_text = Path(client(tracking_uri).download_artifacts(parent_id, "study.toml", tmp)).read_text()
+        old = type(spec).model_validate(tomllib.loads(old_text)).model_dump(mode="json")
+        new = spec.model_dump(mode="json")
+        keys = [k for k in ("base", "space", "variants", "objective", "sampler", "repeats")
+                if _json_sorted(old[k]) != _json_sorted(new[k])]
+    except Exception:
+        return ""
+    return f" ({', '.join(keys)} changed)" if keys else ""
+
+
+def _delete_study(spec: StudySpec, storage: optuna.storages.BaseStorage, tracking_uri: str,
+                  experiment_id: str) -> int:
+    """--force-new: the old Optuna study goes, and its MLflow runs are soft-deleted (restorable)."""
+    with contextlib.suppress(KeyError):
+        optuna.delete_study(study_name=spec.name, storage=storage)
+    mlflow = client(tracking_uri)
+    deleted, token = 0, None
+    while True:
+        page = mlflow.search_runs([experiment_id], f"tags.{TAG_STUDY} = '{spec.name}'", max_results=1000,
+                                  page_token=token)
+        for run in page:
+            mlflow.delete_run(run.info.run_id)
+            deleted += 1
+        token = page.token
+        if not token:
+            return deleted
 
 
 def _prepare_locked(spec: StudySpec, study_text: str, storage_url: str, tracking_uri: str,
-                    experiment_id: str) -> tuple[optuna.Study, str, list[int]]:
+                    experiment_id: str, force_new: bool = False) -> tuple[optuna.Study, str, list[int]]:
     try:
-        study = open_study(spec, make_storage(storage_url))
+        storage = make_storage(storage_url)
+        exists, old_parent = _existing_parent(storage, spec.name)
     except Exception as e:
-        raise TrackingError(scrub(f"Optuna storage {mask_uri(storage_url)!r} is not usable: {e}", storage_url)) from None
+        raise _storage_error(storage_url, e) from None
+    if exists and force_new:
+        n = _delete_study(spec, storage, tracking_uri, experiment_id)
+        print(f"--force-new: deleted the Optuna study {spec.name!r} and soft-deleted its {n} MLflow run(s) "
+              "(`mlflow gc` removes them for good)", file=sys.stderr)
+    elif old_parent is not None:
+        _check_same_study(spec, study_text, tracking_uri, old_parent, storage_url)
+    try:
+        study = open_study(spec, storage)
+    except Exception as e:
+        raise _storage_error(storage_url, e) from None
     describe(study, spec)
     mlflow = client(tracking_uri)
     parent_id = study.user_attrs.get(PARENT_ATTR)
@@ -249,6 +453,7 @@ def _prepare_locked(spec: StudySpec, study_text: str, storage_url: str, tracking
         tags = {TAG_STUDY: spec.name, TAG_ROLE: "parent", "sampler": spec.sampler.type, "pruner": spec.pruner.type,
                 "objective": ",".join(f"{m}:{d}" for m, d in zip(spec.objective.metrics, spec.objective.directions)),
                 "space_keys": _json(list(spec.search_space)), "study_file_sha256": file_hash(study_text),
+                "study_spec_sha256": spec_hash(spec),
                 "repeats": spec.repeats, "mlflow.note.content": spec.description,
                 "optuna_storage": mask_uri(storage_url)}
         if spec.reproduces:
@@ -261,8 +466,14 @@ def _prepare_locked(spec: StudySpec, study_text: str, storage_url: str, tracking
         study.set_user_attr(PARENT_ATTR, parent_id)
     else:
         mlflow.update_run(parent_id, status="RUNNING")
-    retried = recover_stale(study, tracking_uri)
-    enqueue_budget(spec, study)
+    try:
+        retried = recover_stale(study, tracking_uri)
+        enqueue_budget(spec, study)
+    except BaseException as e:  # never leave the parent RUNNING behind a failed preparation
+        with contextlib.suppress(Exception):
+            mlflow.set_tag(parent_id, "error", f"preparation failed: {type(e).__name__}: {e}"[:5000])
+            mlflow.set_terminated(parent_id, "FAILED")
+        raise
     return study, parent_id, retried
 
 
@@ -350,7 +561,7 @@ def objective(trial: optuna.Trial, plan: Plan, contexts: dict) -> list[float]:
         origin = trial.user_attrs.get("retry_of", trial.number)
         ckpt = checkpoint_dir(plan) / f"{experiment.config_id(cfg)}-t{origin}-seed{cfg.seed}.pt"
         result = experiment.run(cfg, tracking_uri=plan.tracking_uri, experiment=spec.name, context=contexts[key],
-                                name=f"{label},seed={cfg.seed}", tags=tags, parent_run_id=plan.parent_run_id,
+                                name=run_name(label, cfg.seed), tags=tags, parent_run_id=plan.parent_run_id,
                                 hooks=hooks, progress=plan.progress and plan.workers == 1,
                                 killed_on=(KeyboardInterrupt, optuna.TrialPruned), on_run_start=started,
                                 checkpoint_path=ckpt)
@@ -361,6 +572,14 @@ def objective(trial: optuna.Trial, plan: Plan, contexts: dict) -> list[float]:
             raise RuntimeError(f"run {result.run_id} did not produce {missing}")
         per_seed.append([result.metrics[m] for m in spec.objective.metrics])
     return [sum(vals) / len(vals) for vals in zip(*per_seed)]
+
+
+def run_name(label: str, seed: int) -> str:
+    """`<label>,seed=<k>`, shortened to MLflow's run-name limit (the `config_label` tag keeps the whole label)."""
+    from bench.tracking import MAX_RUN_NAME
+
+    tail = f",seed={seed}"
+    return (label if len(label) + len(tail) <= MAX_RUN_NAME else label[:MAX_RUN_NAME - len(tail) - 3] + "...") + tail
 
 
 def checkpoint_dir(plan: Plan) -> Path:
@@ -385,6 +604,10 @@ def run_one(study: optuna.Study, trial: optuna.Trial, plan: Plan, contexts: dict
     with _Heartbeat(study, trial._trial_id):
         try:
             values = objective(trial, plan, contexts)
+        except KeyboardInterrupt:  # Ctrl-C: mark it now, as the next run's stale-trial recovery would
+            with _sigint_ignored(), contextlib.suppress(Exception):  # a second Ctrl-C does not cut this short
+                retire(study, study._storage.get_trial(trial._trial_id), "interrupted (Ctrl-C)", plan.tracking_uri)
+            raise
         except optuna.TrialPruned:
             study.tell(trial, state=TrialState.PRUNED)
             return TrialState.PRUNED
@@ -394,6 +617,21 @@ def run_one(study: optuna.Study, trial: optuna.Trial, plan: Plan, contexts: dict
             return TrialState.FAIL
     study.tell(trial, values)
     return TrialState.COMPLETE
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    import signal
+
+    try:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to change
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 class _Budget:
@@ -447,7 +685,10 @@ def work(plan: Plan, budget: _Budget, on_trial_end: Callable[[], None] | None = 
 
 
 def _worker_main(plan: Plan, shared) -> None:
-    work(plan, _Budget(None, plan.timeout, shared))
+    try:
+        work(plan, _Budget(None, plan.timeout, shared))
+    except KeyboardInterrupt:  # its trial is already marked (run_one); no traceback from each worker
+        pass
 
 
 # ---------------------------------------------------------------------------
@@ -498,14 +739,34 @@ def run_study(plan: Plan, study: optuna.Study) -> dict[str, int]:
         procs = [ctx.Process(target=_worker_main, args=(plan, shared), daemon=False) for _ in range(plan.workers)]
         for p in procs:
             p.start()
-        while any(p.is_alive() for p in procs):
-            time.sleep(1.0)
-            refresh()
+        try:
+            while any(p.is_alive() for p in procs):
+                time.sleep(1.0)
+                refresh()
+        except KeyboardInterrupt:  # pass it on, and let each worker mark its trial before we return
+            _interrupt_workers(procs)
+            raise
         for p in procs:
             p.join()
     refresh()
     bar.close()
     return counts(study)
+
+
+def _interrupt_workers(procs: list, grace_s: float = 60.0) -> None:
+    import signal
+
+    for p in procs:
+        if p.is_alive():
+            with contextlib.suppress(OSError):
+                os.kill(p.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches them already; a kill -INT does not
+    deadline = time.time() + grace_s
+    for p in procs:
+        while p.is_alive() and time.time() < deadline:
+            with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C does not abandon them
+                p.join(timeout=0.5)
+        if p.is_alive():
+            p.terminate()
 
 
 def _json(obj) -> str:

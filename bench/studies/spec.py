@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bench.config import ConfigError, RunConfig, build_config, check_key
+from bench.config import ConfigError, RunConfig, build_config, check_key, read_text
 
 # Metrics an objective may name: what every run logs (conditional-only ones are checked per model).
 EPOCH_METRICS = ["eval/is", "eval/is_std", "eval/fid", "eval/d_acc_real_test", "eval/d_acc_fake_test"]
@@ -48,6 +48,9 @@ ANALYSIS_METRIC = re.compile(r"analysis/[a-z_]+/[A-Za-z0-9_./-]+")
 # The search parameter that picks one of the `[variants]`; never a config key.
 VARIANT_KEY = "variant"
 _NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
+# Optuna's GridSampler and our queue hold every cell (and a trial each) in memory and in the storage.
+MAX_GRID_CELLS = 10_000
+MAX_TRIALS = 100_000
 
 
 class StudyError(ConfigError):
@@ -92,7 +95,22 @@ class Param(_Strict):
                 raise ValueError(f"log scale needs low > 0, got {self.low:g}")
             if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
                 raise ValueError("int parameter needs integer low/high")
+            if self.step is not None:
+                if not self.step > 0:
+                    raise ValueError(f"step={self.step:g}: must be > 0")
+                if self.type == "int" and self.step != int(self.step):
+                    raise ValueError(f"step={self.step:g}: an int parameter needs an integer step")
+                if self.log:
+                    raise ValueError(f"step={self.step:g}: Optuna cannot combine `step` with `log = true`")
         return self
+
+    def grid_count(self) -> int | None:
+        """How many values a grid visits, without listing them (None when continuous)."""
+        if self.type == "categorical":
+            return len(self.choices)
+        if self.type == "int" and not self.log:
+            return (int(self.high) - int(self.low)) // int(self.step or 1) + 1
+        return None
 
     def grid_values(self) -> list[Scalar] | None:
         """The values a grid visits (None when the parameter is continuous)."""
@@ -147,7 +165,8 @@ class ObjectiveSpec(_Strict):
 
 
 class BudgetSpec(_Strict):
-    n_trials: int | None = Field(None, ge=1, description="total trials of the study (grid: default its size)")
+    n_trials: int | None = Field(None, ge=1, le=MAX_TRIALS,
+                                 description="total trials of the study (grid: default its size)")
     timeout: float | None = Field(None, gt=0, description="seconds per `study run` invocation")
 
 
@@ -288,10 +307,15 @@ class StudySpec(_Strict):
         values = [space[k].grid_values() for k in keys]
         return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
+    def grid_size(self) -> int:
+        """Cells of a grid study, counted without building them."""
+        space = self.search_space
+        return math.prod(space[k].grid_count() or 0 for k in space)
+
     @property
     def n_trials(self) -> int:
         if self.sampler.type == "grid":
-            return self.budget.n_trials or len(self.grid())
+            return self.budget.n_trials or self.grid_size()
         return self.budget.n_trials  # validated present
 
     def short_label(self, params: dict[str, Any]) -> str:
@@ -341,6 +365,7 @@ def _semantic_checks(spec: StudySpec, path: str, overrides: dict[str, Any]) -> R
         except ConfigError as e:
             raise _fail(path, f"variants.{name}", str(e)) from None
     space = spec.search_space
+    _check_fit(spec, base_cfg, path)
     for key, value in (spec.baseline or {}).items():
         if key not in space:
             raise _fail(path, f"baseline.{key}", "not a key of the search space" + (
@@ -353,7 +378,11 @@ def _semantic_checks(spec: StudySpec, path: str, overrides: dict[str, Any]) -> R
                 raise _fail(path, f"space.{key}", "a grid needs categorical or linear int parameters")
             if param.when:
                 raise _fail(path, f"space.{key}.when", "conditional parameters need a non-grid sampler")
-        size = len(spec.grid())
+        size = spec.grid_size()
+        if size > MAX_GRID_CELLS:
+            counts = " x ".join(f"{space[k].grid_count()} ({k})" for k in space)
+            raise _fail(path, "space", f"the grid has {size:,} cells ({counts}); at most {MAX_GRID_CELLS:,}: "
+                                       "use fewer values, a `step`, or a tpe/random sampler with budget.n_trials")
         if spec.budget.n_trials is not None and spec.budget.n_trials < size:
             warnings.warn(f"{path}: budget.n_trials={spec.budget.n_trials} is smaller than the grid "
                           f"({size} cells): only the first {spec.budget.n_trials} cells will run", stacklevel=2)
@@ -369,6 +398,32 @@ def _semantic_checks(spec: StudySpec, path: str, overrides: dict[str, Any]) -> R
             raise _fail(path, "objective.metrics", f"{m!r} needs an unconditional model in every trial")
     _check_published(spec, path, conditional)
     return base_cfg
+
+
+def _check_fit(spec: StudySpec, base_cfg: RunConfig, path: str) -> None:
+    """The smallest training set of the space holds its largest iteration (batch x D steps), and the
+    data root is a folder (a study must not start trials that can only fail)."""
+    from bench.data import DataError, check_fit, resolve_root
+
+    def values(key: str, default: Any) -> list:
+        return spec.space[key].edge_values() if key in spec.space else [default]
+
+    try:
+        for root in values("data.root", base_cfg.data.root):
+            resolve_root(root)
+    except DataError as e:
+        raise _fail(path, "", str(e)) from None
+
+    subsets = values("data.train_subset", base_cfg.data.train_subset)
+    smallest = min(subsets, key=lambda v: math.inf if v is None else v)
+    try:
+        for dataset in values("data.dataset", base_cfg.data.dataset):
+            for subset in {smallest, *(v for v in subsets if v is not None)}:  # each alone, and the smallest
+                check_fit(dataset, subset, 2, 1)
+            check_fit(dataset, smallest, max(values("optim.batch_size", base_cfg.optim.batch_size)),
+                      max(values("techniques.d_steps", base_cfg.techniques.d_steps)))
+    except DataError as e:
+        raise _fail(path, "", str(e)) from None
 
 
 def _conditional_models(spec: StudySpec, base_cfg: RunConfig) -> list[bool]:
@@ -423,9 +478,9 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> tup
     """Parse and validate a study file; returns the spec and the file's text. Raises StudyError."""
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as e:
-        raise StudyError(f"{path}: cannot read study file ({e.strerror or e})") from None
+        text = read_text(path, "study file")
+    except ConfigError as e:
+        raise StudyError(str(e)) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -437,7 +492,7 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> tup
         key = ".".join(str(p) for p in first["loc"])
         value = first.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        raise _fail(str(path), key, first["msg"] + shown) from None
+        raise _fail(str(path), key, first["msg"].removeprefix("Value error, ") + shown) from None
     for value in _leaves(spec.space):
         if isinstance(value, float) and not math.isfinite(value):
             raise _fail(str(path), "space", f"non-finite value {value!r}")
