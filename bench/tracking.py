@@ -130,9 +130,9 @@ def ensure_experiment(tracking_uri: str, name: str, description: str | None = No
             raise TrackingError(f"tracking store {tracking_uri!r}: cannot create {db.parent} ({e.strerror})") from None
         artifact_location = (db.parent / "artifacts" / safe_name(name)).resolve().as_uri()
         with _store_init_lock(db):  # the first connection creates the tables: one process at a time
-            return _ensure_experiment(tracking_uri, name, artifact_location)
+            return _ensure_experiment(tracking_uri, name, artifact_location, description)
     check_reachable(tracking_uri)
-    return _ensure_experiment(tracking_uri, name, artifact_location)
+    return _ensure_experiment(tracking_uri, name, artifact_location, description)
 
 
 @contextlib.contextmanager
@@ -172,7 +172,8 @@ def check_reachable(tracking_uri: str, timeout: float = HTTP_CHECK_TIMEOUT_S) ->
             "`mlflow server` runs there, the host and port, and any firewall or VPN in between") from None
 
 
-def _ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None) -> str:
+def _ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None,
+                       description: str | None = None) -> str:
     from mlflow.exceptions import MlflowException
 
     try:
