@@ -46,12 +46,11 @@ def store(tmp_path) -> str:
 
 @pytest.fixture(scope="session")
 def tiny(data_root) -> dict:
-    """Overrides for a run that takes seconds on 2 CPU cores: small data, small eval, small evaluator."""
+    """Overrides for a run that takes seconds on 2 CPU cores: small data, small eval (the shipped evaluator)."""
     return {
         "data.root": str(data_root), "data.train_subset": 320, "data.download": False,
         "device": "cpu", "optim.epochs": 1, "optim.batch_size": 32,
         "model.width": 16, "model.hidden": 64,
         "eval.n_samples": 200, "eval.n_per_class": 20, "eval.n_real": 200, "eval.splits": 5,
-        "eval.evaluator_epochs": 1, "eval.evaluator_subset": 2000,
         "train.log_every": 2,
     }
