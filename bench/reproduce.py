@@ -140,7 +140,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                       for _, s in studies))
     for path, spec in studies:
         print(f"\n== study {spec.name} ({path}) ==")
-        run_args = argparse.Namespace(**{**vars(args), "file": str(path), "n_trials": None, "timeout": None})
+        run_args = argparse.Namespace(**{**vars(args), "file": str(path), "n_trials": None, "timeout": None,
+                                        "force_new": False})
         code = cmd_run(run_args)
         if code != 0:
             return code

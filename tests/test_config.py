@@ -36,7 +36,7 @@ def test_per_net_widths_default_to_width():
     ("model.name", "nope", "nope"),
     ("optim.lr_g", -0.1, "optim.lr_g"),
     ("optim.lr", 0, "optim.lr"),
-    ("optim.lr_d", 2.0, "optim.lr_d"),
+    ("optim.lr_d", 2e12, "optim.lr_d"),
     ("model.latent_prior", "cauchy", "model.latent_prior"),
     ("model.g_width", 2, "model.g_width"),
     ("model.d_width", 4096, "model.d_width"),
