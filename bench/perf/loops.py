@@ -128,7 +128,8 @@ def harness_loop(cfg: RunConfig, train_full: DeviceDataset, steps: int, warmup: 
                  progress: bool = False) -> dict[str, float]:
     """`bench.train.train` (tracking off, no evaluation) for `steps` iterations of cfg's batch size."""
     batch = cfg.optim.batch_size
-    per_epoch = min(steps, len(train_full) // batch)
+    draws = batch * cfg.techniques.d_steps  # an iteration takes d_steps batches
+    per_epoch = min(steps, len(train_full) // draws)
     epochs = math.ceil(steps / per_epoch)
     torch.manual_seed(cfg.seed)
     gan = build_gan(cfg.model, num_classes=train_full.num_classes)
@@ -137,8 +138,8 @@ def harness_loop(cfg: RunConfig, train_full: DeviceDataset, steps: int, warmup: 
     set_references(cfg, gan, train_full)
     if warmup:  # kernels and allocator caches warm, as in the textbook loop's untimed first steps
         train(cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"epochs": 1})}), gan,
-              _first(train_full, warmup * batch), NullTracker(), progress=False)
+              _first(train_full, warmup * draws), NullTracker(), progress=False)
     run_cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"epochs": epochs})})
-    result = train(run_cfg, gan, _first(train_full, per_epoch * batch), NullTracker(), progress=progress)
+    result = train(run_cfg, gan, _first(train_full, per_epoch * draws), NullTracker(), progress=progress)
     n = epochs * per_epoch
     return {"steps": n, "batch_size": batch, "seconds": result.train_s, "images_per_s": n * batch / result.train_s}
