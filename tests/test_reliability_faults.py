@@ -114,8 +114,10 @@ def test_cut_journal_quick(tmp_path, store, tiny, capsys):
     cfg = _config_file(tmp_path, tiny)
     path = _study(tmp_path, "quick")
     assert main(_study_args(path, store, cfg, "--timeout", "0.001")) == 0
+    assert [t.state for t in _load(store, "quick").trials] == [TrialState.WAITING] * 2  # the premise: none ran
     journal = Path(runner.default_storage(store))
     data = journal.read_bytes()
+    assert b'"op_code":4' in data.rstrip(b"\n").rsplit(b"\n", 1)[-1]  # the last record enqueues the 2nd cell
     journal.write_bytes(data[:-25])  # a crash 25 bytes before the end of the last record
     capsys.readouterr()
     assert main(["study", "status", "quick", "--tracking-uri", store]) == 0
@@ -125,7 +127,8 @@ def test_cut_journal_quick(tmp_path, store, tiny, capsys):
     assert main(_study_args(path, store, cfg, "--timeout", "0.001")) == 0  # the study opens and writes again
     assert main(["study", "status", "quick", "--tracking-uri", store]) == 0
     out, err = capsys.readouterr()
-    assert "waiting 2" in out and "cut-short" not in err  # repaired once, for good
+    assert "waiting 2" in out and "cut-short" not in err  # repaired once, for good; the lost cell queued again
+    assert "running 0" in out
 
 
 def test_journal_line_with_a_cut_record_then_a_whole_one(tmp_path):

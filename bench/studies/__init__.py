@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"warning: {w.message}", file=sys.stderr)
     uri = tracking_uri_from_args(args)
     storage = args.storage or runner.default_storage(uri)
+    started = time.time()  # --timeout counts from here, once for all workers
     study, parent_id, retried = runner.prepare(spec, text, storage, uri, force_new=args.force_new)
     if retried:
         print(f"retrying trials left running by a dead worker: {retried}")
@@ -50,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"storage {mask_uri(storage)}; MLflow {mask_uri(uri)} (parent run {parent_id})")
     plan = runner.Plan(spec=spec, storage_url=storage, tracking_uri=uri, overrides=overrides,
                        parent_run_id=parent_id, max_trials=args.n_trials, timeout=args.timeout or spec.budget.timeout,
-                       workers=args.workers, progress=not args.quiet)
+                       workers=args.workers, progress=not args.quiet, started=started)
     try:
         after = runner.run_study(plan, study)
     except KeyboardInterrupt:

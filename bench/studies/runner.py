@@ -260,6 +260,9 @@ class Plan:
     workers: int = 1
     progress: bool = True
     retried: list[int] = field(default_factory=list)
+    # `timeout` counts once for the invocation, from its start (the CLI passes when it began, before
+    # `prepare`): a worker that started its own clock later (spawned ones seconds later) could overrun.
+    started: float = field(default_factory=time.time)
 
 
 def _counted(trial: optuna.trial.FrozenTrial) -> bool:
@@ -275,7 +278,10 @@ def recover_stale(study: optuna.Study, tracking_uri: str) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         host, pid = t.user_attrs.get("worker_host"), t.user_attrs.get("worker_pid")
         beat = t.user_attrs.get("heartbeat", 0.0)
-        gone = (host == here and pid is not None and not _alive(pid)) or now - beat > STALE_AFTER_S
+        # This process prepares before it runs any trial: one it claimed earlier (an earlier invocation
+        # in the same process, whose completion a cut journal lost) is not running any more.
+        mine = host == here and pid == os.getpid()
+        gone = mine or (host == here and pid is not None and not _alive(pid)) or now - beat > STALE_AFTER_S
         if gone and retire(study, t, "worker died (killed or crashed)", tracking_uri):
             retried.append(t.number)
     return retried
@@ -637,8 +643,8 @@ def _sigint_ignored():
 class _Budget:
     """How many more trials this invocation may start (shared by all workers through a lock)."""
 
-    def __init__(self, limit: int | None, timeout: float | None, shared=None):
-        self.deadline = None if timeout is None else time.time() + timeout
+    def __init__(self, limit: int | None, plan: Plan, shared=None):
+        self.deadline = None if plan.timeout is None else plan.started + plan.timeout
         self.shared = shared  # multiprocessing.Value for several workers, else a plain counter
         self.left = limit
 
@@ -686,7 +692,7 @@ def work(plan: Plan, budget: _Budget, on_trial_end: Callable[[], None] | None = 
 
 def _worker_main(plan: Plan, shared) -> None:
     try:
-        work(plan, _Budget(None, plan.timeout, shared))
+        work(plan, _Budget(None, plan, shared))
     except KeyboardInterrupt:  # its trial is already marked (run_one); no traceback from each worker
         pass
 
@@ -732,7 +738,7 @@ def run_study(plan: Plan, study: optuna.Study) -> dict[str, int]:
     c0 = counts(study)
     done_before = c0["complete"] + c0["pruned"] + c0["fail"]
     if plan.workers == 1:
-        work(plan, _Budget(plan.max_trials, plan.timeout), on_trial_end=refresh)
+        work(plan, _Budget(plan.max_trials, plan), on_trial_end=refresh)
     else:
         ctx = mp.get_context("spawn")  # fork is unsafe with torch threads and open storages
         shared = ctx.Value("i", -1 if plan.max_trials is None else plan.max_trials)
