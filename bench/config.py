@@ -14,9 +14,9 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, create_model, model_validator
 
-Norm = Literal["batch", "virtual", "none"]
+from bench import techniques
 
 
 class ConfigError(ValueError):
@@ -35,7 +35,7 @@ class DataConfig(_Section):
     download: bool = True
 
 
-class ModelConfig(_Section):
+class _ModelConfig(_Section):
     name: str = "dcgan-report000"
     latent_dim: int = Field(100, ge=1, le=4096)
     latent_prior: Literal["normal", "uniform"] = Field(
@@ -50,11 +50,6 @@ class ModelConfig(_Section):
     d_width: int | None = Field(None, ge=4, le=1024, description="D's widest conv layer alone (None: width)")
     hidden: int = Field(256, ge=8, le=4096, description="units per dense block (MLP models)")
     mlp_blocks: int = Field(3, ge=1, le=8, description="Dense-LeakyReLU-Norm blocks in G and D (cgan-mlp)")
-    d_dropout: float = Field(0.25, ge=0.0, lt=1.0, description="dropout after each of D's hidden layers")
-    g_norm: Norm = "batch"
-    d_norm: Norm = "none"
-    vbn_ref_size: int = Field(64, ge=2, le=1024, description="reference batch size for virtual batch norm")
-    weight_init: bool = Field(True, description="DCGAN init N(0, 0.02)")
 
     @property
     def generator_width(self) -> int:
@@ -67,13 +62,12 @@ class ModelConfig(_Section):
         return self.d_width if self.d_width is not None else self.width
 
 
-class TechniquesConfig(_Section):
-    real_target: float = Field(1.0, gt=0.5, le=1.0, description="one-sided label smoothing: D's target for real")
-    fake_target: float = Field(0.0, ge=0.0, lt=0.5, description="two-sided smoothing: D's target for fake")
-    flip_prob: float = Field(0.0, ge=0.0, lt=0.5, description="probability of swapping real/fake targets")
-    d_steps: int = Field(1, ge=1, le=20, description="D updates per iteration")
-    g_steps: int = Field(1, ge=1, le=20, description="G updates per iteration")
-    g_loss: Literal["non-saturating", "saturating"] = "non-saturating"
+# The techniques' own keys come from their registry (`bench.techniques`): architectural ones
+# (norms, dropout, init) sit with the model's keys, the others in their own section.
+ModelConfig = create_model("ModelConfig", __base__=_ModelConfig, __doc__="The GAN's family and architecture.",
+                           **techniques.config_fields("model"))
+TechniquesConfig = create_model("TechniquesConfig", __base__=_Section, __doc__="Training techniques (tricks).",
+                                **techniques.config_fields("techniques"))
 
 
 class OptimConfig(_Section):
@@ -166,6 +160,11 @@ class RunConfig(_Section):
 
         if self.model.name not in MODELS:
             raise ValueError(f"model.name={self.model.name!r}: unknown model; choose one of {sorted(MODELS)}")
+        return self
+
+    @model_validator(mode="after")
+    def _techniques_combine(self) -> "RunConfig":
+        techniques.check(self)
         return self
 
 

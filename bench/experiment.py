@@ -21,7 +21,7 @@ from bench import data as data_mod
 from bench import techniques
 from bench.config import RunConfig, flatten
 from bench.evaluator import Evaluator, evaluate_gan, load_or_train
-from bench.models import GAN, build_gan, count_params, sample_latent, summary, uses_reference
+from bench.models import GAN, count_params, sample_latent, summary, uses_reference
 from bench.plots import curves_figure
 from bench.tracking import TAG_CONFIG_ID, TAG_DIVERGED, MlflowTracker, NullTracker, ensure_experiment, git_commit
 from bench.train import Checkpoint, EpochHook, TrainResult, resolve_device, train
@@ -136,7 +136,7 @@ def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-benc
     if cfg.data.train_subset is not None:
         train_data = train_data.subset(cfg.data.train_subset, seed=cfg.seed)
 
-    gan = build_gan(cfg.model, num_classes=train_data.num_classes)
+    gan = techniques.build_gan(cfg, num_classes=train_data.num_classes)
     gan.generator.to(device)
     gan.discriminator.to(device)
 

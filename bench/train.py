@@ -134,10 +134,11 @@ class Checkpoint:
 
 
 class GANStep:
-    """Optimizers and the two update steps. Returns device tensors: no host sync here."""
+    """Optimizers and the two update steps; the techniques' hooks act inside them (see
+    `bench.techniques`), so this class names no technique. Returns device tensors: no host sync."""
 
-    def __init__(self, cfg: RunConfig, gan: GAN, device: torch.device):
-        self.cfg, self.tech = cfg, cfg.techniques
+    def __init__(self, cfg: RunConfig, gan: GAN, device: torch.device, total_steps: int = 1):
+        self.cfg, self.gan = cfg, gan
         self.G, self.D = gan.generator, gan.discriminator
         self.conditional = gan.conditional
         self.num_classes = getattr(gan, "num_classes", 10)
@@ -146,14 +147,16 @@ class GANStep:
         if cfg.train.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
+        self.info = techniques.StepInfo(self.G, self.D, device, total_steps)
+        self.tech = techniques.Stack(cfg, self.info)
         o = cfg.optim
+        lr_g, lr_d = self.tech.learning_rates(o.effective_lr_g, o.effective_lr_d)
         fused = fast and device.type in ("cpu", "cuda")
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.effective_lr_g, betas=(o.beta1_g, o.beta2_g),
-                                      fused=fused)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.effective_lr_d, betas=(o.beta1_d, o.beta2_d),
-                                      fused=fused)
-        # With batch norm in D, a joint pass would mix real and fake statistics: keep two passes.
-        self.joint_d = fast and cfg.train.joint_d and not has_batch_stats(self.D)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr_g, betas=(o.beta1_g, o.beta2_g), fused=fused)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=(o.beta1_d, o.beta2_d), fused=fused)
+        # With batch statistics in D (batch norm, minibatch std), a joint pass would mix real and
+        # fake examples: keep two passes.
+        self.joint_d = fast and cfg.train.joint_d and not has_batch_stats(self.D) and not self.tech.couples_batch
         # D's gradients from the G step are never used (the D step starts with zero_grad): skip them.
         self.d_frozen_in_g = (lambda: frozen(self.D)) if fast else contextlib.nullcontext
         self.precision = autocast_dtype(cfg.train, device)
@@ -177,42 +180,55 @@ class GANStep:
         z, fake_y = self._noise(n)
         with torch.no_grad(), self.autocast:
             fake = self.g_fwd(z, fake_y)
-        real_t, fake_t = techniques.d_targets(n, n, self.tech, self.device)
+        real_t, fake_t = self.tech.d_targets(n, n, self.device)
         with self.autocast:
+            real, fake = self.tech.d_input(real, True), self.tech.d_input(fake.to(real.dtype), False)
             if self.joint_d:
                 y = torch.cat([real_y, fake_y]) if self.conditional else None
-                logits = self.d_fwd(torch.cat([real, fake.to(real.dtype)]), y).float()
+                logits = self.d_fwd(torch.cat([real, fake]), y).float()
                 real_logits, fake_logits = logits[:n], logits[n:]
             else:
                 real_logits = self.d_fwd(real, real_y).float()
                 fake_logits = self.d_fwd(fake, fake_y).float()
-            loss = techniques.d_loss(real_logits, fake_logits, real_t, fake_t)
+            loss = self.tech.d_loss(techniques.Batch(real, fake, real_y, fake_y, fake_logits, real_logits,
+                                                     real_t, fake_t))
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()
+        self.tech.after_step("d")
         with torch.no_grad():
             return torch.stack([loss.detach(), torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(),
                                 (real_logits > 0).float().mean(), (fake_logits <= 0).float().mean()])
 
-    def g_step(self, n: int) -> torch.Tensor:
-        z, y = self._noise(n)
+    def g_step(self, real: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One G update on a fresh batch of noise; `real` is there for losses that compare with data."""
+        z, y = self._noise(real.shape[0])
         with self.d_frozen_in_g(), self.autocast:  # the graph is recorded without D's parameters
-            loss = techniques.g_loss(self.d_fwd(self.g_fwd(z, y), y).float(), self.tech)
+            fake = self.tech.d_input(self.g_fwd(z, y), False)
+            b = techniques.Batch(real, fake, labels if self.conditional else None, y, self.d_fwd(fake, y).float())
+            loss = self.tech.g_loss(b)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
+        self.tech.after_step("g")
         return loss.detach()
 
+    def evaluated(self):
+        """Inside the block `gan.generator` is the generator techniques want evaluated (e.g. averaged weights)."""
+        return techniques.swapped_generator(self.gan, self.tech.eval_generator())
+
     def state_dict(self) -> dict:
-        """Both nets and both optimizers, copied (so later steps do not change the snapshot)."""
+        """Both nets, both optimizers and the techniques' state, copied (later steps do not change it)."""
         return copy.deepcopy({"G": self.G.state_dict(), "D": self.D.state_dict(),
-                              "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()})
+                              "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                              "techniques": self.tech.state_dict()})
 
     def load_state_dict(self, state: dict) -> None:
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        self.tech.load_state_dict(state.get("techniques", {}))
 
 
 def train(cfg: RunConfig, gan: GAN, data: DeviceDataset, tracker, *,
@@ -227,12 +243,12 @@ def train(cfg: RunConfig, gan: GAN, data: DeviceDataset, tracker, *,
     `samples` (an HWC uint8 grid from fixed noise) is logged at the steps in `cfg.train.sample_steps`.
     """
     device = data.device
-    step = GANStep(cfg, gan, device)
-    tracker.set_tags({"train.precision": str(step.precision or torch.float32).removeprefix("torch."),
-                      "train.joint_d": str(step.joint_d).lower()})
-    d_steps, g_steps = techniques.schedule(cfg.techniques)
+    d_steps, g_steps = techniques.schedule(cfg)
     batch = cfg.optim.batch_size
     iters = max(1, data.batches_per_epoch(batch) // d_steps)
+    step = GANStep(cfg, gan, device, total_steps=cfg.optim.epochs * iters)
+    tracker.set_tags({"train.precision": str(step.precision or torch.float32).removeprefix("torch."),
+                      "train.joint_d": str(step.joint_d).lower()})
     log_every = cfg.train.log_every if cfg.train.fast else 1
     sample_steps = set(cfg.train.sample_steps)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
@@ -264,11 +280,15 @@ def train(cfg: RunConfig, gan: GAN, data: DeviceDataset, tracker, *,
         window = torch.zeros(len(STEP_METRICS), device=device)
         in_window = 0
         for _ in range(iters):
-            d_stats = sum(step.d_step(*next(batches)) for _ in range(d_steps)) / d_steps
-            g_loss = sum(step.g_step(batch) for _ in range(g_steps)) / g_steps
+            d_stats = 0
+            for _ in range(d_steps):
+                real, labels = next(batches)
+                d_stats = d_stats + step.d_step(real, labels) / d_steps
+            g_loss = sum(step.g_step(real, labels) for _ in range(g_steps)) / g_steps  # G sees D's last batch
             window += torch.cat([d_stats[:1], g_loss.view(1), d_stats[1:]])
             in_window += 1
             global_step += 1
+            step.info.step = global_step
             if samples is not None and global_step in sample_steps:
                 tracker.log_image(samples(), key="samples_at_step", step=global_step)
             if in_window == log_every or global_step == epoch * iters:
@@ -285,11 +305,13 @@ def train(cfg: RunConfig, gan: GAN, data: DeviceDataset, tracker, *,
         if stop_reason:
             step.load_state_dict(finite_state)
             if evaluate is not None and (not history.epochs or history.epochs[-1] != epoch - 1):
-                last_eval, eval_s = _evaluate(evaluate, history, tracker, epoch - 1, eval_s, device)
+                with step.evaluated():
+                    last_eval, eval_s = _evaluate(evaluate, history, tracker, epoch - 1, eval_s, device)
             break
 
         if evaluate is not None and (epoch % cfg.eval.every == 0 or epoch == cfg.optim.epochs):
-            last_eval, eval_s = _evaluate(evaluate, history, tracker, epoch, eval_s, device)
+            with step.evaluated():
+                last_eval, eval_s = _evaluate(evaluate, history, tracker, epoch, eval_s, device)
             bar.set_postfix({k: f"{last_eval[k]:.3f}" for k in ("is", "fid", "tarr") if k in last_eval}, refresh=True)
             if _collapsed(history.eval.get("sample_std", []), cfg.train.collapse_std, history.init_sample_std):
                 stop_reason = f"generator collapsed at epoch {epoch} (sample std {last_eval['sample_std']:.2g})"
@@ -299,9 +321,12 @@ def train(cfg: RunConfig, gan: GAN, data: DeviceDataset, tracker, *,
                              "data_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
                              "history": asdict(history), "last_eval": last_eval,
                              "train_s": train_s, "eval_s": eval_s})
-        for hook in hooks:
-            hook(epoch, last_eval)
+        with step.evaluated():  # sample grids and pruning see the evaluated generator too
+            for hook in hooks:
+                hook(epoch, last_eval)
     bar.close()
+    # The run's generator is the one it evaluated (e.g. averaged weights): checkpoints keep that one.
+    gan.generator = step.tech.eval_generator() or gan.generator
 
     tracker.log_metrics({"time/train_s": train_s, "time/eval_s": eval_s}, step=global_step)
     tracker.flush()

@@ -17,7 +17,7 @@ from bench.analysis import common, discriminator, features, latent, retrain
 from bench.cli import InputError, main
 from bench.config import build_config
 from bench.experiment import run as train_run
-from bench.models import build_gan
+from bench.techniques import build_gan
 from bench.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL
 
 
@@ -142,7 +142,7 @@ def test_retrain_budget_rules():
 def test_generator_fed_embeddings_matches_labels(model, norm):
     cfg = build_config(overrides={"model.name": model, "model.g_norm": norm, "model.width": 8, "model.hidden": 16,
                                   "model.vbn_ref_size": 4})
-    G = build_gan(cfg.model).generator.eval()
+    G = build_gan(cfg).generator.eval()
     z, y = torch.randn(6, cfg.model.latent_dim), torch.tensor([0, 1, 2, 7, 8, 9])
     if norm == "virtual":
         G.set_reference(torch.randn(4, cfg.model.latent_dim), torch.tensor([0, 1, 2, 3]))
@@ -151,7 +151,7 @@ def test_generator_fed_embeddings_matches_labels(model, norm):
     table = common.embedding_table(G)
     assert table.shape == (10, cfg.model.embed_dim)
     assert torch.allclose(common.generate_from_embedding(G, z, table[y]), expected, atol=1e-6)
-    assert common.embedding_generator(build_gan(build_config(overrides={"model.name": "vanilla"}).model).generator) is None
+    assert common.embedding_generator(build_gan(build_config(overrides={"model.name": "vanilla"})).generator) is None
 
 
 # ---------------------------------------------------------------------------

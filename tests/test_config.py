@@ -71,12 +71,12 @@ def test_parse_value():
 def test_lr_and_latent_prior_reach_the_training_step():
     import torch
 
-    from bench.models import build_gan
+    from bench.techniques import build_gan
     from bench.train import GANStep
 
     def step(overrides):
         cfg = build_config(overrides={"model.name": "dcgan", "model.width": 8, "train.fast": False, **overrides})
-        return GANStep(cfg, build_gan(cfg.model), torch.device("cpu"))
+        return GANStep(cfg, build_gan(cfg), torch.device("cpu"))
 
     s = step({"optim.lr": 2e-3})
     assert s.opt_g.param_groups[0]["lr"] == s.opt_d.param_groups[0]["lr"] == 2e-3

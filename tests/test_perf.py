@@ -11,7 +11,7 @@ import torch
 
 from bench.cli import main
 from bench.config import build_config
-from bench.models import build_gan
+from bench.techniques import build_gan
 from bench.train import GANStep, autocast_dtype, has_batch_stats
 
 TINY_PERF = ["--device", "cpu", "--steps", "3", "--warmup", "1", "--eval-n", "100", "--track-subset", "64",
@@ -95,7 +95,7 @@ def _steps(overrides: dict, fast_overrides: dict):
     overrides = {"train.amp": False, "train.channels_last": False, **overrides}
     cfg = build_config(overrides={"device": "cpu", **overrides})
     torch.manual_seed(0)
-    gan = build_gan(cfg.model)
+    gan = build_gan(cfg)
     plain = GANStep(build_config(overrides={"device": "cpu", **overrides, "train.fast": False}), gan,
                     torch.device("cpu"))
     fast = GANStep(build_config(overrides={"device": "cpu", **overrides, **fast_overrides}), copy.deepcopy(gan),
@@ -128,7 +128,7 @@ def test_frozen_d_in_g_step_same_g_gradients_and_d_untouched():
     plain, fast = _steps({"model.name": "dcgan-report000", "model.d_dropout": 0.0}, {"train.fast": True})
     for step in (plain, fast):
         torch.manual_seed(2)
-        step.g_step(8)
+        step.g_step(torch.rand(8, 1, 28, 28) * 2 - 1, torch.randint(10, (8,)))
     for p_plain, p_fast in zip(plain.G.parameters(), fast.G.parameters()):
         torch.testing.assert_close(p_plain, p_fast, rtol=1e-4, atol=1e-6)
     assert all(p.grad is None for p in fast.D.parameters())  # no wasted D gradients
@@ -150,7 +150,7 @@ def test_flop_accounting_matches_the_loops(data_root):
     textbook = textbook_flops_per_image(cfg, cpu)
     plain = harness_flops_per_image(build_config(cfg.model_dump(), PLAIN), data)
     fast = harness_flops_per_image(cfg, data)
-    generator = build_gan(cfg.model).generator
+    generator = build_gan(cfg).generator
     g_forward = count_flops(lambda: generator(torch.randn(8, cfg.model.latent_dim))) / 8
     assert g_forward > 0
     assert plain - textbook == pytest.approx(g_forward)
@@ -181,5 +181,5 @@ def test_switches():
     assert not conv(plain.D).is_contiguous(memory_format=torch.channels_last)
     assert fast.g_fwd is fast.G  # compile is CUDA-only: never on a CPU run
     compiled = GANStep(build_config(overrides={"device": "cpu", "train.compile": "default"}),
-                       build_gan(build_config().model), cpu)
+                       build_gan(build_config()), cpu)
     assert compiled.g_fwd is compiled.G and compiled.d_fwd is compiled.D

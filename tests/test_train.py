@@ -49,14 +49,14 @@ def test_schedule_5_to_1_makes_5_d_steps_per_g_step(cfg):
 
 def test_non_finite_loss_stops_with_last_finite_evaluation(monkeypatch, cfg):
     calls = {"n": 0}
-    real = techniques.d_loss
+    real = techniques.bce_d_loss
 
     def exploding(*a):
         calls["n"] += 1
         loss = real(*a)
         return loss * float("nan") if calls["n"] > 12 else loss  # NaN from the 2nd epoch on
 
-    monkeypatch.setattr(techniques, "d_loss", exploding)
+    monkeypatch.setattr(techniques, "bce_d_loss", exploding)
     c = build_config(cfg.model_dump(), {"optim.epochs": 3})
     result = run(c, tracking_uri=None, progress=False).result
     assert result.diverged and "non-finite" in result.stop_reason
@@ -67,7 +67,7 @@ def test_non_finite_loss_stops_with_last_finite_evaluation(monkeypatch, cfg):
 def test_diverged_run_is_tagged(monkeypatch, cfg, store):
     from mlflow import MlflowClient
 
-    monkeypatch.setattr(techniques, "d_loss", lambda *a: torch.tensor(float("nan"), requires_grad=True))
+    monkeypatch.setattr(techniques, "bce_d_loss", lambda *a: torch.tensor(float("nan"), requires_grad=True))
     res = run(cfg, tracking_uri=store, experiment="div", progress=False)
     tags = MlflowClient(store).get_run(res.run_id).data.tags
     assert tags["diverged"] == "true" and "non-finite" in tags["diverged_reason"]

@@ -38,7 +38,8 @@ from bench.cli import InputError
 from bench.config import RunConfig, build_config
 from bench.data import DeviceDataset
 from bench.experiment import Context, prepare
-from bench.models import GAN, WithReference, as_trained, build_gan, sample_latent
+from bench import techniques
+from bench.models import GAN, WithReference, as_trained, sample_latent
 from bench.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL, client as mlflow_client, mask_uri
 
 ARTIFACT_PREFIX = "analysis"
@@ -139,7 +140,7 @@ def load_run(run_id: str, tracking_uri: str, *, data_root: str | None = None, de
             overrides["data.root"] = data_root
         cfg = build_config(json.loads(files["config.json"].read_text()), overrides)
         ctx = prepare(cfg, progress=progress)
-        gan = build_gan(cfg.model, num_classes=ctx.train_full.num_classes)
+        gan = techniques.build_gan(cfg, num_classes=ctx.train_full.num_classes)
         for role, net in (("generator", gan.generator), ("discriminator", gan.discriminator)):
             net.to(ctx.device)
             state = torch.load(files[CHECKPOINTS[role]], map_location=ctx.device, weights_only=True)

@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from bench.config import ModelConfig
-from bench.models.common import dcgan_init
 from bench.models.latent import LATENT_PRIORS, sample_latent
 from bench.models.lenet import LeNet
 from bench.models.vbn import VirtualBatchNorm, WithReference, uses_reference, with_reference_if_needed
@@ -76,14 +75,15 @@ class GAN:
 
 
 def build_gan(cfg: ModelConfig, num_classes: int = 10) -> GAN:
-    """Build the registered model `cfg.name`; DCGAN init when `cfg.weight_init`."""
+    """Build the registered model `cfg.name` with PyTorch's default init.
+
+    Training builds through `bench.techniques.build_gan(run_config)`, which lets techniques change
+    the nets (the DCGAN init, spectral norm, ...): use that one for anything a checkpoint loads into.
+    """
     if cfg.name not in MODELS:
         raise KeyError(f"unknown model {cfg.name!r}; choose one of {sorted(MODELS)}")
     spec = MODELS[cfg.name]
     generator, discriminator = spec.build(cfg, num_classes)
-    if cfg.weight_init:
-        generator.apply(dcgan_init)
-        discriminator.apply(dcgan_init)
     return GAN(generator, discriminator, spec, num_classes, cfg.latent_prior)
 
 

@@ -20,7 +20,7 @@ import torch
 from bench.config import RunConfig, build_config
 from bench.data import DeviceDataset
 from bench.evaluator import evaluate_gan, load_or_train
-from bench.models import build_gan
+from bench.techniques import build_gan
 from bench.perf.common import say, set_references, sync
 from bench.perf.loops import harness_loop
 from bench.studies.spec import StudySpec
@@ -66,7 +66,7 @@ def _eval_seconds(cfg: RunConfig, train_full: DeviceDataset, test: DeviceDataset
         "n_per_class": max(2, e.n_per_class // EVAL_FRACTION)})
     evaluator = load_or_train(cfg.data.dataset, train_full, test, cfg.eval, progress=False).to(test.device)
     torch.manual_seed(cfg.seed)
-    gan = build_gan(cfg.model, num_classes=test.num_classes)
+    gan = build_gan(cfg, num_classes=test.num_classes)
     gan.generator.to(test.device)
     gan.discriminator.to(test.device)
     set_references(cfg, gan, test)

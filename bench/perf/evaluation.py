@@ -13,7 +13,8 @@ import torch
 from bench.config import RunConfig, apply_overrides
 from bench.data import DeviceDataset
 from bench.evaluator import Evaluator, evaluate_gan, evaluator_path, load_or_train
-from bench.models import LeNet, build_gan
+from bench.models import LeNet
+from bench.techniques import build_gan
 from bench.perf.common import say, set_references, sync
 
 
@@ -32,7 +33,7 @@ def eval_timing(cfg: RunConfig, evaluator: Evaluator, test: DeviceDataset, n: in
     ecfg = cfg.eval.model_copy(update={"n_samples": n_per_class * test.num_classes, "n_per_class": n_per_class,
                                        "n_real": n_real, "splits": min(cfg.eval.splits, n_per_class)})
     torch.manual_seed(cfg.seed)
-    gan = build_gan(cfg.model, num_classes=test.num_classes)
+    gan = build_gan(cfg, num_classes=test.num_classes)
     gan.generator.to(test.device)
     gan.discriminator.to(test.device)
     set_references(cfg, gan, test)

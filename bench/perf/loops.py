@@ -14,7 +14,8 @@ from bench import data as data_mod
 from bench.config import RunConfig
 from bench.data import DeviceDataset
 from bench.evaluator import cache_dir
-from bench.models import build_gan, sample_latent
+from bench.models import sample_latent
+from bench.techniques import build_gan
 from bench.tracking import NullTracker
 from bench.train import train
 from bench.perf.common import set_references, say, sync
@@ -57,7 +58,7 @@ def textbook_loop(cfg: RunConfig, device: torch.device, steps: int, warmup: int,
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True)
 
     torch.manual_seed(cfg.seed)
-    gan = build_gan(cfg.model, num_classes=data_mod.DATASETS[cfg.data.dataset].num_classes)
+    gan = build_gan(cfg, num_classes=data_mod.DATASETS[cfg.data.dataset].num_classes)
     netG, netD = gan.generator.to(device), gan.discriminator.to(device)
     # The real split as uint8 (a view on the CPU): VBN's D reference is a real batch, as in the harness.
     set_references(cfg, gan, DeviceDataset(dataset.data, dataset.targets, device, gan.num_classes))
@@ -132,7 +133,7 @@ def harness_loop(cfg: RunConfig, train_full: DeviceDataset, steps: int, warmup: 
     per_epoch = min(steps, len(train_full) // draws)
     epochs = math.ceil(steps / per_epoch)
     torch.manual_seed(cfg.seed)
-    gan = build_gan(cfg.model, num_classes=train_full.num_classes)
+    gan = build_gan(cfg, num_classes=train_full.num_classes)
     gan.generator.to(train_full.device)
     gan.discriminator.to(train_full.device)
     set_references(cfg, gan, train_full)

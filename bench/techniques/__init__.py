@@ -1,0 +1,354 @@
+"""GAN training techniques as plug-ins: one file per technique, registered by name.
+
+A technique is a `Technique` subclass in its own module of this package. It declares
+
+* `fields`: its config keys (pydantic fields) in `section` ("techniques" or "model"); `bench.config`
+  builds `TechniquesConfig` and part of `ModelConfig` from them, so validation, `--set`, study
+  spaces and MLflow params know every key without a second list;
+* `label(cfg)`: its short label for run names and tags (None: off, i.e. the baseline);
+  `baseline()` gives the keys that switch it off;
+* `check(cfg)`: combinations it refuses (raise ValueError naming the keys);
+* hooks, each optional, at the places GAN tricks act (the training step calls them; it names
+  no technique):
+
+  ====================  ====================================================================
+  `wrap_models(gan, cfg)`  classmethod: change the built nets (layer wrappers, init); runs wherever a
+                        GAN is built from a config, so checkpoints load into the same structure
+  `d_input(x, real)`    every image D sees, real or fake, in D's and G's steps (noise, augmentation)
+  `d_targets(rt, ft)`   D's BCE targets for real and fake
+  `d_loss(b)`           replaces D's loss (BCE on the targets); at most one active technique
+  `d_penalty(b)`        extra terms added to D's loss (gradient penalties, averaging)
+  `g_loss(b)`           replaces G's loss; at most one active technique
+  `g_penalty(b)`        extra terms added to G's loss
+  `learning_rates(g, d)`  the two Adam learning rates
+  `after_step(net)`     after each optimizer step of "d" or "g" (weight averages)
+  `eval_generator()`    the generator to evaluate and keep (e.g. averaged weights), or None
+  ====================  ====================================================================
+
+Per-run state lives on the instance (one per active technique per run, built by `Stack`);
+`state_dict` / `load_state_dict` carry it through checkpoints.
+
+Adding a technique: a new module here with one `@register` class, plus its line in `_MODULES`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from bench.config import RunConfig
+    from bench.models import GAN
+
+
+@dataclass
+class Batch:
+    """What the loss hooks see in one step. Logits are float32; images are what D saw (after `d_input`)."""
+
+    real: torch.Tensor
+    fake: torch.Tensor
+    real_y: torch.Tensor | None
+    fake_y: torch.Tensor | None
+    fake_logits: torch.Tensor
+    real_logits: torch.Tensor | None = None  # D step only
+    real_t: torch.Tensor | None = None       # D step only: the targets after `d_targets`
+    fake_t: torch.Tensor | None = None
+
+
+@dataclass
+class StepInfo:
+    """The training state a hook may read: the nets, where training is, and D's features."""
+
+    G: nn.Module
+    D: nn.Module
+    device: torch.device
+    total_steps: int
+    step: int = 0  # iterations finished so far (global step)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done, 0 at the start and 1 at the end (for annealing)."""
+        return min(1.0, self.step / max(1, self.total_steps))
+
+    def d_features(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """D's penultimate features (the input of its last linear layer) for x, shape (B, F)."""
+        return penultimate_features(self.D, x, y)
+
+
+class Technique:
+    """Base class: every hook is a no-op, so a technique overrides only what it changes."""
+
+    name: ClassVar[str]                   # registry key (also the label key unless `label_key`)
+    label_key: ClassVar[str | None] = None
+    section: ClassVar[str] = "techniques"
+    fields: ClassVar[dict[str, tuple[Any, Any]]] = {}  # key -> (annotation, pydantic Field(...))
+    paper: ClassVar[str] = ""             # where it comes from
+    study: ClassVar[str | None] = None    # the study file comparing it with the baseline
+    couples_batch: ClassVar[bool] = False  # D looks across the batch: real and fake need separate passes
+
+    def __init__(self, cfg: RunConfig, info: StepInfo):
+        self.cfg, self.info = cfg, info
+
+    # -- declaration -------------------------------------------------------------------------
+
+    @classmethod
+    def key(cls) -> str:
+        return cls.label_key or cls.name
+
+    @classmethod
+    def options(cls, cfg: RunConfig) -> Any:
+        """The config section holding this technique's keys."""
+        return getattr(cfg, cls.section)
+
+    @classmethod
+    def label(cls, cfg: RunConfig) -> str | None:
+        """Short label when the technique is on (differs from its defaults), else None."""
+        values = [getattr(cls.options(cfg), k) for k in cls.fields]
+        defaults = [f.default for _, f in cls.fields.values()]
+        if values == defaults:
+            return None
+        return "/".join(_short(v) for v, d in zip(values, defaults) if v != d)
+
+    @classmethod
+    def active(cls, cfg: RunConfig) -> bool:
+        return cls.label(cfg) is not None
+
+    @classmethod
+    def baseline(cls) -> dict[str, Any]:
+        """The dotted config keys and values that switch this technique off."""
+        return {f"{cls.section}.{k}": f.default for k, (_, f) in cls.fields.items()}
+
+    @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        """Raise ValueError for a combination this technique cannot run with."""
+
+    @classmethod
+    def wrap_models(cls, gan: GAN, cfg: RunConfig) -> None:
+        """Change the freshly built nets (called for every build from a config, active or not)."""
+
+    # -- training hooks ----------------------------------------------------------------------
+
+    def d_input(self, x: torch.Tensor, real: bool) -> torch.Tensor:
+        return x
+
+    def d_targets(self, real_t: torch.Tensor, fake_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return real_t, fake_t
+
+    def d_loss(self, b: Batch) -> torch.Tensor | None:
+        return None
+
+    def d_penalty(self, b: Batch) -> torch.Tensor | None:
+        return None
+
+    def g_loss(self, b: Batch) -> torch.Tensor | None:
+        return None
+
+    def g_penalty(self, b: Batch) -> torch.Tensor | None:
+        return None
+
+    def learning_rates(self, lr_g: float, lr_d: float) -> tuple[float, float]:
+        return lr_g, lr_d
+
+    def after_step(self, net: str) -> None:
+        pass
+
+    def eval_generator(self) -> nn.Module | None:
+        return None
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+# ---------------------------------------------------------------------------
+# The registry
+
+TECHNIQUES: dict[str, type[Technique]] = {}  # registration order is application order
+
+
+def register(cls: type[Technique]) -> type[Technique]:
+    if cls.name in TECHNIQUES:
+        raise ValueError(f"technique {cls.name!r} is registered twice")
+    keys = {(t.section, k) for t in TECHNIQUES.values() for k in t.fields}
+    clash = sorted(k for s, k in keys if s == cls.section and k in cls.fields)
+    if clash:
+        raise ValueError(f"technique {cls.name!r}: config keys {clash} belong to another technique")
+    TECHNIQUES[cls.name] = cls
+    return cls
+
+
+def config_fields(section: str) -> dict[str, tuple[Any, Any]]:
+    """Every registered technique's fields in `section`, for `bench.config` to build its models from."""
+    return {k: spec for t in TECHNIQUES.values() if t.section == section for k, spec in t.fields.items()}
+
+
+def check(cfg: RunConfig) -> None:
+    """Every technique's own combination checks, then: at most one replaces each loss."""
+    for t in TECHNIQUES.values():
+        t.check(cfg)
+    for hook in ("d_loss", "g_loss"):
+        owners = [t.name for t in TECHNIQUES.values() if t.active(cfg) and hook in t.__dict__]
+        if len(owners) > 1:
+            raise ValueError(f"{' and '.join(owners)} both replace {hook[0].upper()}'s loss; switch one off")
+
+
+def technique_labels(cfg: RunConfig) -> dict[str, str]:
+    """Techniques that differ from the plain GAN, e.g. {"ls": "0.9", "vbn": "G"}."""
+    labels = {t.key(): t.label(cfg) for t in TECHNIQUES.values()}
+    return {k: v for k, v in labels.items() if v is not None}
+
+
+def schedule(cfg: RunConfig) -> tuple[int, int]:
+    """D and G optimizer steps per iteration (e.g. 5:1, 1:2)."""
+    return cfg.techniques.d_steps, cfg.techniques.g_steps
+
+
+def build_gan(cfg: RunConfig, num_classes: int = 10) -> GAN:
+    """The GAN a config trains: the model family's nets, then every technique's `wrap_models`."""
+    from bench.models import build_gan as build_nets
+
+    gan = build_nets(cfg.model, num_classes)
+    for t in TECHNIQUES.values():
+        t.wrap_models(gan, cfg)
+    return gan
+
+
+# ---------------------------------------------------------------------------
+# What the training step calls
+
+
+def bce_d_loss(b: Batch) -> torch.Tensor:
+    """The plain GAN's D loss: BCE of real and fake logits against their targets."""
+    return (F.binary_cross_entropy_with_logits(b.real_logits, b.real_t)
+            + F.binary_cross_entropy_with_logits(b.fake_logits, b.fake_t))
+
+
+class Stack:
+    """The active techniques of one run, in registry order, behind one call per hook."""
+
+    def __init__(self, cfg: RunConfig, info: StepInfo):
+        self.info = info
+        self.items = [t(cfg, info) for t in TECHNIQUES.values() if t.active(cfg)]
+        self.couples_batch = any(t.couples_batch for t in self.items)
+        self._d_input = [t for t in self.items if _overrides(t, "d_input")]
+
+    def d_input(self, x: torch.Tensor, real: bool) -> torch.Tensor:
+        for t in self._d_input:
+            x = t.d_input(x, real)
+        return x
+
+    def d_targets(self, n_real: int, n_fake: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        real_t, fake_t = torch.ones(n_real, device=device), torch.zeros(n_fake, device=device)
+        for t in self.items:
+            real_t, fake_t = t.d_targets(real_t, fake_t)
+        return real_t, fake_t
+
+    def d_loss(self, b: Batch) -> torch.Tensor:
+        loss = _first(t.d_loss(b) for t in self.items)
+        return _add(bce_d_loss(b) if loss is None else loss, (t.d_penalty(b) for t in self.items))
+
+    def g_loss(self, b: Batch) -> torch.Tensor:
+        loss = _first(t.g_loss(b) for t in self.items)
+        if loss is None:  # non-saturating: -log D(G(z))
+            loss = F.binary_cross_entropy_with_logits(b.fake_logits, torch.ones_like(b.fake_logits))
+        return _add(loss, (t.g_penalty(b) for t in self.items))
+
+    def learning_rates(self, lr_g: float, lr_d: float) -> tuple[float, float]:
+        for t in self.items:
+            lr_g, lr_d = t.learning_rates(lr_g, lr_d)
+        return lr_g, lr_d
+
+    def after_step(self, net: str) -> None:
+        for t in self.items:
+            t.after_step(net)
+
+    def eval_generator(self) -> nn.Module | None:
+        return _first(t.eval_generator() for t in self.items)
+
+    def state_dict(self) -> dict:
+        return {type(t).name: t.state_dict() for t in self.items}
+
+    def load_state_dict(self, state: dict) -> None:
+        for t in self.items:
+            t.load_state_dict(state.get(type(t).name, {}))
+
+
+def _overrides(t: Technique, hook: str) -> bool:
+    return getattr(type(t), hook) is not getattr(Technique, hook)
+
+
+def _first(values: Iterator) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def _add(loss: torch.Tensor, extra: Iterator) -> torch.Tensor:
+    for term in extra:
+        if term is not None:
+            loss = loss + term
+    return loss
+
+
+# ---------------------------------------------------------------------------
+# D's features, for techniques that read them (feature matching) or act on them (minibatch std)
+
+
+def last_linear(D: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
+    """D's logit layer: the last `nn.Linear` of every family (parent module, attribute name, layer)."""
+    found = None
+    for parent in D.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Linear) or getattr(child, "is_logit_head", False):
+                found = (parent, name, child)
+    if found is None:
+        raise ValueError(f"{type(D).__name__} has no linear logit layer")
+    return found
+
+
+def penultimate_features(D: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """The input of D's logit layer for x (VBN's reference rows dropped: they come first)."""
+    captured: list[torch.Tensor] = []
+    _, _, head = last_linear(D)
+    handle = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+    try:
+        D(x, y)
+    finally:
+        handle.remove()
+    return captured[-1].flatten(1)[-x.shape[0]:]
+
+
+@contextlib.contextmanager
+def swapped_generator(gan: GAN, generator: nn.Module | None) -> Iterator[None]:
+    """`gan.generator` is `generator` inside the block (no-op for None)."""
+    if generator is None:
+        yield
+        return
+    raw, gan.generator = gan.generator, generator
+    try:
+        yield
+    finally:
+        gan.generator = raw
+
+
+# Importing a module registers its technique; the order here is the order hooks run in.
+# Flip before smoothing: a flipped real example then gets the (smoothed) fake target.
+_MODULES = ("flip", "smoothing", "update_schedule", "g_loss", "vbn", "dropout", "weight_init")
+for _name in _MODULES:
+    importlib.import_module(f"{__name__}.{_name}")
