@@ -16,11 +16,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
+from bench.errors import ConfigError  # noqa: F401  (re-exported: its historical home)
+
 Norm = Literal["batch", "virtual", "none"]
-
-
-class ConfigError(ValueError):
-    """A bad configuration value: names the field, the value and why."""
 
 
 class _Section(BaseModel):

@@ -32,6 +32,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from bench.errors import DataError  # noqa: F401  (re-exported: its historical home)
+
 ENV_DATA_ROOT = "GANBENCH_DATA_ROOT"
 DEFAULT_DATA_ROOT = "data"
 
@@ -96,10 +98,6 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
     ),
 }
-
-
-class DataError(Exception):
-    """A data file is missing, corrupt or cannot be fetched. The CLI maps it to exit code 2."""
 
 
 def _spec(dataset: str) -> DatasetSpec:
