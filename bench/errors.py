@@ -13,7 +13,15 @@ __all__ = ["BenchError", "ConfigError", "DataError", "EvaluatorError", "InputErr
 
 
 class BenchError(Exception):
-    """Any problem the user can fix (bad input, missing data, unusable store): no traceback, exit 2."""
+    """Any problem the user can fix (bad input, missing data, unusable store): no traceback, exit 2.
+
+    `field`, when given, is the argument or option the message blames (e.g. "run_id", "few_per_class"),
+    so a front end can point at its own spelling of it (the CLI adds the flag).
+    """
+
+    def __init__(self, *args: object, field: str | None = None) -> None:
+        super().__init__(*args)
+        self.field = field
 
 
 class InputError(BenchError):

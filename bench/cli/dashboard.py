@@ -11,16 +11,19 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.cli.args import tracking_uri_from_args
+from bench.errors import InputError
+
 DEFAULT_PORT = 8080
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna
 
-    from bench.cli import InputError, tracking_uri_from_args
     from bench.studies import load_study, runner
     from bench.tracking import mask_uri
-    from bench.ui import check_args, free_port, url_for
+    from bench.cli.ui import check_args
+    from bench.ui import free_port, url_for
 
     try:
         import optuna_dashboard
