@@ -17,10 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, create_model, model_validator
 
 from bench import techniques
-
-
-class ConfigError(ValueError):
-    """A bad configuration value: names the field, the value and why."""
+from bench.errors import ConfigError  # noqa: F401  (re-exported: its historical home)
 
 
 class _Section(BaseModel):

@@ -32,6 +32,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from bench.errors import DataError  # noqa: F401  (re-exported: its historical home)
+
 ENV_DATA_ROOT = "GANBENCH_DATA_ROOT"
 DEFAULT_DATA_ROOT = "data"
 
@@ -98,10 +100,6 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
-class DataError(Exception):
-    """A data file is missing, corrupt or cannot be fetched. The CLI maps it to exit code 2."""
-
-
 def _spec(dataset: str) -> DatasetSpec:
     try:
         return DATASETS[dataset]
@@ -111,8 +109,8 @@ def _spec(dataset: str) -> DatasetSpec:
 
 def _fix_hint(root: Path, spec: DatasetSpec) -> str:
     return (
-        f"To fix: run `gan-bench data fetch --data-root {root}` (dataset {spec.name!r}), "
-        f"or pass --data-root / set {ENV_DATA_ROOT} to a folder holding "
+        f"To fix: fetch dataset {spec.name!r} into {root} (`gan-bench data fetch`), "
+        f"or set data.root / {ENV_DATA_ROOT} to a folder holding "
         f"{spec.folder}/raw/<file> or <file>.gz."
     )
 
@@ -128,7 +126,7 @@ def resolve_root(data_root: str | os.PathLike | None) -> Path:
     root = Path(data_root).expanduser().absolute()
     if root.exists() and not root.is_dir():
         raise DataError(f"data.root={str(data_root)!r}: {root} is a file, not a folder; "
-                        f"pass --data-root (or set {ENV_DATA_ROOT}) to a folder")
+                        f"set data.root (or {ENV_DATA_ROOT}) to a folder", field="data_root")
     return root
 
 
@@ -386,7 +384,7 @@ def fetch(root: str | os.PathLike | None, dataset: str, progress: bool = True) -
     raise DataError(
         f"{spec.name}: could not fetch into {raw}; every source failed:\n" + "\n".join(failures)
         + f"\nTo fix: copy the four IDX files ({', '.join(spec.stems)}, plain or .gz) into {raw}, "
-        f"or pass --data-root / set {ENV_DATA_ROOT} to a folder that already holds them."
+        f"or set data.root / {ENV_DATA_ROOT} to a folder that already holds them."
     )
 
 

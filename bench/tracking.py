@@ -20,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
+from bench.errors import TrackingError  # noqa: F401  (re-exported: its historical home)
+
 DEFAULT_STORE = Path("mlruns")
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
 MAX_PARAMS_PER_BATCH = 100
@@ -42,10 +44,6 @@ TAG_TRIAL = "trial"              # Optuna trial number
 TAG_CONFIG = "config_label"      # the varied parameters, e.g. "real_target=0.9,fake_target=0.1"; seeds pool by it
 TAG_CONFIG_ID = "config_id"      # hash of the whole config without the seed
 TAG_DIVERGED = "diverged"
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used (unreachable, unwritable)."""
 
 
 def default_tracking_uri() -> str:

@@ -8,12 +8,12 @@ experiment's artifacts, so the UI shows sample grids, plots and `report/` files.
 Small on purpose: one uvicorn worker, no MLflow job runner (its huey consumers serve GenAI
 features gan-bench does not use), and this process re-executes itself without the training
 libraries the rest of the CLI imports. The server app is MLflow's, opening in the
-model-training view (`bench.ui_app`).
+model-training view (`bench.ui_app`). The command (`gan-bench ui`, its options and checks) is
+`bench.cli.ui`.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import ipaddress
 import os
@@ -134,40 +134,6 @@ def stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
             continue
 
 
-def check_args(args: argparse.Namespace, tracking_uri: str) -> None:
-    from bench.cli import InputError
-
-    if args.workers < 1:
-        raise InputError(f"--workers {args.workers}: must be at least 1")
-    if not 0 <= args.port <= 65535:
-        raise InputError(f"--port {args.port}: must be in 0..65535 (0: any free port)")
-    try:
-        ipaddress.ip_address(args.host)
-    except ValueError:
-        if args.host != "localhost":
-            raise InputError(f"--host {args.host!r}: not an IP address (e.g. 127.0.0.1, 0.0.0.0, ::1)") from None
-    if args.port and port_in_use(args.host, args.port):
-        raise InputError(f"--port {args.port}: already in use on {args.host}; pick another or --port 0")
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri[len("sqlite:///"):])
-        if not db.exists():
-            raise InputError(f"--tracking-uri {tracking_uri!r}: no MLflow store at {db} "
-                             "(train or run a study first, or pass --tracking-uri)")
-
-
-def cmd_ui(args: argparse.Namespace) -> int:
-    from bench.cli import tracking_uri_from_args
-
-    uri = tracking_uri_from_args(args)
-    check_args(args, uri)
-    port = args.port or free_port(args.host)
-    if "torch" in sys.modules:  # the whole CLI was imported: serve from a fresh, small process
-        sys.stdout.flush()
-        os.execv(sys.executable, [sys.executable, "-m", "bench.ui", "--host", args.host, "--port", str(port),
-                                  "--workers", str(args.workers), "--tracking-uri", uri])
-    return serve(uri, args.host, port, args.workers)
-
-
 def serve(uri: str, host: str, port: int, workers: int) -> int:
     from bench.tracking import mask_uri
 
@@ -201,32 +167,3 @@ def _wait(proc: subprocess.Popen, url: str) -> int:
     finally:
         stop(proc)
         signal.signal(signal.SIGTERM, old)
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("ui", help="browse the runs in the MLflow UI (bound to 127.0.0.1)",
-                              description="Start the MLflow UI and REST API on the project's store and stay in the "
-                                          "foreground until Ctrl-C.")
-    add_options(p)
-    p.set_defaults(func=cmd_ui)
-
-
-def add_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default=DEFAULT_HOST,
-                   help=f"interface to bind (default {DEFAULT_HOST}: this machine only)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free port)")
-    p.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
-    p.add_argument("--tracking-uri",
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m bench.ui`: what `gan-bench ui` re-executes into (options already checked)."""
-    parser = argparse.ArgumentParser(prog="gan-bench ui")
-    add_options(parser)
-    args = parser.parse_args(argv)
-    return serve(args.tracking_uri, args.host, args.port, args.workers)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

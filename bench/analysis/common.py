@@ -2,7 +2,7 @@
 
 * `load_run` rebuilds a run from MLflow: its `config.json`, the two checkpoints (loaded with
   `weights_only=True`) and, through `experiment.prepare`, the data and the same cached evaluator.
-* `best_trial_run` resolves `--study NAME` to the run of the study's best trial.
+* `best_trial_run` resolves a study name to the run of the study's best trial.
 * `AnalysisResult` is what an analysis returns (metrics, tables, figures, notes); `publish` logs it
   under `analysis/<name>/` of the analysed run. Analyses never log themselves, so they are easy
   to test and to call from a notebook.
@@ -34,7 +34,7 @@ from matplotlib.patches import Rectangle
 from torch import nn
 from bench.progress import bar as progress_bar
 
-from bench.cli import InputError
+from bench.errors import InputError
 from bench.config import RunConfig, build_config
 from bench.data import DeviceDataset
 from bench.experiment import Context, prepare
@@ -84,7 +84,8 @@ def open_store(tracking_uri: str):
     if tracking_uri.startswith("sqlite:///"):
         db = Path(tracking_uri[len("sqlite:///"):])
         if not db.is_file():
-            raise InputError(f"--tracking-uri {mask_uri(tracking_uri)!r}: no MLflow database at {db}")
+            raise InputError(f"tracking store {mask_uri(tracking_uri)!r}: no MLflow database at {db}",
+                             field="tracking_uri")
     return mlflow_client(tracking_uri)
 
 
@@ -96,7 +97,8 @@ def get_run(client, run_id: str, tracking_uri: str):
     except MlflowException:
         run = None
     if run is None or run.info.lifecycle_stage == "deleted":
-        raise InputError(f"--run {run_id!r}: no such run in the tracking store {mask_uri(tracking_uri)!r}")
+        raise InputError(f"run {run_id!r}: no such run in the tracking store {mask_uri(tracking_uri)!r}",
+                         field="run_id")
     return run
 
 
@@ -133,8 +135,9 @@ def load_run(run_id: str, tracking_uri: str, *, data_root: str | None = None, de
                 files[name] = Path(mlflow.artifacts.download_artifacts(
                     run_id=run_id, artifact_path=name, dst_path=tmp, tracking_uri=tracking_uri))
             except Exception as e:  # MlflowException or OSError, depending on the artifact store
-                raise InputError(f"--run {run_id!r}: cannot download artifact {name!r} "
-                                 f"(runs logged without checkpoints cannot be analysed): {e}") from None
+                raise InputError(f"run {run_id!r}: cannot download artifact {name!r} "
+                                 f"(runs logged without checkpoints cannot be analysed): {e}",
+                                 field="run_id") from None
         overrides: dict[str, Any] = {"device": device}
         if data_root:
             overrides["data.root"] = data_root
@@ -150,14 +153,14 @@ def load_run(run_id: str, tracking_uri: str, *, data_root: str | None = None, de
 
 
 # ---------------------------------------------------------------------------
-# --study NAME: the best trial's run
+# A study's best trial's run
 
 
 def parse_objective(text: str) -> tuple[str, str]:
     """'eval/tarr:maximize' -> ('eval/tarr', 'maximize')."""
     metric, sep, direction = text.rpartition(":")
     if not sep or not metric or direction not in ("maximize", "minimize"):
-        raise InputError(f"objective {text!r}: expected METRIC:maximize or METRIC:minimize")
+        raise InputError(f"objective {text!r}: expected METRIC:maximize or METRIC:minimize", field="objective")
     return metric, direction
 
 
@@ -188,15 +191,15 @@ def best_trial_run(tracking_uri: str, study: str, objective: str | None = None) 
         parents = _search(client, exp_ids, f"tags.{TAG_STUDY} = '{quoted}' and tags.{TAG_ROLE} = 'parent'")
         tagged = [p.data.tags[OBJECTIVE_TAG] for p in parents if OBJECTIVE_TAG in p.data.tags]
         if not tagged:
-            raise InputError(f"--study {study!r}: no parent run with an {OBJECTIVE_TAG!r} tag; "
-                             "pass --objective METRIC:maximize|minimize, or --run RUN_ID")
+            raise InputError(f"study {study!r}: no parent run with an {OBJECTIVE_TAG!r} tag; "
+                             "give an objective (METRIC:maximize|minimize), or a run id", field="study")
         objective = tagged[0].split(",")[0].strip()
     metric, direction = parse_objective(objective)
     trials = _search(client, exp_ids, f"tags.{TAG_STUDY} = '{quoted}' and tags.{TAG_ROLE} = 'trial' "
                                       "and attributes.status = 'FINISHED'")
     scored = [r for r in trials if math.isfinite(r.data.metrics.get(metric, math.nan))]
     if not scored:
-        raise InputError(f"--study {study!r}: no finished trial run has the metric {metric!r}")
+        raise InputError(f"study {study!r}: no finished trial run has the metric {metric!r}", field="study")
     sign = 1.0 if direction == "maximize" else -1.0
     by_trial: dict[str, list] = {}
     for r in scored:
@@ -265,11 +268,12 @@ def noise(n: int, dim: int, gen: torch.Generator, device, prior: str = "normal")
 
 
 def balanced(data: DeviceDataset, n: int, seed: int, option: str) -> DeviceDataset:
-    """A class-balanced subset; a size the classes cannot fill is an input error naming the option."""
+    """A class-balanced subset; a size the classes cannot fill is an input error naming the option
+    (a field of the analysis' `Options`)."""
     try:
         return data.subset(n, seed=seed)
     except ValueError as e:
-        raise InputError(f"{option}: {e}") from None
+        raise InputError(f"{option}: {e}", field=option) from None
 
 
 # ---------------------------------------------------------------------------

@@ -82,7 +82,7 @@ def silhouette(features: np.ndarray, labels: np.ndarray) -> float:
 @torch.inference_mode()
 def inputs(run: LoadedRun, n: int, gen: torch.Generator, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{"real": (features, labels), "generated": (features, labels)} from the evaluator."""
-    real = balanced(run.ctx.test, n, seed, "--n")
+    real = balanced(run.ctx.test, n, seed, "n")
     real_x, real_y = real.head(len(real))
     y = torch.arange(n, device=run.device) % run.num_classes if run.gan.conditional else None
     fake_x = generate(run.gan.generator, noise(n, run.latent_dim, gen, run.device), y)

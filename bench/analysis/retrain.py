@@ -245,8 +245,8 @@ def analyze(run: LoadedRun, opts: Options, progress: bool = True) -> AnalysisRes
 
     real_all = run.ctx.train_full
     if opts.real_size is not None and opts.real_size < len(real_all):
-        real_all = balanced(real_all, opts.real_size, opts.seed, "--real-size")
-    few = balanced(real_all, opts.few_per_class * C, opts.seed, "--few-per-class")  # fail early
+        real_all = balanced(real_all, opts.real_size, opts.seed, "real_size")
+    few = balanced(real_all, opts.few_per_class * C, opts.seed, "few_per_class")  # fail early
     perm = torch.randperm(len(real_all), generator=gen).to(real_all.device)
     real = DeviceDataset(real_all.images[perm], real_all.labels[perm], real_all.device, C)  # shuffled once
     N = len(real)

@@ -16,14 +16,17 @@ import contextlib
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from bench.config import ModelConfig
 from bench.models.latent import LATENT_PRIORS, sample_latent
 from bench.models.lenet import LeNet
 from bench.models.vbn import VirtualBatchNorm, WithReference, uses_reference, with_reference_if_needed
+
+if TYPE_CHECKING:  # a ModelConfig is passed in; the class is needed for type hints only
+    from bench.config import ModelConfig
 
 __all__ = ["GAN", "LATENT_PRIORS", "MODELS", "LeNet", "ModelSpec", "VirtualBatchNorm", "WithReference", "as_trained",
            "build_gan", "count_params", "register_model", "sample_latent", "summary", "uses_reference"]

@@ -11,13 +11,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from bench.config import ModelConfig
 from bench.models import register_model
 from bench.models.common import (IMAGE_PIXELS, IMAGE_SHAPE, SEED, dense_blocks, downsampling_convs,
                                  image_head, logit_head, require_labels, seed_projection, upsampling_convs)
+
+if TYPE_CHECKING:  # a ModelConfig is passed in; the class is needed for type hints only
+    from bench.config import ModelConfig
 
 
 class MLPGenerator(nn.Module):

@@ -12,13 +12,16 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from torch import nn
 
-from bench.config import ModelConfig
 from bench.models import register_model
 from bench.models.common import (SEED, UnconditionalNet, conv_stack, deconv_stack, downsampling_convs,
                                  logit_head, seed_projection, upsampling_convs)
+
+if TYPE_CHECKING:  # a ModelConfig is passed in; the class is needed for type hints only
+    from bench.config import ModelConfig
 
 
 @register_model("dcgan-report000", conditional=False,

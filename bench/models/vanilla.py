@@ -8,12 +8,15 @@ layers to one logit. Norms (g_norm / d_norm) go after each hidden activation.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from torch import nn
 
-from bench.config import ModelConfig
 from bench.models import register_model
 from bench.models.common import IMAGE_PIXELS, UnconditionalNet, dense_blocks, image_head, logit_head
+
+if TYPE_CHECKING:  # a ModelConfig is passed in; the class is needed for type hints only
+    from bench.config import ModelConfig
 
 
 @register_model("vanilla", conditional=False,

@@ -29,19 +29,19 @@ The package, one module per concept:
 - `evaluation`: evaluation time and tracking overhead;
 - `concurrency`: K trials in K processes;
 - `benchmark`: all figures in one dict, and the printed table;
-- `parity`: fast path vs plain path over seeds;
-- `cli`: `gan-bench perf`.
+- `parity`: fast path vs plain path over seeds.
+
+`gan-bench perf` itself (argument parsing, the command) is `bench.cli.perf`.
 """
 
 from __future__ import annotations
 
 from bench.perf.benchmark import format_benchmark, run_benchmark
-from bench.perf.cli import register_cli
 from bench.perf.common import ABLATIONS, PARITY_MODEL, PLAIN, count_flops
 from bench.perf.compute import compute_use, conv_peak_gflops, harness_flops_per_image, textbook_flops_per_image
 from bench.perf.loops import harness_loop, textbook_loop, torchvision_root
 from bench.perf.parity import format_parity, run_parity
 
 __all__ = ["ABLATIONS", "PARITY_MODEL", "PLAIN", "compute_use", "conv_peak_gflops", "count_flops",
-           "format_benchmark", "format_parity", "harness_flops_per_image", "harness_loop", "register_cli",
+           "format_benchmark", "format_parity", "harness_flops_per_image", "harness_loop",
            "run_benchmark", "run_parity", "textbook_flops_per_image", "textbook_loop", "torchvision_root"]

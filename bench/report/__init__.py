@@ -35,8 +35,9 @@ The package, one module per concept (data flows one way, top to bottom):
 - `plots`: matplotlib figures;
 - `reference`: the real-data reference row;
 - `build`: assembling the report;
-- `render`: CSV, Markdown, HTML files and logging to MLflow;
-- `cli`: `gan-bench report`.
+- `render`: CSV, Markdown, HTML files and logging to MLflow.
+
+`gan-bench report` itself (argument parsing, the command) is `bench.cli.report`.
 """
 
 from __future__ import annotations
@@ -62,8 +63,6 @@ from bench.report.build import (
 from bench.report.render import (
     table_csv, table_markdown, table_html, CSS, METHODS, render_html, render_markdown, write_report,
     log_report)
-from bench.report.cli import (
-    cmd_report, register_cli)
 
 __all__ = [
     "CONFIDENCE", "ALPHA", "NOTE_TAG", "PARENT_ID_TAG", "LOSS_KEYS", "D_OUT_KEYS", "IGNORED_KEYS", "Column",
@@ -74,6 +73,5 @@ __all__ = [
     "plot_losses", "plot_d_outputs", "plot_class_accuracy", "plot_heatmap", "final_sample_image",
     "plot_samples", "param_importances", "plot_importances", "plot_parallel", "cmap_mappable", "Plot",
     "study_plots", "reference_scores", "StudyReport", "Report", "build_report", "table_csv", "table_markdown",
-    "table_html", "CSS", "METHODS", "render_html", "render_markdown", "write_report", "log_report",
-    "cmd_report", "register_cli"
+    "table_html", "CSS", "METHODS", "render_html", "render_markdown", "write_report", "log_report"
 ]

@@ -11,7 +11,7 @@ from bench.report.load import Group, StudyData, _dotted, _json_tag, param_value,
 from bench.report.stats import summarize
 
 
-def parse_params(text: str, option: str = "--baseline") -> dict[str, Any]:
+def parse_params(text: str, option: str = "baseline") -> dict[str, Any]:
     """`key=value[,key=value]` (dotted or `a/b` keys, or a leaf name like real_target) or a JSON dict."""
     from bench.config import ConfigError, all_keys, check_key, parse_value
     from bench.studies.spec import VARIANT_KEY
@@ -21,16 +21,16 @@ def parse_params(text: str, option: str = "--baseline") -> dict[str, Any]:
         try:
             items = list(json.loads(text).items())
         except (json.JSONDecodeError, AttributeError) as e:
-            raise ReportError(f"{option} {text!r}: not a JSON object ({e})") from None
+            raise ReportError(f"{option} {text!r}: not a JSON object ({e})", field=option) from None
     else:
         items = []
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, sep, value = part.partition("=")
             if not sep or not key.strip():
-                raise ReportError(f"{option} {text!r}: expected KEY=VALUE[,KEY=VALUE], got {part!r}")
+                raise ReportError(f"{option} {text!r}: expected KEY=VALUE[,KEY=VALUE], got {part!r}", field=option)
             items.append((key.strip(), parse_value(value.strip())))
     if not items:
-        raise ReportError(f"{option} {text!r}: no KEY=VALUE pairs")
+        raise ReportError(f"{option} {text!r}: no KEY=VALUE pairs", field=option)
     leaves: dict[str, list[str]] = {}
     for k in all_keys():
         leaves.setdefault(k.rsplit(".", 1)[-1], []).append(k)
@@ -45,7 +45,7 @@ def parse_params(text: str, option: str = "--baseline") -> dict[str, Any]:
         try:
             out[check_key(key)] = value
         except ConfigError as e:
-            raise ReportError(f"{option} {text!r}: {e}") from None
+            raise ReportError(f"{option} {text!r}: {e}", field=option) from None
     return out
 
 

@@ -43,7 +43,8 @@ def build_report(client, names: list[str], *, out_dir: Path, runs_filter: str | 
     studies = [load_study(client, n, runs_filter) for n in names]
     if wanted is not None and not any(matching(s.groups, wanted) for s in studies):
         labels = "; ".join(f"{s.name}: " + ", ".join(g.label for g in s.groups) for s in studies)
-        raise ReportError(f"--baseline {baseline!r}: matches no configuration (configurations: {labels or 'none'})")
+        raise ReportError(f"baseline {baseline!r}: matches no configuration (configurations: {labels or 'none'})",
+                          field="baseline")
     ref_cache: dict = {}
     reports = []
     baselines: dict[str, Group | None] = {}

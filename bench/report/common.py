@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from bench.errors import ReportError  # noqa: F401  (re-exported: its historical home)
+
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
@@ -46,7 +48,3 @@ EVAL_PLOT_METRICS = ("eval/tarr", "eval/is", "eval/class_acc_geomean", "eval/fid
 # Reference row: which real-data score stands in each column (bench.evaluator.real_scores).
 REFERENCE_MAP = {"eval/tarr": "test_accuracy", "eval/is": "is", "eval/class_acc_geomean": "class_acc_geomean",
                  "eval/fid": "fid_train_test", **{f"eval/class_acc_{i}": f"class_acc_{i}" for i in range(10)}}
-
-
-class ReportError(ValueError):
-    """Bad report input (unknown study, bad filter or baseline): exit 2, naming the value."""

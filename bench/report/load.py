@@ -167,7 +167,8 @@ def load_study(client, name: str, runs_filter: str | None = None) -> StudyData:
     try:
         all_runs = _search_all(client, exp.experiment_id, runs_filter or "")
     except MlflowException as e:
-        raise ReportError(f"--runs {runs_filter!r}: not a valid MLflow filter ({e.message})") from None
+        raise ReportError(f"runs filter {runs_filter!r}: not a valid MLflow filter ({e.message})",
+                          field="runs") from None
     parents = [r for r in all_runs if r.data.tags.get(TAG_ROLE) == "parent"]
     if runs_filter and not parents:  # the filter is for trial runs; the parent is found regardless
         parents = [r for r in _search_all(client, exp.experiment_id, f"tags.{TAG_ROLE} = 'parent'")]

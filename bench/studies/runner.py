@@ -32,6 +32,7 @@ from optuna.trial import TrialState
 
 from bench.config import build_config
 from bench.progress import bar as progress_bar
+from bench.studies import optuna_adapter
 from bench.studies.spec import VARIANT_KEY, StudySpec, file_hash
 from bench.tracking import (TAG_CONFIG, TAG_ROLE, TAG_STUDY, TAG_TRIAL, TrackingError, check_reachable, client,
                             ensure_experiment, mask_uri, scrub)
@@ -66,16 +67,15 @@ def make_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
     check_storage_url(url)
     path = Path(url)
     if not create and not path.is_file():
-        raise TrackingError(f"no Optuna journal at {path} (run `gan-bench study run` first, or pass --storage)")
+        raise TrackingError(f"no Optuna journal at {path} (run the study first, or give its storage)",
+                            field="storage")
     path.parent.mkdir(parents=True, exist_ok=True)
-    from optuna.storages.journal import JournalFileBackend
-
-    backend = JournalFileBackend(str(path))
-    repair_journal(path, backend._lock)
+    backend = optuna_adapter.journal_backend(path)
+    repair_journal(path, backend)
     return optuna.storages.JournalStorage(backend)
 
 
-def repair_journal(path: Path, lock) -> int:
+def repair_journal(path: Path, backend) -> int:
     """Set aside the records of a journal that a crash or a full disk cut short; returns bytes moved.
 
     Optuna reads the journal line by line and stops at the first line that is not JSON, so a
@@ -86,9 +86,7 @@ def repair_journal(path: Path, lock) -> int:
     """
     if not path.exists() or not _scan(path.read_bytes())[1]:
         return 0  # the usual case, checked without blocking the writers
-    from optuna.storages.journal._file import get_lock_file
-
-    with get_lock_file(lock):
+    with optuna_adapter.journal_file_lock(backend):
         kept, bad = _scan(path.read_bytes())  # again: the bad tail may have been a write in progress
         if not bad:
             return 0
@@ -153,9 +151,9 @@ def check_storage_url(url: str) -> None:
     import re
 
     if "://" not in url and re.search(r"(?i)(^|\s)(host|dbname|user|password|port)\s*=", url):
-        raise TrackingError(f"--storage {mask_uri(url)!r}: a libpq key=value string is not an Optuna storage; "
+        raise TrackingError(f"storage {mask_uri(url)!r}: a libpq key=value string is not an Optuna storage; "
                             "give a URL (postgresql+psycopg://user@host:5432/db, password in PGPASSWORD or "
-                            "~/.pgpass) or a journal file path")
+                            "~/.pgpass) or a journal file path", field="storage")
 
 
 @contextlib.contextmanager
@@ -292,12 +290,13 @@ def retire(study: optuna.Study, t: optuna.trial.FrozenTrial, reason: str, tracki
 
     False when another process changed the trial's state first (it then owns the trial).
     """
-    study._storage.set_trial_user_attr(t._trial_id, "retried", True)
-    study._storage.set_trial_user_attr(t._trial_id, "error", reason)
-    if not study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+    tid = optuna_adapter.trial_id(t)
+    optuna_adapter.set_trial_user_attr(study, tid, "retried", True)
+    optuna_adapter.set_trial_user_attr(study, tid, "error", reason)
+    if not optuna_adapter.fail_trial(study, tid):
         return False
-    # A grid cell is the trial's fixed params (a trial claimed but not started has no params yet).
-    params = t.system_attrs.get("fixed_params") or t.params
+    # A grid cell is the trial's queued params (a trial claimed but not started has no params yet).
+    params = optuna_adapter.enqueued_params(t) or t.params
     study.enqueue_trial(params, user_attrs={"retry_of": t.user_attrs.get("retry_of", t.number)})
     for run_id in t.user_attrs.get("mlflow_run_ids", []):
         _end_run_if_running(tracking_uri, run_id, "KILLED", reason)
@@ -325,9 +324,9 @@ def enqueue_budget(spec: StudySpec, study: optuna.Study) -> int:
     """Put what is left of the budget in the queue; returns how many trials were added."""
     trials = study.get_trials(deepcopy=False)
     if spec.sampler.type == "grid":
-        # A trial's cell is the `fixed_params` it was enqueued with: a WAITING trial has no params yet,
+        # A trial's cell is the params it was enqueued with: a WAITING trial has no params yet,
         # and neither has a RUNNING one that another process claimed but has not started.
-        seen = [t.system_attrs.get("fixed_params") or t.params for t in trials if _counted(t)]
+        seen = [optuna_adapter.enqueued_params(t) or t.params for t in trials if _counted(t)]
         todo = [cell for cell in spec.grid()[:spec.n_trials] if cell not in seen]
         for cell in todo:
             study.enqueue_trial(cell)
@@ -392,8 +391,8 @@ def _check_same_study(spec: StudySpec, study_text: str, tracking_uri: str, paren
     changed = _changed_sections(spec, tracking_uri, parent_id)
     raise StudyError(f"study {spec.name!r} already exists (storage {mask_uri(storage_url)}, MLflow parent run "
                      f"{parent_id}) and was created from a different study file{changed}; resuming would mix "
-                     "two questions. Give the study a new `name`, or rerun with --force-new to delete the old "
-                     "study and its runs")
+                     "two questions. Give the study a new `name`, or rerun with force_new to delete the old "
+                     "study and its runs", field="force_new")
 
 
 def _changed_sections(spec: StudySpec, tracking_uri: str, parent_id: str) -> str:
@@ -497,7 +496,7 @@ class _Heartbeat:
     def _beat(self, study, trial_id):
         while not self._stop.wait(HEARTBEAT_S):
             try:
-                study._storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+                optuna_adapter.set_trial_user_attr(study, trial_id, "heartbeat", time.time())
             except Exception:  # the trial finished meanwhile, or the storage hiccupped: next beat
                 pass
 
@@ -512,14 +511,12 @@ class _Heartbeat:
 
 def claim(study: optuna.Study) -> optuna.Trial | None:
     """Atomically take one WAITING trial (or None when the queue is empty)."""
-    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if study._storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
-            trial = optuna.Trial(study, t._trial_id)
-            for key, value in {"worker_host": socket.gethostname(), "worker_pid": os.getpid(),
-                               "heartbeat": time.time()}.items():
-                trial.set_user_attr(key, value)
-            return trial
-    return None
+    trial = optuna_adapter.claim_waiting(study)
+    if trial is not None:
+        for key, value in {"worker_host": socket.gethostname(), "worker_pid": os.getpid(),
+                           "heartbeat": time.time()}.items():
+            trial.set_user_attr(key, value)
+    return trial
 
 
 def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
@@ -607,12 +604,13 @@ def _pruning_hook(trial: optuna.Trial, metric: str) -> Callable[[int, dict], Non
 
 def run_one(study: optuna.Study, trial: optuna.Trial, plan: Plan, contexts: dict) -> TrialState:
     """Run a claimed trial and record its outcome; an exception fails this trial, never the study."""
-    with _Heartbeat(study, trial._trial_id):
+    with _Heartbeat(study, optuna_adapter.trial_id(trial)):
         try:
             values = objective(trial, plan, contexts)
         except KeyboardInterrupt:  # Ctrl-C: mark it now, as the next run's stale-trial recovery would
             with _sigint_ignored(), contextlib.suppress(Exception):  # a second Ctrl-C does not cut this short
-                retire(study, study._storage.get_trial(trial._trial_id), "interrupted (Ctrl-C)", plan.tracking_uri)
+                retire(study, optuna_adapter.fresh_trial(study, optuna_adapter.trial_id(trial)), "interrupted (Ctrl-C)",
+                       plan.tracking_uri)
             raise
         except optuna.TrialPruned:
             study.tell(trial, state=TrialState.PRUNED)

@@ -35,6 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.config import ConfigError, RunConfig, build_config, check_key, read_text
+from bench.errors import StudyError  # noqa: F401  (re-exported: its historical home)
 
 # Metrics an objective may name: what every run logs (conditional-only ones are checked per model).
 EPOCH_METRICS = ["eval/is", "eval/is_std", "eval/fid", "eval/d_acc_real_test", "eval/d_acc_fake_test"]
@@ -51,10 +52,6 @@ _NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
 # Optuna's GridSampler and our queue hold every cell (and a trial each) in memory and in the storage.
 MAX_GRID_CELLS = 10_000
 MAX_TRIALS = 100_000
-
-
-class StudyError(ConfigError):
-    """A malformed study file: names the file, the key and the reason."""
 
 
 class _Strict(BaseModel):

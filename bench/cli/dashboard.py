@@ -11,16 +11,19 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.cli.args import tracking_uri_from_args
+from bench.errors import InputError
+
 DEFAULT_PORT = 8080
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna
 
-    from bench.cli import InputError, tracking_uri_from_args
     from bench.studies import load_study, runner
     from bench.tracking import mask_uri
-    from bench.ui import check_args, free_port, url_for
+    from bench.cli.ui import check_args
+    from bench.ui import free_port, url_for
 
     try:
         import optuna_dashboard
@@ -33,14 +36,15 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     name = load_study(args.study)[0].name if Path(args.study).is_file() else args.study
     storage = args.storage or runner.default_storage(uri)
     try:
-        study = optuna.load_study(study_name=name, storage=runner.make_storage(storage))
+        backend = runner.make_storage(storage)
+        study = optuna.load_study(study_name=name, storage=backend)
     except KeyError:
         raise InputError(f"study {name!r} not found in storage {mask_uri(storage)!r}") from None
     port = args.port or free_port(args.host)
-    url = f"{url_for(args.host, port)}/dashboard/studies/{study._study_id}"
+    url = f"{url_for(args.host, port)}/dashboard/studies/{backend.get_study_id_from_name(study.study_name)}"
     print(f"optuna-dashboard for study {name!r} ({mask_uri(storage)}) at {url}  (Ctrl-C to stop)", flush=True)
     try:
-        optuna_dashboard.run_server(study._storage, host=args.host, port=port)
+        optuna_dashboard.run_server(backend, host=args.host, port=port)
     except KeyboardInterrupt:
         print("stopping optuna-dashboard", file=sys.stderr)
     return 0

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.cli.args import tracking_uri_from_args
+from bench.errors import InputError
 from bench.tracking import mask_uri, safe_name
 from bench.report.common import ReportError
 from bench.report.build import build_report
@@ -14,7 +16,6 @@ from bench.report.render import log_report, write_report
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.cli import InputError, tracking_uri_from_args
     from bench.tracking import TrackingError, client as make_client
 
     uri = tracking_uri_from_args(args)
@@ -30,7 +31,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                               data_root=args.data_root, reference=not args.no_reference,
                               progress=lambda m: print(m, file=sys.stderr))
     except ReportError as e:
-        raise InputError(str(e)) from None
+        raise InputError(str(e), field=e.field) from None
     except (InputError, TrackingError):
         raise
     except Exception as e:

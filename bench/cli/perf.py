@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from bench.config import RunConfig, build_config, load_file
-from bench.cli import int_at_least, positive_int
+from bench.cli.args import int_at_least, parse_overrides, positive_int
+from bench.errors import InputError
 from bench.perf.benchmark import format_benchmark, run_benchmark
 from bench.perf.common import (DEFAULT_EVAL_N, DEFAULT_ROUNDS, DEFAULT_STEPS, DEFAULT_TRACK_SUBSET, DEFAULT_WARMUP,
                                PARITY_MODEL)
@@ -76,8 +77,6 @@ BENCHMARK_ONLY = ("steps", "warmup", "rounds", "textbook_workers", "eval_n", "ev
 
 
 def _refuse_unused(args: argparse.Namespace) -> None:
-    from bench.cli import InputError
-
     unused = BENCHMARK_ONLY if args.parity else PARITY_ONLY
     for name in unused:
         if name in _DEFAULTS and getattr(args, name) != _DEFAULTS[name]:
@@ -86,8 +85,6 @@ def _refuse_unused(args: argparse.Namespace) -> None:
 
 
 def config_from_perf_args(args: argparse.Namespace) -> RunConfig:
-    from bench.cli import parse_overrides
-
     base = load_file(args.config) if args.config else {}
     overrides = parse_overrides(args.overrides)
     model = args.model or (PARITY_MODEL if args.parity else "dcgan-report000")

@@ -1,0 +1,145 @@
+"""`gan-bench study run|estimate|status`: argument parsing and the commands (`bench.studies` does the work)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from bench.cli.args import add_run_options, layered_overrides, overrides_from_args, tracking_uri_from_args
+from bench.errors import InputError
+from bench.studies.spec import StudyError, load_study
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.studies import runner, summary
+    from bench.tracking import mask_uri
+
+    for flag, value in (("--n-trials", args.n_trials), ("--workers", args.workers), ("--timeout", args.timeout)):
+        if value is not None and not value > 0:  # nan too
+            raise InputError(f"{flag}={value}: must be positive")
+    overrides = layered_overrides(args)  # --config FILE, then --set and the shortcuts
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        spec, text = load_study(args.file, overrides)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    uri = tracking_uri_from_args(args)
+    storage = args.storage or runner.default_storage(uri)
+    started = time.time()  # --timeout counts from here, once for all workers
+    study, parent_id, retried = runner.prepare(spec, text, storage, uri, force_new=args.force_new)
+    if retried:
+        print(f"retrying trials left running by a dead worker: {retried}")
+    before = runner.counts(study)
+    if before["waiting"] == 0:
+        if before["running"]:
+            print(f"study {spec.name!r}: nothing left to start; {before['running']} trial(s) still running "
+                  "in other workers.")
+            return 0
+        print(f"study {spec.name!r} is already finished ({before['complete']} complete, "
+              f"{before['pruned']} pruned, {before['fail']} failed); nothing to do.")
+        summary.log_to_parent(study, spec, uri, parent_id, complete=True)
+        return 0
+    print(f"study {spec.name!r}: {before['waiting']} trials to run, {args.workers} worker(s); "
+          f"storage {mask_uri(storage)}; MLflow {mask_uri(uri)} (parent run {parent_id})")
+    plan = runner.Plan(spec=spec, storage_url=storage, tracking_uri=uri, overrides=overrides,
+                       parent_run_id=parent_id, max_trials=args.n_trials, timeout=args.timeout or spec.budget.timeout,
+                       workers=args.workers, progress=not args.quiet, started=started)
+    try:
+        after = runner.run_study(plan, study)
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are kept; run the same command again to resume", file=sys.stderr)
+        summary.log_to_parent(study, spec, uri, parent_id, complete=False)
+        return 130
+    complete = after["waiting"] == 0 and after["running"] == 0
+    summary.log_to_parent(study, spec, uri, parent_id, complete=complete)
+    print(summary.format_table(summary.trials_table(study)))
+    if after["running"]:
+        note = f"  ({after['running']} trial(s) still running in other workers)"
+    else:
+        note = "" if complete else "  (study not finished: run again to resume)"
+    print(f"best: {runner.best_text(study)}{note}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import optuna
+
+    from bench.studies import runner, summary
+    from bench.tracking import mask_uri
+
+    name = args.study
+    if Path(name).is_file():
+        name = load_study(name)[0].name
+    uri = tracking_uri_from_args(args)
+    storage = args.storage or runner.default_storage(uri)
+    try:
+        study = optuna.load_study(study_name=name, storage=runner.read_storage(storage))
+    except KeyError:
+        raise StudyError(f"study {name!r} not found in storage {mask_uri(storage)!r}") from None
+    print(summary.format_table(summary.trials_table(study)))
+    print("counts:", ", ".join(f"{k} {v}" for k, v in runner.counts(study).items()))
+    for t in summary.best_trials(study):
+        print(f"best: trial {t.number} values={t.values} params={t.params}")
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from bench import experiment
+    from bench.perf import estimate
+
+    if args.steps < 1:
+        raise InputError(f"--steps={args.steps}: must be positive")
+    overrides = overrides_from_args(args)
+    specs = [load_study(f, overrides)[0] for f in args.files]  # every file validated before timing any
+    contexts: dict = {}
+    grand = 0.0
+    for spec in specs:
+        cfg = estimate.configurations(spec, overrides)[0][1]
+        key = (cfg.device, cfg.data.dataset, cfg.data.root)
+        if key not in contexts:
+            contexts[key] = experiment.prepare(cfg, progress=False)
+        ctx = contexts[key]
+        rows = estimate.estimate(spec, overrides, ctx.train_full, ctx.test, steps=args.steps)
+        print(estimate.format_table(spec, rows, ctx.device), flush=True)
+        grand += estimate.total_seconds(rows)
+    if len(specs) > 1:
+        print(f"all {len(specs)} studies: estimated {estimate.fmt_duration(grand)}")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("study", help="run Optuna studies over technique spaces (studies/*.toml)")
+    sub = p.add_subparsers(dest="study_command", required=True, metavar="ACTION")
+
+    r = sub.add_parser("run", help="create or resume a study and run its trials",
+                       description="Create the study (or resume it: same name, same storage) and run trials.")
+    r.add_argument("file", help="study file (TOML), e.g. studies/smoke.toml")
+    r.add_argument("--n-trials", type=int, help="run at most N trials in this invocation (all workers together)")
+    r.add_argument("--timeout", type=float, help="stop starting new trials after S seconds")
+    r.add_argument("--storage", help="Optuna storage URL (postgresql://...) or journal file "
+                                     "(default: optuna-journal.log next to the MLflow store)")
+    r.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (and the GPU)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--force-new", action="store_true",
+                   help="the study file changed since the study was created: delete the old Optuna study and "
+                        "its MLflow runs (soft delete), then start again")
+    add_run_options(r)
+    r.set_defaults(func=cmd_run)
+
+    e = sub.add_parser("estimate", help="how long study files will take on this machine (measured throughput)",
+                       description="Time a few training iterations and one (scaled-down) evaluation of every "
+                                   "configuration a study trains, and extrapolate to the whole study. Nothing is "
+                                   "logged; the same overrides as `study run` apply.")
+    e.add_argument("files", nargs="+", help="study files (TOML)")
+    e.add_argument("--steps", type=int, default=6, help="timed training iterations per configuration (default 6)")
+    add_run_options(e)
+    e.set_defaults(func=cmd_estimate)
+
+    s = sub.add_parser("status", help="print a study's trials table and best trial(s)")
+    s.add_argument("study", help="study file or study name")
+    s.add_argument("--storage")
+    s.add_argument("--tracking-uri")
+    s.set_defaults(func=cmd_status)
