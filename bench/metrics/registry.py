@@ -212,6 +212,13 @@ def curves() -> list[Metric]:
     return [m for m in columns() if m.per_epoch]
 
 
+def evaluated(conditional: bool, num_classes: int = NUM_CLASSES) -> list[str]:
+    """Names (without eval/) that an evaluation of a conditional or unconditional model logs."""
+    skip = Needs.UNCONDITIONAL if conditional else Needs.CONDITIONAL
+    return [k.removeprefix(f"{m.group}/") for m in METRICS if m.per_epoch and skip not in m.needs
+            for k in m.keys(num_classes)]
+
+
 def progress_keys() -> list[str]:
     """Names (without eval/) shown on the training progress bar."""
     return [m.name for m in METRICS if m.progress]
