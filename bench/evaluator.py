@@ -124,9 +124,37 @@ class Evaluator:
         if key not in self._real_cache:
             images, labels = data.head(n)
             probs, feats = self(images)
-            self._real_cache[key] = {"images": images, "labels": labels, "probs": probs,
+            self._real_cache[key] = {"images": images, "labels": labels, "probs": probs, "feats": feats,
                                      "moments": _moments(feats)}
         return self._real_cache[key]
+
+
+def real_manifold(ref: dict) -> metrics.Manifold:
+    """The k-NN manifold of a real reference's features, computed on first use and kept in `ref` (the cache)."""
+    if "manifold" not in ref:
+        ref["manifold"] = metrics.Manifold.of(ref["feats"])
+    return ref["manifold"]
+
+
+def real_class_moments(ref: dict, num_classes: int) -> dict[int, metrics.FeatureMoments]:
+    """Per-class feature moments of a real reference, computed on first use and kept in `ref` (the cache)."""
+    if "class_moments" not in ref:
+        ref["class_moments"] = metrics.class_moments(ref["feats"], ref["labels"], num_classes)
+    return ref["class_moments"]
+
+
+def manifold_scores(feats: torch.Tensor, ref: dict) -> dict[str, float]:
+    """Precision, recall, density and coverage of `feats` against the real reference."""
+    return metrics.prdc(real_manifold(ref), feats)
+
+
+def intra_fid_scores(feats: torch.Tensor, labels: torch.Tensor, ref: dict, num_classes: int,
+                     prefix: str = "intra_fid") -> dict[str, float]:
+    """Class-conditional FID: `intra_fid` (mean over classes) and `intra_fid_<c>` per class."""
+    per_class = metrics.per_class_fid(feats, labels, real_class_moments(ref, num_classes), num_classes)
+    out = {prefix: per_class.nanmean().item()}
+    out.update({f"{prefix}_{c}": float(v) for c, v in enumerate(per_class)})
+    return out
 
 
 def _moments(feats: torch.Tensor) -> metrics.FeatureMoments:
@@ -271,12 +299,16 @@ def real_scores(evaluator: Evaluator, train: DeviceDataset, test: DeviceDataset,
     pred = ref["probs"].argmax(1)
     class_acc = metrics.class_accuracy(pred, ref["labels"], test.num_classes)
     is_mean, is_std = metrics.inception_score(ref["probs"], cfg.splits)
-    train_images, _ = train.head(min(cfg.n_real, len(train)))
+    train_images, train_labels = train.head(min(cfg.n_real, len(train)))
     _, train_feats = evaluator(train_images)
     out = {"test_accuracy": accuracy(evaluator, test), "is": is_mean, "is_std": is_std,
            "fid_train_test": metrics.frechet_distance(*_moments(train_feats).compute(), *ref["moments"].compute()),
            "class_acc_geomean": metrics.geometric_mean(class_acc)}
     out.update({f"class_acc_{i}": float(a) for i, a in enumerate(class_acc)})
+    # What real training images score against the test set: the ceiling of the manifold metrics and intra-FID.
+    out.update({f"{k}_train_test": v for k, v in manifold_scores(train_feats, ref).items()})
+    intra = intra_fid_scores(train_feats, train_labels, ref, test.num_classes)
+    out.update({f"{k}_train_test": v for k, v in intra.items()})
     return out
 
 
@@ -317,8 +349,10 @@ def evaluate_gan(gan: GAN, evaluator: Evaluator, test: DeviceDataset, cfg: EvalC
         out["is"], out["is_std"] = metrics.inception_score(probs, cfg.splits, seed=seed)
         ref = evaluator.real_reference(test, min(cfg.n_real, len(test)))
         out["fid"] = metrics.frechet_distance(*_moments(feats).compute(), *ref["moments"].compute())
+        out.update(manifold_scores(feats, ref))
         if labels is not None:
             labels = labels.to(device)
+            out.update(intra_fid_scores(feats, labels, ref, num_classes))
             class_acc = metrics.class_accuracy(pred, labels, num_classes)
             out["tarr"] = metrics.tarr(pred, labels)
             out.update({f"class_acc_{i}": float(a) for i, a in enumerate(class_acc)})

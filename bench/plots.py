@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
+from bench.metrics import registry
 from bench.train import History
 
 
@@ -29,14 +30,15 @@ def curves_figure(history: History) -> dict[str, Figure]:
         "d_accuracy": _lines("Discriminator accuracy (train batches)", s,
                              {"real": t["d_acc_real"], "fake": t["d_acc_fake"]}, "step"),
     }
-    main = {k: v for k, v in history.eval.items() if k in ("is", "fid", "tarr", "class_acc_geomean",
-                                                           "d_acc_real_test", "d_acc_fake_test")}
+    main = {m.name: m.label for m in registry.curves() if m.name in history.eval}
     if history.epochs and main:
-        fig = Figure(figsize=(3.2 * len(main), 3))
-        for i, (k, ys) in enumerate(main.items()):
-            ax = fig.add_subplot(1, len(main), i + 1)
-            ax.plot(history.epochs, ys, marker="o")
-            ax.set_title(k)
+        ncols = min(4, len(main))
+        nrows = -(-len(main) // ncols)
+        fig = Figure(figsize=(3.2 * ncols, 3 * nrows))
+        for i, (k, title) in enumerate(main.items()):
+            ax = fig.add_subplot(nrows, ncols, i + 1)
+            ax.plot(history.epochs, history.eval[k], marker="o")
+            ax.set_title(title)
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
         fig.tight_layout()

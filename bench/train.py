@@ -33,6 +33,7 @@ from bench.progress import bar as progress_bar
 from bench import techniques
 from bench.config import ConfigError, RunConfig, TrainConfig
 from bench.data import DeviceDataset
+from bench.metrics.registry import progress_keys
 from bench.models import GAN, sample_latent
 
 STEP_METRICS = ("loss_d", "loss_g", "d_real", "d_fake", "d_acc_real", "d_acc_fake")
@@ -312,7 +313,7 @@ def train(cfg: RunConfig, gan: GAN, data: DeviceDataset, tracker, *,
         if evaluate is not None and (epoch % cfg.eval.every == 0 or epoch == cfg.optim.epochs):
             with step.evaluated():
                 last_eval, eval_s = _evaluate(evaluate, history, tracker, epoch, eval_s, device)
-            bar.set_postfix({k: f"{last_eval[k]:.3f}" for k in ("is", "fid", "tarr") if k in last_eval}, refresh=True)
+            bar.set_postfix({k: f"{last_eval[k]:.3f}" for k in progress_keys() if k in last_eval}, refresh=True)
             if _collapsed(history.eval.get("sample_std", []), cfg.train.collapse_std, history.init_sample_std):
                 stop_reason = f"generator collapsed at epoch {epoch} (sample std {last_eval['sample_std']:.2g})"
                 break

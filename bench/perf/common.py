@@ -13,6 +13,7 @@ import torch
 
 from bench.config import RunConfig
 from bench.data import DeviceDataset
+from bench.metrics import registry
 from bench.train import autocast_dtype
 
 DEFAULT_STEPS = 100
@@ -23,7 +24,8 @@ DEFAULT_EVAL_N = 10_000
 # cost is mostly per run (params, the four curve PNGs), so a shorter trial overstates it.
 DEFAULT_TRACK_SUBSET = 6400
 PARITY_MODEL = "cgan-conv"
-PARITY_METRICS = (("tarr", "TARR", "higher"), ("is", "IS", "higher"), ("fid", "FID", "lower"))
+# (name, label, direction) of the metrics the parity check compares, from the metric registry.
+PARITY_METRICS = tuple((m.name, m.label, m.direction) for m in map(registry.get, ("eval/tarr", "eval/is", "eval/fid")))
 # The plain path: what the parity check compares the fast path against.
 PLAIN = {"train.fast": False, "train.amp": False, "train.channels_last": False, "train.compile": "off"}
 # `--ablate`: the harness again with one switch of the fast path flipped (off if on, on if off).

@@ -13,6 +13,7 @@ import torch
 from bench.config import RunConfig, apply_overrides
 from bench.data import DeviceDataset
 from bench.evaluator import Evaluator, evaluate_gan, evaluator_path, load_or_train
+from bench.metrics import registry
 from bench.models import LeNet
 from bench.techniques import build_gan
 from bench.perf.common import say, set_references, sync
@@ -45,7 +46,7 @@ def eval_timing(cfg: RunConfig, evaluator: Evaluator, test: DeviceDataset, n: in
         metrics = evaluate_gan(gan, fresh, test, ecfg, cfg.model.latent_dim, seed=cfg.seed)
         sync(test.device)
         times.append(time.perf_counter() - t0)
-    missing = {"is", "fid", "tarr", "class_acc_geomean"} - set(metrics)
+    missing = set(registry.evaluated(conditional=True, num_classes=test.num_classes)) - set(metrics)
     if missing:
         raise RuntimeError(f"evaluate_gan did not return {sorted(missing)} (is {cfg.model.name} conditional?)")
     return {"model": cfg.model.name, "n_generated": n_per_class * test.num_classes, "n_real": n_real,

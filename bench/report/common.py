@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 
 from bench.errors import ReportError  # noqa: F401  (re-exported: its historical home)
+from bench.metrics import registry
+from bench.metrics.registry import Direction
 
 
 CONFIDENCE = 0.95
@@ -23,28 +25,21 @@ IGNORED_KEYS = {"seed", "data.root", "data.download", "device", "train.log_every
 class Column:
     metric: str
     label: str
-    direction: str  # "max", "min", "half" (closest to 0.5 is best) or "none"
+    direction: Direction
     fmt: str = "{:.3f}"
 
     def text(self, v: float | None) -> str:
         return "n/a" if v is None or not math.isfinite(v) else self.fmt.format(v)
 
+    @classmethod
+    def of(cls, m: registry.Metric) -> "Column":
+        return cls(m.key, m.label, m.direction, m.fmt)
 
-COLUMNS = (
-    Column("eval/tarr", "TARR", "max"),
-    Column("eval/is", "IS", "max", "{:.2f}"),
-    Column("eval/class_acc_geomean", "per-class acc. (geo. mean)", "max"),
-    Column("eval/fid", "FID", "min", "{:.2f}"),
-    Column("eval/d_acc_real_test", "D acc. real (test)", "half"),
-    Column("eval/d_acc_fake_test", "D acc. fake (test)", "half"),
-    Column("eval/classes_covered", "classes covered", "max", "{:.1f}"),
-    Column("eval/class_kl", "class KL to uniform", "min"),
-    Column("time/train_s", "train time (s)", "min", "{:.1f}"),
-)
+
+# Everything below comes from the metric registry (bench.metrics.registry).
+COLUMNS = tuple(Column.of(m) for m in registry.columns())
 # The columns every report has, even when no run logged them (shown as n/a).
-CORE_METRICS = ("eval/is", "eval/fid", "eval/d_acc_real_test", "eval/d_acc_fake_test", "time/train_s")
-EVAL_PLOT_METRICS = ("eval/tarr", "eval/is", "eval/class_acc_geomean", "eval/fid", "eval/d_acc_real_test",
-                     "eval/d_acc_fake_test", "eval/classes_covered", "eval/class_kl")
+CORE_METRICS = tuple(m.key for m in registry.columns() if m.core)
+EVAL_PLOT_METRICS = tuple(m.key for m in registry.curves())
 # Reference row: which real-data score stands in each column (bench.evaluator.real_scores).
-REFERENCE_MAP = {"eval/tarr": "test_accuracy", "eval/is": "is", "eval/class_acc_geomean": "class_acc_geomean",
-                 "eval/fid": "fid_train_test", **{f"eval/class_acc_{i}": f"class_acc_{i}" for i in range(10)}}
+REFERENCE_MAP = {k: registry.reference_key(k) for m in registry.METRICS if m.reference for k in m.keys()}

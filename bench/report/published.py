@@ -27,35 +27,35 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.report.common import ALPHA, COLUMNS
+from bench.metrics import registry
+from bench.report.common import ALPHA
 from bench.report.load import Group, StudyData
 from bench.report.stats import Diff, Stat, compare, summarize
 from bench.report.table import Table, _p_text
 from bench.studies.spec import PublishedTable, short_label as row_label
 
-# Which real-data value a metric is divided by: "is" or "accuracy" (others get no fraction).
-ACCURACY_LIKE = ("eval/tarr", "eval/class_acc_geomean", *[f"eval/class_acc_{i}" for i in range(10)])
 OUR_REFERENCE_KEY = {"is": "is", "accuracy": "test_accuracy"}  # bench.evaluator.real_scores keys
 
 
 def ceiling_kind(metric: str) -> str | None:
-    if metric == "eval/is":
-        return "is"
+    """Which real-data value a metric is divided by: "is" or "accuracy" (others get no fraction)."""
     if metric.startswith("analysis/"):  # a retrained classifier's test accuracy (e.g. analysis/retrain/.../test_acc)
         return "accuracy" if metric.endswith(("test_acc", "/real_only", "/cas")) else None
-    return "accuracy" if metric in ACCURACY_LIKE else None
+    known = registry.lookup(metric)
+    if known is None or not known.ceiling:
+        return None
+    return "is" if known.reference == "is" else "accuracy"
 
 
 def metric_label(metric: str) -> str:
     if metric.startswith("analysis/"):  # analysis/retrain/mix/gen10/test_acc -> retrain mix/gen10
         return metric.removeprefix("analysis/").removesuffix("/test_acc").replace("/", " ", 1)
-    return next((c.label for c in COLUMNS if c.metric == metric), metric)
+    return registry.label(metric)
 
 
 def _fmt(metric: str, v: float | None) -> str:
-    if v is None or not math.isfinite(v):
-        return "n/a"
-    return f"{v:.2f}" if metric in ("eval/is", "eval/fid") else f"{v:.3f}"
+    known = registry.lookup(metric)
+    return known.text(v) if known else "n/a" if v is None or not math.isfinite(v) else f"{v:.3f}"
 
 
 @dataclass

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from bench.metrics import registry
+from bench.metrics.registry import Direction
 from bench.report.common import ALPHA, COLUMNS, CORE_METRICS, Column, REFERENCE_MAP
 from bench.report.load import Group
 from bench.report.stats import Diff, Stat, compare, summarize
@@ -43,7 +45,9 @@ def columns_for(groups: list[Group], objectives: list[tuple[str, str]]) -> list[
     cols = [c for c in COLUMNS if c.metric in keep]
     for metric, direction in objectives:
         if all(c.metric != metric for c in cols):
-            cols.append(Column(metric, metric, "max" if direction == "maximize" else "min", "{:.4g}"))
+            known = registry.lookup(metric)
+            cols.append(Column(metric, registry.label(metric), Direction.from_optuna(direction),
+                               known.fmt if known else "{:.4g}"))
     return cols
 
 
@@ -75,12 +79,13 @@ def build_table(title: str, groups: list[Group], objectives: list[tuple[str, str
 def best_row(c: Column, rows: list[Row]) -> Row | None:
     """The row strictly better than every other one in column `c` *as displayed*, or None: values
     that print the same (IS 1.01 and 1.01) tie, and a tie for the top marks nothing."""
-    if c.direction == "none":
+    if c.direction == Direction.NONE:
         return None
     shown = [(float(c.text(r.stats[c.metric].mean)), r) for r in rows if math.isfinite(r.stats[c.metric].mean)]
     if len(shown) < 2:
         return None
-    badness = {"max": lambda v: -v, "min": lambda v: v, "half": lambda v: abs(v - 0.5)}[c.direction]
+    badness = {Direction.MAX: lambda v: -v, Direction.MIN: lambda v: v,
+               Direction.HALF: lambda v: abs(v - 0.5)}[c.direction]
     ranked = sorted(shown, key=lambda t: badness(t[0]))
     return ranked[0][1] if badness(ranked[0][0]) < badness(ranked[1][0]) else None
 

@@ -13,7 +13,7 @@ Example (see README for the full format)::
     type = "grid"
     [objective]
     metrics = ["eval/tarr"]
-    directions = ["maximize"]
+    directions = ["maximize"]     # optional: each metric's own direction (bench.metrics.registry)
 
 A study whose configurations are not a grid over one space names them as `[variants.<name>]`
 (each a set of config overrides); the search then also runs over the categorical parameter
@@ -36,13 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bench.config import ConfigError, RunConfig, build_config, check_key, read_text
 from bench.errors import StudyError  # noqa: F401  (re-exported: its historical home)
+from bench.metrics import registry
 
-# Metrics an objective may name: what every run logs (conditional-only ones are checked per model).
-EPOCH_METRICS = ["eval/is", "eval/is_std", "eval/fid", "eval/d_acc_real_test", "eval/d_acc_fake_test"]
-CONDITIONAL_METRICS = ["eval/tarr", "eval/class_acc_geomean", *[f"eval/class_acc_{i}" for i in range(10)]]
-UNCONDITIONAL_METRICS = ["eval/classes_covered", "eval/class_kl"]
-FINAL_METRICS = ["time/train_s", "time/eval_s"]
-KNOWN_METRICS = EPOCH_METRICS + CONDITIONAL_METRICS + UNCONDITIONAL_METRICS + FINAL_METRICS
 # Metrics an analysis logs on a finished run (`gan-bench analyze NAME`), e.g. analysis/retrain/mix/gen10/test_acc:
 # a published row may hold them (report 002 Tables 4-7); they are measured once the runs are analysed.
 ANALYSIS_METRIC = re.compile(r"analysis/[a-z_]+/[A-Za-z0-9_./-]+")
@@ -139,20 +134,28 @@ class PrunerSpec(_Strict):
 
 class ObjectiveSpec(_Strict):
     metrics: list[str] = Field(min_length=1)
-    directions: list[Literal["maximize", "minimize"]] = Field(min_length=1)
+    directions: list[Literal["maximize", "minimize"]] | None = Field(
+        None, min_length=1, description="per metric; default: the metric's own direction (bench.metrics.registry)")
     intermediate: str | None = Field(None, description="metric reported each epoch for pruning (default: first)")
 
     @model_validator(mode="after")
     def _check(self) -> "ObjectiveSpec":
-        if len(self.metrics) != len(self.directions):
+        if self.directions is not None and len(self.metrics) != len(self.directions):
             raise ValueError(f"{len(self.metrics)} metrics but {len(self.directions)} directions")
         for m in [*self.metrics, *([self.intermediate] if self.intermediate else [])]:
-            if m not in KNOWN_METRICS:
-                import difflib
-
-                hint = difflib.get_close_matches(m, KNOWN_METRICS, n=1)
-                raise ValueError(f"unknown metric {m!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-        if self.intermediate and self.intermediate in FINAL_METRICS:
+            registry.get(m)  # ValueError naming the closest known metric
+        given = self.directions or [None] * len(self.metrics)
+        directions = []
+        for m, d in zip(self.metrics, given):
+            own = registry.get(m).direction
+            if d is None and own.optuna is None:
+                raise ValueError(f"{m!r} has no better side ({own.text}): give `directions`")
+            if d is not None and own.optuna is not None and d != own.optuna:
+                warnings.warn(f"objective {m!r}: direction {d!r} is the opposite of the metric's ({own.text} is "
+                              "better)", stacklevel=2)
+            directions.append(d or own.optuna)
+        self.directions = directions
+        if self.intermediate and not registry.get(self.intermediate).per_epoch:
             raise ValueError(f"intermediate metric {self.intermediate!r} is only known at the end")
         return self
 
@@ -187,11 +190,8 @@ class PublishedRow(BaseModel):
         if not self.model_extra:
             raise ValueError('no published value: add metrics, e.g. "eval/tarr" = 0.98')
         for metric, value in self.model_extra.items():
-            if metric not in KNOWN_METRICS and not ANALYSIS_METRIC.fullmatch(metric):
-                import difflib
-
-                hint = difflib.get_close_matches(metric, KNOWN_METRICS, n=1)
-                raise ValueError(f"unknown metric {metric!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+            if not ANALYSIS_METRIC.fullmatch(metric):
+                registry.get(metric)  # ValueError naming the closest known metric
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{metric}: {value!r} is not a finite number")
         return self
@@ -389,10 +389,9 @@ def _semantic_checks(spec: StudySpec, path: str, overrides: dict[str, Any]) -> R
         raise _fail(path, "pruner.type", "Optuna cannot prune multi-objective studies; use 'none'")
     conditional = _conditional_models(spec, base_cfg)
     for m in [*spec.objective.metrics, spec.objective.watched]:
-        if m in CONDITIONAL_METRICS and not all(conditional):
-            raise _fail(path, "objective.metrics", f"{m!r} needs a conditional model in every trial")
-        if m in UNCONDITIONAL_METRICS and any(conditional):
-            raise _fail(path, "objective.metrics", f"{m!r} needs an unconditional model in every trial")
+        reason = _model_mismatch(m, conditional)
+        if reason:
+            raise _fail(path, "objective.metrics", f"{m!r} {reason}")
     _check_published(spec, path, conditional)
     return base_cfg
 
@@ -421,6 +420,20 @@ def _check_fit(spec: StudySpec, base_cfg: RunConfig, path: str) -> None:
                       max(values("techniques.d_steps", base_cfg.techniques.d_steps)))
     except DataError as e:
         raise _fail(path, "", str(e)) from None
+
+
+def _model_mismatch(key: str, conditional: list[bool]) -> str | None:
+    """Why the study's models cannot log metric `key` (a conditional-only metric on an unconditional model...)."""
+    metric = registry.lookup(key)
+    if metric is None:  # an analysis metric
+        return None
+    if registry.Needs.CONDITIONAL in metric.needs and not all(conditional):
+        return (f"({metric.label}) needs a conditional model in every trial; "
+                f"{conditional.count(False)} of the {len(conditional)} model(s) the study trains are unconditional")
+    if registry.Needs.UNCONDITIONAL in metric.needs and any(conditional):
+        return (f"({metric.label}) needs an unconditional model in every trial; "
+                f"{conditional.count(True)} of the {len(conditional)} model(s) the study trains are conditional")
+    return None
 
 
 def _conditional_models(spec: StudySpec, base_cfg: RunConfig) -> list[bool]:
@@ -461,10 +474,9 @@ def _check_published(spec: StudySpec, path: str, conditional: list[bool]) -> Non
                 raise _fail(path, f"{at}.params", f"missing {', '.join(missing)}: a row names every searched key, "
                                                   "so that it picks one configuration")
             for metric in row.values:
-                if metric in CONDITIONAL_METRICS and not all(conditional):
-                    raise _fail(path, f"{at}.{metric}", "needs a conditional model in every trial")
-                if metric in UNCONDITIONAL_METRICS and any(conditional):
-                    raise _fail(path, f"{at}.{metric}", "needs an unconditional model in every trial")
+                reason = _model_mismatch(metric, conditional)
+                if reason:
+                    raise _fail(path, f"{at}.{metric}", reason)
             cell = repr(sorted(row.params.items()))
             if cell in seen:
                 raise _fail(path, f"{at}.params", f"the same configuration as rows[{seen[cell]}]")
