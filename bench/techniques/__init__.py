@@ -221,6 +221,17 @@ def schedule(cfg: RunConfig) -> tuple[int, int]:
     return cfg.techniques.d_steps, cfg.techniques.g_steps
 
 
+def markdown_table() -> str:
+    """README's technique table, generated from the registry so it cannot drift."""
+    lines = ["| technique | config keys (default) | what it does | paper | study |", "|---|---|---|---|---|"]
+    for t in TECHNIQUES.values():
+        keys = "<br>".join(f"`{t.section}.{k}` ({_short(f.default)}): {f.description}" for k, (_, f) in t.fields.items())
+        what = " ".join((t.__doc__ or "").strip().split("\n\n")[0].split())  # the docstring's first paragraph
+        study = f"`studies/{t.study}.toml`" if t.study else "—"
+        lines.append(f"| `{t.key()}` | {keys} | {what} | {t.paper or '—'} | {study} |")
+    return "\n".join(lines)
+
+
 def build_gan(cfg: RunConfig, num_classes: int = 10) -> GAN:
     """The GAN a config trains: the model family's nets, then every technique's `wrap_models`."""
     from bench.models import build_gan as build_nets
