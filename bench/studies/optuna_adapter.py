@@ -3,7 +3,7 @@
 The runner needs a few things Optuna's public API does not give: writing to a trial this process
 does not own (another worker's, or a dead one's), claiming a queued trial without creating a new
 one when the queue is empty, the parameters a trial was queued with, and the journal file's lock.
-Each function below says which Optuna internal it relies on; tests/test_optuna_adapter.py runs
+Each function below says which Optuna internal it relies on; tests/studies/test_optuna_adapter.py runs
 each against the installed Optuna and the storages gan-bench uses (journal file, SQLite,
 in-memory), so an Optuna release that changes one fails there, not in a study. pyproject.toml
 bounds Optuna to the versions tested (5.0).

@@ -30,7 +30,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from test_studies import ALL_CELLS, GRID  # the same 2x2 grid as the single-machine tests
+from .test_runner import ALL_CELLS, GRID  # the same 2x2 grid as the single-machine tests
 WORKER_TIMEOUT_S = 300
 
 

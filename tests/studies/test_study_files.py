@@ -25,7 +25,7 @@ from bench.config import RunConfig, build_config
 from bench.models import MODELS, build_gan, count_params
 from bench.studies.spec import StudySpec, load_study
 
-STUDY_DIR = Path(__file__).resolve().parents[1] / "studies"
+STUDY_DIR = Path(__file__).resolve().parents[2] / "studies"
 STUDY_FILES = sorted(STUDY_DIR.glob("*.toml"))
 PIPELINE_CHECKS = {"smoke"}  # not a question: allowed a single seed
 CONV_MODELS = {"dcgan", "cgan-conv"}

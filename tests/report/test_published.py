@@ -19,7 +19,7 @@ from bench.report.table import build_table
 from bench.studies import load_study
 from bench.studies.spec import PublishedTable
 
-STUDIES = Path(__file__).resolve().parents[1] / "studies"
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
 
 GOOD = """
 name = "pub"

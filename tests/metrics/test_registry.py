@@ -19,7 +19,7 @@ from bench.models import build_gan
 from bench.report.common import COLUMNS, CORE_METRICS, REFERENCE_MAP
 from bench.studies.spec import StudyError, load_study
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 NEW = ("eval/precision", "eval/recall", "eval/density", "eval/coverage", "eval/intra_fid")
 
 

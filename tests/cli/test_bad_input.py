@@ -340,7 +340,7 @@ def test_wrong_shape_one_line_exit_2_nothing_written(case, argv, name, content, 
 
 def test_python_m_bench_cli_reports_input_errors_of_command_modules(tmp_path):
     """`python -m bench.cli` (the README's form) runs cli.py as __main__: errors raised elsewhere are still caught."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     done = subprocess.run([sys.executable, "-m", "bench.cli", "perf", "--seeds", "2"], capture_output=True,
                           text=True, env=env, cwd=tmp_path, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-1500:]

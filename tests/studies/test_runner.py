@@ -171,13 +171,13 @@ def test_failing_trial_is_recorded_and_study_completes(tmp_path, store, tiny, mo
     assert runs["32"].info.status == "FINISHED"
 
 
-# Malformed study files: see the bad-input table in test_reliability.py.
+# Malformed study files: see the bad-input table in tests/cli/test_faults.py.
 
 
 def test_catalogue_files_are_valid():
     from bench.studies import load_study
 
-    files = sorted(Path(__file__).resolve().parents[1].joinpath("studies").glob("*.toml"))
+    files = sorted(Path(__file__).resolve().parents[2].joinpath("studies").glob("*.toml"))
     assert files, "no study files"
     for f in files:
         spec, _ = load_study(f)
