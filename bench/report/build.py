@@ -47,7 +47,7 @@ def build_report(client, names: list[str], *, out_dir: Path, runs_filter: str | 
                           field="baseline")
     ref_cache: dict = {}
     reports = []
-    baselines: dict[str, Group | None] = {}
+    baselines: dict[str, Group | list[Group] | None] = {}
     for s in studies:
         progress(f"{s.name}: {len(s.runs)} runs in {len(s.groups)} configurations")
         base, note = resolve_baseline(s, wanted, baseline)
@@ -77,7 +77,7 @@ def build_report(client, names: list[str], *, out_dir: Path, runs_filter: str | 
             groups = combined_groups(studies)
             objectives = studies[0].objectives
             chosen = [baselines[s.name] for s in studies]
-            base_ids = {b.config_id for b in chosen if b is not None}
+            base_ids = {b.config_id for c in chosen if c is not None for b in (c if isinstance(c, list) else [c])}
             base = None
             if wanted is not None:
                 found = matching(groups, wanted)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from bench.metrics import registry
 from bench.metrics.registry import Direction
 from bench.report.common import ALPHA, COLUMNS, CORE_METRICS, Column, REFERENCE_MAP
+from bench.report.baseline import baseline_of
 from bench.report.load import Group
 from bench.report.stats import Diff, Stat, compare, summarize
 
@@ -20,6 +21,7 @@ class Row:
     diffs: dict[str, Diff] = field(default_factory=dict)
     best: set[str] = field(default_factory=set)
     is_baseline: bool = False
+    base: Row | None = None  # the baseline row this row's differences are to
     reference: dict[str, float] | None = None  # the real-data row
 
     @property
@@ -51,20 +53,24 @@ def columns_for(groups: list[Group], objectives: list[tuple[str, str]]) -> list[
     return cols
 
 
-def build_table(title: str, groups: list[Group], objectives: list[tuple[str, str]], baseline: Group | None,
+def build_table(title: str, groups: list[Group], objectives: list[tuple[str, str]],
+                baseline: Group | list[Group] | None,
                 baseline_note: str, reference: dict[str, float] | None = None, reference_note: str = "",
                 label_fn=None) -> Table:
+    """`baseline`: one group, or one per stratum (see `baseline.resolve_baseline`)."""
     cols = columns_for(groups, objectives)
+    bases = baseline if isinstance(baseline, list) else [baseline] if baseline is not None else []
     rows = []
     for g in groups:
         stats = {c.metric: summarize(g.values(c.metric)) for c in cols}
         rows.append(Row(label=label_fn(g) if label_fn else g.label, group=g, stats=stats,
-                        is_baseline=g is baseline))
-    base = next((r for r in rows if r.is_baseline), None)
-    if base is not None:
-        for r in rows:
-            if not r.is_baseline:
-                r.diffs = {c.metric: compare(r.stats[c.metric], base.stats[c.metric]) for c in cols}
+                        is_baseline=any(g is b for b in bases)))
+    by_group = {id(r.group): r for r in rows}
+    for r in rows:
+        base_group = baseline_of(r.group, bases)
+        r.base = by_group.get(id(base_group)) if base_group is not None else None
+        if r.base is not None and not r.is_baseline:
+            r.diffs = {c.metric: compare(r.stats[c.metric], r.base.stats[c.metric]) for c in cols}
     for c in cols:
         best = best_row(c, rows)
         if best is not None:
@@ -116,7 +122,7 @@ def verdict(t: Table, objectives: list[tuple[str, str]], limit: int = 8) -> list
     """A few sentences: the best configuration, and each configuration vs the baseline on the objective."""
     lines = []
     rows = [r for r in t.rows if r.group is not None]
-    base = next((r for r in rows if r.is_baseline), None)
+    has_base = any(r.is_baseline for r in rows)
     ref = next((r for r in t.rows if r.reference is not None), None)
     for metric, direction in objectives:
         col = next((c for c in t.columns if c.metric == metric), None)
@@ -134,7 +140,7 @@ def verdict(t: Table, objectives: list[tuple[str, str]], limit: int = 8) -> list
         if ref is not None and ref.stats[metric].n:
             line += f" (real data: {col.text(ref.stats[metric].mean)})"
         lines.append(line + ".")
-        if base is None:
+        if not has_base:
             continue
         shown = 0
         for r in ranked + [r for r in rows if not r.stats[metric].n]:
@@ -142,10 +148,11 @@ def verdict(t: Table, objectives: list[tuple[str, str]], limit: int = 8) -> list
                 continue
             shown += 1
             d = r.diffs.get(metric)
+            base_label = r.base.label if r.base is not None else "its baseline"
             if d is None or not math.isfinite(d.diff):
-                lines.append(f"{r.label} vs {base.label}: {col.label} n/a ({r.group.status_text()}).")
+                lines.append(f"{r.label} vs {base_label}: {col.label} n/a ({r.group.status_text()}).")
                 continue
-            text = f"{r.label} vs {base.label}: {col.label} {diff_text(col, d.diff)}"
+            text = f"{r.label} vs {base_label}: {col.label} {diff_text(col, d.diff)}"
             if d.tested:
                 better = (d.diff > 0) == (direction == "maximize")
                 text += (f" [95% CI {precise(col, d.ci_low)}, {precise(col, d.ci_high)}], {_p_text(d)} (Welch's t-test, "
@@ -158,7 +165,8 @@ def verdict(t: Table, objectives: list[tuple[str, str]], limit: int = 8) -> list
                 text += f" [runs: {r.group.status_text()}]"
             lines.append(text + ".")
         if len([r for r in rows if not r.is_baseline]) > shown:
-            lines.append(f"... and {len(rows) - 1 - shown} more configurations (see the table).")
+            lines.append(f"... and {len([r for r in rows if not r.is_baseline]) - shown} more configurations "
+                         "(see the table).")
     excluded = [run for r in rows for run in r.group.runs if not run.usable]
     if excluded:
         kinds: dict[str, int] = {}

@@ -360,6 +360,14 @@ def swapped_generator(gan: GAN, generator: nn.Module | None) -> Iterator[None]:
 
 # Importing a module registers its technique; the order here is the order hooks run in.
 # Flip before smoothing: a flipped real example then gets the (smoothed) fake target.
-_MODULES = ("flip", "smoothing", "update_schedule", "g_loss", "vbn", "dropout", "weight_init")
+_MODULES = (
+    "flip",
+    "smoothing",
+    "update_schedule",
+    "g_loss",
+    "vbn",
+    "dropout",
+    "weight_init",
+)
 for _name in _MODULES:
     importlib.import_module(f"{__name__}.{_name}")

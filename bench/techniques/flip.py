@@ -18,7 +18,7 @@ class Flip(Technique):
 
     name = "flip"
     paper = "Salimans et al. 2016"
-    study = "label-smoothing"
+    study = "joint-tpe"
     fields = {"flip_prob": (float, Field(0.0, ge=0.0, lt=0.5, description="probability of swapping real/fake "
                                                                          "targets (before smoothing)"))}
 

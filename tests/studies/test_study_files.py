@@ -192,3 +192,28 @@ def test_report_check_catches_a_wrong_batch_size(tmp_path):
 def test_every_model_named_is_registered(study):
     for cfg in configs(study):
         assert cfg.model.name in MODELS
+
+
+# ---------------------------------------------------------------------------
+# Technique studies: every registered technique names a study; those of the tricks the reports
+# left out compare the technique with its baseline on both models, each with its own baseline.
+TRICKS = {"hinge", "wgan_gp", "r1", "ttur", "spectral_norm", "ema", "instance_noise", "diffaug",
+          "feature_matching", "minibatch_std", "historical_averaging"}
+
+
+def test_every_technique_names_a_study_that_varies_its_keys():
+    from bench.techniques import TECHNIQUES
+
+    for t in TECHNIQUES.values():
+        if t.study is None:
+            continue
+        spec = load(STUDY_DIR / f"{t.study}.toml")
+        keys = set(spec.space) | {k for v in spec.variants.values() for k in v}
+        assert keys & set(t.baseline()), f"{t.name}: studies/{t.study}.toml varies none of {sorted(t.baseline())}"
+        if t.name in TRICKS:
+            assert spec.reproduces is None and spec.repeats >= 3
+            models = {v.get("model.name") for v in spec.variants.values()}
+            assert models == {"dcgan-report000", "cgan-conv"}, f"{t.study}: runs on {models}"
+            assert spec.baseline == {k: v for k, v in t.baseline().items() if k in spec.space}, t.study
+            off = build_config(spec.base, spec.config_overrides({"variant": "dcgan", **spec.baseline}))
+            assert t.label(off) is None, f"{t.study}: the baseline does not switch {t.name} off"
