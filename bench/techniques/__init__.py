@@ -368,6 +368,7 @@ _MODULES = (
     "vbn",
     "dropout",
     "weight_init",
+    "hinge",
 )
 for _name in _MODULES:
     importlib.import_module(f"{__name__}.{_name}")
