@@ -369,6 +369,7 @@ _MODULES = (
     "dropout",
     "weight_init",
     "hinge",
+    "wgan_gp",
 )
 for _name in _MODULES:
     importlib.import_module(f"{__name__}.{_name}")
