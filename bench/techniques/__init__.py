@@ -370,6 +370,7 @@ _MODULES = (
     "weight_init",
     "hinge",
     "wgan_gp",
+    "r1",
 )
 for _name in _MODULES:
     importlib.import_module(f"{__name__}.{_name}")
