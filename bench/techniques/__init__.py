@@ -371,6 +371,7 @@ _MODULES = (
     "hinge",
     "wgan_gp",
     "r1",
+    "ttur",
 )
 for _name in _MODULES:
     importlib.import_module(f"{__name__}.{_name}")
