@@ -372,6 +372,7 @@ _MODULES = (
     "wgan_gp",
     "r1",
     "ttur",
+    "spectral_norm",
 )
 for _name in _MODULES:
     importlib.import_module(f"{__name__}.{_name}")
