@@ -373,6 +373,7 @@ _MODULES = (
     "r1",
     "ttur",
     "spectral_norm",
+    "ema",
 )
 for _name in _MODULES:
     importlib.import_module(f"{__name__}.{_name}")
