@@ -374,6 +374,7 @@ _MODULES = (
     "ttur",
     "spectral_norm",
     "ema",
+    "instance_noise",
 )
 for _name in _MODULES:
     importlib.import_module(f"{__name__}.{_name}")
