@@ -375,6 +375,7 @@ _MODULES = (
     "spectral_norm",
     "ema",
     "instance_noise",
+    "diffaug",
 )
 for _name in _MODULES:
     importlib.import_module(f"{__name__}.{_name}")
