@@ -376,6 +376,7 @@ _MODULES = (
     "ema",
     "instance_noise",
     "diffaug",
+    "feature_matching",
 )
 for _name in _MODULES:
     importlib.import_module(f"{__name__}.{_name}")
