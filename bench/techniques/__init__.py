@@ -377,6 +377,7 @@ _MODULES = (
     "instance_noise",
     "diffaug",
     "feature_matching",
+    "minibatch_std",
 )
 for _name in _MODULES:
     importlib.import_module(f"{__name__}.{_name}")
