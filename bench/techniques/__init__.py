@@ -378,6 +378,7 @@ _MODULES = (
     "diffaug",
     "feature_matching",
     "minibatch_std",
+    "historical_averaging",
 )
 for _name in _MODULES:
     importlib.import_module(f"{__name__}.{_name}")

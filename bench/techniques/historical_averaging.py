@@ -1,0 +1,54 @@
+"""Historical averaging: each net is pulled towards the average of its past weights (Salimans et al. 2016)."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from bench.techniques import Technique, register
+
+
+@register
+class HistoricalAveraging(Technique):
+    """Historical averaging (Salimans et al. 2016, section 3.3): each player's loss gets
+    lambda * ||theta - mean of theta over past steps||^2, which damps the oscillations of
+    gradient descent in a game (it finds equilibria of low-dimensional games where plain
+    gradient descent cycles). The averages are running means, updated after each step.
+    """
+
+    name = "historical_averaging"
+    label_key = "histavg"
+    paper = "Salimans et al. 2016"
+    study = "historical-averaging"
+    fields = {"hist_avg_lambda": (float, Field(0.0, ge=0.0, le=100.0, description=(
+        "historical averaging: weight of ||theta - mean of past theta||^2 in both losses (0: off)")))}
+
+    def __init__(self, cfg, info):
+        super().__init__(cfg, info)
+        self.nets = {"d": info.D, "g": info.G}
+        self.avg = {k: [p.detach().clone() for p in net.parameters()] for k, net in self.nets.items()}
+        self.count = {"d": 1, "g": 1}  # the initial weights count as the first in the history
+
+    def penalty(self, net: str) -> torch.Tensor:
+        params = self.nets[net].parameters()
+        return self.cfg.techniques.hist_avg_lambda * sum((p.float() - a.float()).pow(2).sum()
+                                                          for p, a in zip(params, self.avg[net]))
+
+    def d_penalty(self, b):
+        return self.penalty("d")
+
+    def g_penalty(self, b):
+        return self.penalty("g")
+
+    @torch.no_grad()
+    def after_step(self, net):
+        self.count[net] += 1
+        for p, a in zip(self.nets[net].parameters(), self.avg[net]):
+            a.lerp_(p, 1.0 / self.count[net])  # running mean
+
+    def state_dict(self):
+        return {"avg": self.avg, "count": self.count}
+
+    def load_state_dict(self, state):
+        if state:
+            self.avg, self.count = state["avg"], dict(state["count"])
