@@ -21,10 +21,6 @@ class FeatureMatching(Technique):
     fields = {"feature_matching": (bool, Field(False, description="G's loss matches the mean of D's "
                                                                   "penultimate features on real data"))}
 
-    @classmethod
-    def label(cls, cfg):
-        return "on" if cfg.techniques.feature_matching else None
-
     def g_loss(self, b):
         real = self.info.d_features(b.real, b.real_y).detach().float().mean(0)
         fake = self.info.d_features(b.fake, b.fake_y).float().mean(0)

@@ -23,10 +23,6 @@ class Hinge(Technique):
     study = "hinge"
     fields = {"hinge": (bool, Field(False, description="hinge loss for D and G instead of BCE"))}
 
-    @classmethod
-    def label(cls, cfg):
-        return "on" if cfg.techniques.hinge else None
-
     def d_loss(self, b):
         return hinge_d_loss(b.real_logits, b.fake_logits)
 
