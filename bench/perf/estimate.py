@@ -51,11 +51,11 @@ def configurations(spec: StudySpec, overrides: dict) -> list[tuple[str, RunConfi
     """(label, config, MLflow runs) for every configuration the study will train."""
     if spec.sampler.type == "grid":
         cells = spec.grid()
-        return [(spec.short_label(cell) or "base", build_config(spec.base, {**spec.config_overrides(cell), **overrides}),
+        return [(spec.short_label(cell) or "base", build_config(spec.base, spec.config_overrides(cell, overrides)),
                  spec.repeats) for cell in cells]
     cell = {k: p.choices[0] if p.choices else p.low for k, p in spec.search_space.items() if not p.when}
     cell.update(spec.baseline or {})
-    cfg = build_config(spec.base, {**spec.config_overrides(cell), **overrides})
+    cfg = build_config(spec.base, spec.config_overrides(cell, overrides))
     return [(f"baseline x {spec.n_trials} trials", cfg, spec.n_trials * spec.repeats)]
 
 

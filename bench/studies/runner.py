@@ -545,7 +545,7 @@ def objective(trial: optuna.Trial, plan: Plan, contexts: dict) -> list[float]:
     run_ids: list[str] = []
     per_seed: list[list[float]] = []
     for k in range(spec.repeats):
-        cfg = build_config(base.model_dump(), {**spec.config_overrides(params), "seed": base.seed + k})
+        cfg = build_config(base.model_dump(), {**spec.config_overrides(params, plan.overrides), "seed": base.seed + k})
         key = (cfg.device, cfg.data.dataset, cfg.data.root, cfg.eval.evaluator, cfg.eval.evaluator_epochs,
                cfg.eval.evaluator_subset)
         if key not in contexts:

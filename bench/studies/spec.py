@@ -287,9 +287,14 @@ class StudySpec(_Strict):
             return self.space
         return {VARIANT_KEY: Param(type="categorical", choices=list(self.variants)), **self.space}
 
-    def config_overrides(self, params: dict[str, Any]) -> dict[str, Any]:
-        """A trial's parameters as config overrides: `variant` replaced by that variant's overrides."""
+    def config_overrides(self, params: dict[str, Any], user: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A trial's parameters as config overrides: `variant` replaced by that variant's overrides.
+
+        `user` (the command line's `--set`, `--epochs`, ...) wins over a variant's settings, so
+        `--epochs 1` shrinks every variant, but never over a searched key.
+        """
         out = dict(self.variants.get(params[VARIANT_KEY], {})) if VARIANT_KEY in params else {}
+        out.update(user or {})
         out.update({k: v for k, v in params.items() if k != VARIANT_KEY})
         return out
 
@@ -358,7 +363,7 @@ def _semantic_checks(spec: StudySpec, path: str, overrides: dict[str, Any]) -> R
             if key in spec.space:
                 raise _fail(path, f"variants.{name}.{key}", "also a key of [space]: set it in one place")
         try:
-            build_config(spec.base, {**overrides, **variant})
+            build_config(spec.base, {**variant, **overrides})
         except ConfigError as e:
             raise _fail(path, f"variants.{name}", str(e)) from None
     space = spec.search_space

@@ -182,3 +182,35 @@ def test_catalogue_files_are_valid():
     for f in files:
         spec, _ = load_study(f)
         assert spec.name == f.stem
+
+
+VARIANTS = """
+name = "variants"
+description = "variants that set their own epochs and batch size"
+[variants.long]
+optim.epochs = 3
+optim.batch_size = 16
+[variants.other]
+optim.epochs = 4
+model.d_dropout = 0.5
+[space]
+"techniques.real_target" = {{ choices = [1.0] }}
+[sampler]
+type = "grid"
+[objective]
+metrics = ["eval/tarr"]
+"""
+
+
+def test_the_command_line_shrinks_every_variant_but_never_a_searched_key(tmp_path, store, tiny):
+    path = write(tmp_path, VARIANTS.format())
+    model = {"model.name": "cgan-mlp", "model.hidden": 32}
+    args = study_args(path, store, {**tiny, **model}, "--set", "techniques.real_target=0.9")
+    assert main(args) == 0  # tiny has optim.epochs=1, optim.batch_size=32
+    _, _, runs = child_runs(store, "variants")
+    params = {r.data.tags["variant"]: r.data.params for r in runs}
+    assert set(params) == {"long", "other"}
+    for p in params.values():
+        assert (p["optim/epochs"], p["optim/batch_size"]) == ("1", "32")  # the command line won over the variants
+        assert p["techniques/real_target"] == "1.0"  # the searched value won over --set
+    assert params["other"]["model/d_dropout"] == "0.5"  # what the command line leaves alone stays the variant's
