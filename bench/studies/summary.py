@@ -110,7 +110,10 @@ def log_to_parent(study: optuna.Study, spec: StudySpec, tracking_uri: str, paren
     if len(best) == 1:
         tags["best_trial"] = str(best[0].number)
         tags["best_params"] = ",".join(f"{k}={v}" for k, v in best[0].params.items())
-        mlflow.log_metric(parent_run_id, "best_value", best[0].value)
+        for metric, value in zip(spec.objective.metrics, best[0].values):  # one Pareto-optimal trial, or the best
+            mlflow.log_metric(parent_run_id, f"best/{metric}", value)
+        if not spec.multi_objective:
+            mlflow.log_metric(parent_run_id, "best_value", best[0].value)
     from mlflow.entities import RunTag
 
     mlflow.log_batch(parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
