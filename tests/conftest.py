@@ -54,3 +54,11 @@ def tiny(data_root) -> dict:
         "eval.n_samples": 200, "eval.n_per_class": 20, "eval.n_real": 200, "eval.splits": 5,
         "train.log_every": 2,
     }
+
+
+def sigint_default() -> None:
+    """`preexec_fn` for a child the test stops with SIGINT (Ctrl-C): a suite started in the background
+    by a non-interactive shell inherits SIGINT ignored, which its children would keep."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

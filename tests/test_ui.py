@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 
 from bench import ui
 from bench.cli import main
+from tests.conftest import sigint_default
 
 STUDY = "ui-test"
 
@@ -65,7 +66,8 @@ def test_ui_serves_the_study_over_mlflow_rest(tiny, store, tmp_path):
     log = tmp_path / "ui.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "bench", "ui", "--port", str(port), "--tracking-uri", store],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=sigint_default)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

@@ -24,6 +24,7 @@ import pytest
 
 from bench import ui
 from bench.cli import main
+from tests.conftest import sigint_default
 
 CHROMIUM = "/usr/bin/chromium"
 STUDY = "ui-browser"
@@ -119,7 +120,8 @@ def test_mlflow_ui_in_chromium(finished_study, tmp_path):
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "bench", "ui", "--port", str(port),
                                  "--tracking-uri", finished_study["store"]],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=sigint_default)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

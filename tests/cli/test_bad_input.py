@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 
 from bench.cli import main
 from bench.studies import runner
+from tests.conftest import sigint_default
 
 GRID = """
 name = "{name}"
@@ -441,7 +442,7 @@ def test_ctrl_c_marks_the_trial_and_kills_its_run(workers, tmp_path, store, tiny
     path = tmp_path / "ctrlc.toml"
     path.write_text(KILL_GRID.format(name="ctrlc", direction="maximize"))
     proc = subprocess.Popen([sys.executable, "-m", "bench", *_study_args(path, store, cfg, "--workers", str(workers))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     journal = Path(runner.default_storage(store))
     deadline = time.time() + 180
     try:
