@@ -72,12 +72,12 @@ def _objective_best(groups: list[Group], metric: str, direction: str) -> Group |
 
 
 def resolve_baseline(study: StudyData, wanted: dict[str, Any] | None,
-                     text: str | None) -> tuple[Group | list[Group] | None, str]:
-    """The baseline group and a sentence saying where it came from.
+                     text: str | None) -> tuple[list[Group], str]:
+    """The baseline groups (none or one, usually) and a sentence saying where they came from.
 
     A baseline that leaves out some of the varied keys (e.g. a technique study over two models whose
-    baseline names only the technique's keys) gives one baseline per value of those keys: a list of
-    groups, each configuration compared with the one that shares its other keys.
+    baseline names only the technique's keys) gives one baseline per value of those keys, each
+    configuration compared with the one that shares its other keys (`baseline_of`).
     """
     sources = []
     if wanted:
@@ -88,7 +88,7 @@ def resolve_baseline(study: StudyData, wanted: dict[str, Any] | None,
     for params, where in sources:
         found = matching(study.groups, params)
         if len(found) > 1:
-            strata = [k for k in varied_keys(found) if k not in params]
+            strata = varied_keys(found)  # the baseline's own keys are equal in every match
             distinct = len({tuple(str(g.params.get(k)) for k in strata) for g in found}) == len(found)
             if not distinct or len(found) == len(study.groups):  # ambiguous, or nothing left to compare
                 raise ReportError(f"{where}: matches {len(found)} configurations of study {study.name!r} "
@@ -96,22 +96,19 @@ def resolve_baseline(study: StudyData, wanted: dict[str, Any] | None,
             return found, (f"baselines: {'; '.join(g.label for g in found)} ({where}; each configuration is "
                            f"compared with the baseline of the same {', '.join(strata)})")
         if found:
-            return found[0], f"baseline: {found[0].label} ({where})"
+            return found, f"baseline: {found[0].label} ({where})"
         study.notes.append(f"{where} ({json.dumps(params)}) matches no configuration of this study")
     metric, direction = study.objectives[0]
     best = _objective_best(study.groups, metric, direction)
     if best is None:
-        return None, "no baseline: no configuration has finished runs"
-    return best, (f"no baseline given: differences are to the best configuration by {metric} ({best.label}); "
+        return [], "no baseline: no configuration has finished runs"
+    return [best], (f"no baseline given: differences are to the best configuration by {metric} ({best.label}); "
                   "pass --baseline KEY=VALUE to compare with a baseline")
 
 
-def baseline_of(group: Group, bases: list[Group]) -> Group | None:
-    """The baseline `group` is compared with: the only one, or the one sharing its values of the
-    keys on which the baselines differ."""
-    if len(bases) <= 1:
-        return bases[0] if bases else None
-    strata = varied_keys(bases)
+def baseline_of(group: Group, bases: list[Group], strata: list[str]) -> Group | None:
+    """The baseline `group` is compared with: the one sharing its values of `strata`, the keys on
+    which the baselines differ (`varied_keys(bases)`; none when there is one baseline)."""
     return next((b for b in bases if all(_same(group.params.get(k), param_value(b.params[k])) for k in strata)),
                 None)
 

@@ -47,14 +47,14 @@ def build_report(client, names: list[str], *, out_dir: Path, runs_filter: str | 
                           field="baseline")
     ref_cache: dict = {}
     reports = []
-    baselines: dict[str, Group | list[Group] | None] = {}
+    baselines: dict[str, list[Group]] = {}
     for s in studies:
         progress(f"{s.name}: {len(s.runs)} runs in {len(s.groups)} configurations")
-        base, note = resolve_baseline(s, wanted, baseline)
-        baselines[s.name] = base
+        bases, note = resolve_baseline(s, wanted, baseline)
+        baselines[s.name] = bases
         ref, ref_note = (reference_scores(s.groups, data_root, ref_cache, progress) if reference
                          else (None, "reference row skipped (--no-reference)"))
-        table = build_table(s.name, s.groups, s.objectives, base, note, ref, ref_note)
+        table = build_table(s.name, s.groups, s.objectives, bases, note, ref, ref_note)
         plots = study_plots(client, s, ref)
         if published is not None and s.name in published:
             specs = published[s.name]
@@ -77,13 +77,13 @@ def build_report(client, names: list[str], *, out_dir: Path, runs_filter: str | 
             groups = combined_groups(studies)
             objectives = studies[0].objectives
             chosen = [baselines[s.name] for s in studies]
-            base_ids = {b.config_id for c in chosen if c is not None for b in (c if isinstance(c, list) else [c])}
+            base_ids = {b.config_id for bases in chosen for b in bases}
             base = None
             if wanted is not None:
                 found = matching(groups, wanted)
                 base = found[0] if found else None
                 note = f"baseline: {base.label} (--baseline {baseline})" if base else ""
-            elif len(base_ids) == 1 and None not in base_ids and all(b is not None for b in chosen):
+            elif len(base_ids) == 1 and None not in base_ids and all(chosen):
                 base = next(g for g in groups if g.config_id in base_ids)
                 note = f"baseline: {base.label} (every study's baseline is this configuration)"
             if base is None:
@@ -91,7 +91,7 @@ def build_report(client, names: list[str], *, out_dir: Path, runs_filter: str | 
                 note = f"differences are to the best configuration by {objectives[0][0]}"
             ref = next((r.table.rows[-1].reference for r in reports if r.table.rows and r.table.rows[-1].reference),
                        None)
-            table = build_table("comparison", groups, objectives, base, note, ref)
+            table = build_table("comparison", groups, objectives, [base] if base else [], note, ref)
             comparison = (table, verdict(table, objectives))
             comparison_note = ("The studies share a base configuration (they differ only in the keys each varies); "
                                "identical configurations are pooled across studies, one run per seed.")

@@ -9,7 +9,7 @@ from bench.metrics import registry
 from bench.metrics.registry import Direction
 from bench.report.common import ALPHA, COLUMNS, CORE_METRICS, Column, REFERENCE_MAP
 from bench.report.baseline import baseline_of
-from bench.report.load import Group
+from bench.report.load import Group, varied_keys
 from bench.report.stats import Diff, Stat, compare, summarize
 
 
@@ -54,20 +54,20 @@ def columns_for(groups: list[Group], objectives: list[tuple[str, str]]) -> list[
 
 
 def build_table(title: str, groups: list[Group], objectives: list[tuple[str, str]],
-                baseline: Group | list[Group] | None,
+                baselines: list[Group],
                 baseline_note: str, reference: dict[str, float] | None = None, reference_note: str = "",
                 label_fn=None) -> Table:
-    """`baseline`: one group, or one per stratum (see `baseline.resolve_baseline`)."""
+    """`baselines`: none, one, or one per stratum (see `baseline.resolve_baseline`)."""
     cols = columns_for(groups, objectives)
-    bases = baseline if isinstance(baseline, list) else [baseline] if baseline is not None else []
+    strata = varied_keys(baselines) if len(baselines) > 1 else []
     rows = []
     for g in groups:
         stats = {c.metric: summarize(g.values(c.metric)) for c in cols}
         rows.append(Row(label=label_fn(g) if label_fn else g.label, group=g, stats=stats,
-                        is_baseline=any(g is b for b in bases)))
+                        is_baseline=any(g is b for b in baselines)))
     by_group = {id(r.group): r for r in rows}
     for r in rows:
-        base_group = baseline_of(r.group, bases)
+        base_group = baseline_of(r.group, baselines, strata)
         r.base = by_group.get(id(base_group)) if base_group is not None else None
         if r.base is not None and not r.is_baseline:
             r.diffs = {c.metric: compare(r.stats[c.metric], r.base.stats[c.metric]) for c in cols}

@@ -42,5 +42,5 @@ def test_a_baseline_matching_every_configuration_is_refused():
     groups = [group("dcgan", 0.0, [0.5, 0.6]), group("dcgan", 10.0, [0.7, 0.8])]
     with pytest.raises(ReportError, match="matches 2 configurations"):
         resolve_baseline(study(groups, '{"model.name": "dcgan"}'), None, None)
-    base, _ = resolve_baseline(study(groups, '{"techniques.r1_gamma": 0.0}'), None, None)
-    assert base is groups[0]  # one match: a single baseline, as before
+    bases, _ = resolve_baseline(study(groups, '{"techniques.r1_gamma": 0.0}'), None, None)
+    assert len(bases) == 1 and bases[0] is groups[0]  # one match: a single baseline, as before

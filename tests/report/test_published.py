@@ -152,7 +152,7 @@ def fixture_study() -> tuple[StudyData, object]:
     groups = [group(f"batch_size={b},lr_g={lr}", {"optim.batch_size": b, "optim.lr_g": lr}, v)
               for (b, lr), v in GROUPS.items()]
     study = StudyData("grid", "0", None, groups, [("eval/tarr", "maximize")], ["optim.batch_size", "optim.lr_g"])
-    table = build_table("grid", groups, study.objectives, groups[0], "baseline", REFERENCE)
+    table = build_table("grid", groups, study.objectives, [groups[0]], "baseline", REFERENCE)
     return study, table
 
 
