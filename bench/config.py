@@ -1,38 +1,42 @@
-"""Typed run configuration, validated once at the edge.
+"""The typed run configuration's static sections, validated once at the edge.
 
-A `RunConfig` is everything one training needs. It is built from defaults, an optional
-TOML/JSON file and `--set key=value` overrides; pydantic validates every field, and
-`ConfigError` carries the bad field and value so the CLI can exit 2 before anything runs.
-Inside the package the config is trusted.
+Data, model architecture, optimizer, evaluation and training settings, as pydantic models: each
+field is validated, unknown keys are errors. The techniques add their own keys (they declare them
+in their registry), so the whole run configuration, `RunConfig`, is assembled one layer up, in
+`bench.run_config`; this module imports no torch, no model and no technique.
+
+Also here: reading config files and `--set` values, and `flatten` (nested dicts to flat keys).
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, create_model, model_validator
+from collections.abc import Mapping
 
-from bench import techniques
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
+
 from bench.errors import ConfigError  # noqa: F401  (re-exported: its historical home)
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     # Unknown keys are errors, and assignments are validated too (studies set values one by one).
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     dataset: Literal["mnist", "fashion-mnist"] = "mnist"
     root: str | None = Field(None, description="data root (torchvision layout); None: $GANBENCH_DATA_ROOT or ./data")
     train_subset: int | None = Field(None, ge=10, description="class-balanced subset of the train split")
     download: bool = True
 
 
-class _ModelConfig(_Section):
+class ModelConfig(Section):
+    """The GAN's family and architecture (the techniques' architectural keys are added in `bench.run_config`)."""
+
     name: str = "dcgan-report000"
     latent_dim: int = Field(100, ge=1, le=4096)
     latent_prior: Literal["normal", "uniform"] = Field(
@@ -59,15 +63,7 @@ class _ModelConfig(_Section):
         return self.d_width if self.d_width is not None else self.width
 
 
-# The techniques' own keys come from their registry (`bench.techniques`): architectural ones
-# (norms, dropout, init) sit with the model's keys, the others in their own section.
-ModelConfig = create_model("ModelConfig", __base__=_ModelConfig, __doc__="The GAN's family and architecture.",
-                           **techniques.config_fields("model"))
-TechniquesConfig = create_model("TechniquesConfig", __base__=_Section, __doc__="Training techniques (tricks).",
-                                **techniques.config_fields("techniques"))
-
-
-class OptimConfig(_Section):
+class OptimConfig(Section):
     epochs: int = Field(1, ge=1, le=1000)
     batch_size: int = Field(32, ge=2, le=65536)
     # No practical upper bound: a huge rate is how a run really diverges (the NaN handling is tested with one).
@@ -91,7 +87,7 @@ class OptimConfig(_Section):
         return self.lr_d if self.lr_d is not None else self.lr
 
 
-class EvalConfig(_Section):
+class EvalConfig(Section):
     n_samples: int = Field(10_000, ge=20, description="generated images for IS / FID / class histogram")
     n_per_class: int = Field(1_000, ge=2, description="generated images per class for TARR")
     splits: int = Field(10, ge=1, le=100, description="IS splits")
@@ -124,7 +120,7 @@ class EvalConfig(_Section):
         return self.evaluator == "train" or self.evaluator_epochs is not None or self.evaluator_subset is not None
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     log_every: int = Field(20, ge=1, description="steps per logged point of the per-step metrics")
     fast: bool = Field(True, description="the fast path: no per-step host sync, no unused D gradients in the "
                                          "G step, fused Adam (false: the plain textbook step)")
@@ -141,35 +137,25 @@ class TrainConfig(_Section):
         description="global steps at which the fixed-noise sample grid is logged (image key samples_at_step)")
 
 
-class RunConfig(_Section):
+class RunConfigBase(Section):
+    """The sections every run has; `bench.run_config.RunConfig` adds the techniques' keys to `model` and
+    `techniques`. Code below the registries (models, techniques) reads a run's config through this type."""
+
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
-    techniques: TechniquesConfig = TechniquesConfig()
+    techniques: Section = Section()
     optim: OptimConfig = OptimConfig()
     eval: EvalConfig = EvalConfig()
     train: TrainConfig = TrainConfig()
 
-    @model_validator(mode="after")
-    def _model_known(self) -> "RunConfig":
-        from bench.models import MODELS  # registry lives with the models
-
-        if self.model.name not in MODELS:
-            raise ValueError(f"model.name={self.model.name!r}: unknown model; choose one of {sorted(MODELS)}")
-        return self
-
-    @model_validator(mode="after")
-    def _techniques_combine(self) -> "RunConfig":
-        techniques.check(self)
-        return self
-
 
 # ---------------------------------------------------------------------------
-# Building a config from files and overrides
+# Reading config files and values
 
 
-def _format_error(err: ValidationError) -> str:
+def format_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
@@ -195,37 +181,6 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
-
-
-def all_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
-    """Every settable dotted key, e.g. `techniques.real_target`."""
-    keys = []
-    for name, field in model.model_fields.items():
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            keys += all_keys(ann, f"{prefix}{name}.")
-        else:
-            keys.append(prefix + name)
-    return keys
-
-
-def check_key(key: str) -> str:
-    """Normalise `a/b` to `a.b` and reject unknown keys with a did-you-mean hint."""
-    key = key.replace("/", ".")
-    known = all_keys()
-    if key not in known:
-        hint = difflib.get_close_matches(key, known, n=1)
-        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ConfigError(f"unknown config key {key!r}{extra}")
-    return key
-
-
-def set_dotted(tree: dict, key: str, value: Any) -> None:
-    *parents, leaf = check_key(key).split(".")
-    node = tree
-    for p in parents:
-        node = node.setdefault(p, {})
-    node[leaf] = value
 
 
 def read_text(path: Path, what: str) -> str:
@@ -255,38 +210,21 @@ def _check_shape(tree: Any, where: str) -> None:
     if not isinstance(tree, dict):
         raise ConfigError(f"{where}: the top level must be a table of sections "
                           f"(data, model, ...), got {type(tree).__name__} {tree!r:.60}")
-    for name, field in RunConfig.model_fields.items():
+    for name, field in RunConfigBase.model_fields.items():
         ann = field.annotation
         if name in tree and isinstance(ann, type) and issubclass(ann, BaseModel) and not isinstance(tree[name], dict):
-            raise ConfigError(f"{where}: {name}={tree[name]!r:.60}: a section must be a table "
-                              f"([{name}] with keys such as {', '.join(list(ann.model_fields)[:3])})")
+            keys = f" with keys such as {', '.join(list(ann.model_fields)[:3])}" if ann.model_fields else ""
+            raise ConfigError(f"{where}: {name}={tree[name]!r:.60}: a section must be a table ([{name}]{keys})")
 
 
-def build_config(base: dict | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Defaults <- base tree (a file's content) <- dotted overrides; validated."""
-    tree: dict = json.loads(json.dumps(base or {}))  # deep copy, plain types
-    for key, value in (overrides or {}).items():
-        set_dotted(tree, key, value)
-    try:
-        return RunConfig.model_validate(tree)
-    except ValidationError as e:
-        raise ConfigError(_format_error(e)) from None
 
 
-def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
-    return build_config(cfg.model_dump(), overrides)
-
-
-def flatten(cfg: RunConfig, sep: str = "/") -> dict[str, Any]:
-    """The whole config as flat `section/key` params (the form MLflow shows)."""
+def flatten(tree: Mapping[str, Any], sep: str = "/", prefix: str = "") -> dict[str, Any]:
+    """Nested tables as flat keys: {"optim": {"lr": 1}} -> {"optim/lr": 1} (the form MLflow params take)."""
     out: dict[str, Any] = {}
-
-    def walk(node: dict, prefix: str) -> None:
-        for k, v in node.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}{sep}")
-            else:
-                out[prefix + k] = v
-
-    walk(cfg.model_dump(), "")
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, sep, f"{prefix}{k}{sep}"))
+        else:
+            out[prefix + k] = v
     return out

@@ -19,12 +19,13 @@ from torchvision.utils import make_grid
 
 from bench import data as data_mod
 from bench import techniques
-from bench.config import RunConfig, flatten
 from bench.evaluator import Evaluator, evaluate_gan, load_or_train
-from bench.models import GAN, count_params, sample_latent, summary, uses_reference
+from bench.models import GAN, MODELS, count_params, sample_latent, summary
 from bench.plots import curves_figure
+from bench.run_config import RunConfig, params
+from bench.step import build_step, resolve_device
 from bench.tracking import TAG_CONFIG_ID, TAG_DIVERGED, MlflowTracker, NullTracker, ensure_experiment, git_commit
-from bench.train import Checkpoint, EpochHook, TrainResult, resolve_device, train
+from bench.train import Checkpoint, EpochHook, Member, TrainResult, train
 
 GRID_COLUMNS = 10
 
@@ -69,7 +70,7 @@ def run_name(cfg: RunConfig) -> str:
 
 def config_id(cfg: RunConfig) -> str:
     """Identifies a configuration across seeds (runs that differ only by seed share it)."""
-    flat = {k: v for k, v in flatten(cfg).items() if k != "seed"}
+    flat = {k: v for k, v in params(cfg).items() if k != "seed"}
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -107,18 +108,6 @@ def sample_grid(gan: GAN, noise: torch.Tensor, labels: torch.Tensor | None) -> n
     return (grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
-def set_references(gan: GAN, cfg: RunConfig, data: data_mod.DeviceDataset, gen: torch.Generator) -> None:
-    """Virtual batch norm: fixed reference noise for G, a fixed real batch for D (no-op without VBN)."""
-    k = cfg.model.vbn_ref_size
-    if uses_reference(gan.generator):
-        ref_y = torch.randint(gan.num_classes, (k,), generator=gen).to(data.device) if gan.conditional else None
-        gan.generator.set_reference(sample_latent(k, cfg.model.latent_dim, cfg.model.latent_prior, generator=gen,
-                                                  device=data.device), ref_y)
-    if uses_reference(gan.discriminator):
-        x, y = data.sample(k, gen)
-        gan.discriminator.set_reference(x, y if gan.conditional else None)
-
-
 def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-bench",
         context: Context | None = None, name: str | None = None, tags: dict[str, Any] | None = None,
         parent_run_id: str | None = None, hooks: Sequence[EpochHook] = (), progress: bool = True,
@@ -136,19 +125,15 @@ def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-benc
     if cfg.data.train_subset is not None:
         train_data = train_data.subset(cfg.data.train_subset, seed=cfg.seed)
 
-    gan = techniques.build_gan(cfg, num_classes=train_data.num_classes)
-    gan.generator.to(device)
-    gan.discriminator.to(device)
-
+    # The grid's noise, then VBN's reference batches, come from one generator seeded apart from training.
     ref_gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)
     n_classes = train_data.num_classes
-    if gan.conditional:
-        grid_labels = torch.arange(n_classes).repeat_interleave(GRID_COLUMNS).to(device)
-    else:
-        grid_labels = None
-    grid_noise = sample_latent(GRID_COLUMNS * (n_classes if gan.conditional else 8), cfg.model.latent_dim,
+    conditional = MODELS[cfg.model.name].conditional
+    grid_labels = torch.arange(n_classes).repeat_interleave(GRID_COLUMNS).to(device) if conditional else None
+    grid_noise = sample_latent(GRID_COLUMNS * (n_classes if conditional else 8), cfg.model.latent_dim,
                                cfg.model.latent_prior, generator=ref_gen, device=device)
-    set_references(gan, cfg, train_data, ref_gen)
+    step = build_step(cfg, train_data, ref_gen=ref_gen)
+    gan = step.gan
 
     tracker = (NullTracker() if tracking_uri is None else
                MlflowTracker(tracking_uri, experiment, run_name=name or run_name(cfg),
@@ -160,7 +145,7 @@ def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-benc
         print(watch_text(tracking_uri, tracker.experiment_id, tracker.run_id), flush=True)
     with tracker:
         n_g, n_d = count_params(gan.generator), count_params(gan.discriminator)
-        tracker.log_params({**flatten(cfg), "model/g_params": n_g, "model/d_params": n_d,
+        tracker.log_params({**params(cfg), "model/g_params": n_g, "model/d_params": n_d,
                             "model/conditional": gan.conditional})
         tracker.log_dict(cfg.model_dump(), "config.json")
         z1 = grid_noise[:2]
@@ -170,15 +155,15 @@ def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-benc
                          f"{summary(gan.discriminator, train_data.sample(2, ref_gen)[0], y1)}\n",
                          "model_summary.txt")
 
-        def log_samples(epoch: int, _metrics: dict) -> None:
-            tracker.log_image(sample_grid(gan, grid_noise, grid_labels), key="samples", step=epoch)
-
-        result = train(cfg, gan, train_data, tracker,
-                       evaluate=lambda: evaluate_gan(gan, ctx.evaluator, ctx.test, cfg.eval,
-                                                     cfg.model.latent_dim, seed=cfg.seed),
-                       hooks=[log_samples, *hooks], progress=progress,
-                       samples=lambda: sample_grid(gan, grid_noise, grid_labels),
-                       checkpoint=Checkpoint(checkpoint_path) if checkpoint_path else None)
+        member = Member(cfg, train_data, tracker,
+                        evaluate=lambda g: evaluate_gan(g, ctx.evaluator, ctx.test, cfg.eval, cfg.model.latent_dim,
+                                                        seed=cfg.seed),
+                        samples=lambda g: sample_grid(g, grid_noise, grid_labels), hooks=hooks,
+                        checkpoint=Checkpoint(checkpoint_path) if checkpoint_path else None)
+        (result,) = train(step, [member], progress=progress)
+        if result.raised is not None:
+            raise result.raised
+        gan = result.gan  # the generator it evaluated (e.g. averaged weights) is the one kept
         if result.diverged:
             tracker.set_tags({TAG_DIVERGED: "true", "diverged_reason": result.stop_reason})
         for fig_name, fig in curves_figure(result.history).items():

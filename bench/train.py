@@ -1,97 +1,35 @@
-"""The training loop: one D step, one G step, the D:G schedule, and hooks at each epoch's end.
+"""The training loop, a driver: epochs, batches, logging windows, evaluation, checkpoints, hooks.
 
-Kept as readable as pytorch/examples' dcgan. What makes it fast (`cfg.train`, each part
-switchable; `gan-bench perf` measures them):
+It drives any step with the `bench.step.Step` protocol: K members trained together (K = 1 for
+`GANStep`), each with its own data order, curves, evaluation, checkpoint, hooks and tracker. It names
+no model and no technique. A member that diverges, collapses or is stopped by one of its hooks (a
+pruned trial) stops alone; the others go on.
 
-* the data is already on the device (`DeviceDataset`): no DataLoader, no per-sample Python;
-* `fast`: per-step statistics are accumulated on the device and fetched only every
-  `log_every` steps; D's parameters are frozen during the G step (their gradients would be
-  thrown away by the next D step); Adam uses its fused kernel;
-* `joint_d` (with `fast`): D sees real and fake in one pass when it has no batch statistics
-  (then it is the same computation as two passes);
-* `amp`: bf16 autocast where the device runs bf16 natively; `channels_last`: NHWC convs;
-* `compile` (CUDA only, ignored elsewhere): `torch.compile` of the two forward passes.
+What makes training fast lives in the step (`bench.step.factory`, `cfg.train`); the loop adds one thing:
+the per-step statistics stay on the device and are fetched once per `log_every` steps, for all members.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import functools
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-from bench.progress import bar as progress_bar
 
-from bench import techniques
-from bench.config import ConfigError, RunConfig, TrainConfig
 from bench.data import DeviceDataset
 from bench.metrics.registry import progress_keys
-from bench.models import GAN, sample_latent
+from bench.models import GAN
+from bench.progress import bar as progress_bar
+from bench.run_config import RunConfig
+from bench.step import STEP_METRICS, Step
 
-STEP_METRICS = ("loss_d", "loss_g", "d_real", "d_fake", "d_acc_real", "d_acc_fake")
-
-# Called after each epoch's evaluation with (epoch, metrics); may raise to stop (e.g. optuna.TrialPruned).
+# Called after each epoch's evaluation with (epoch, metrics); may raise to stop its member (optuna.TrialPruned).
 EpochHook = Callable[[int, dict[str, float]], None]
-
-
-class Diverged(RuntimeError):
-    """A loss became non-finite: the run stops and keeps the last finite evaluation."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda': no CUDA device is available; use --device cpu or auto")
-    return torch.device(name)
-
-
-def has_batch_stats(net: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
-
-
-@functools.cache
-def _cpu_has_native_bf16() -> bool:
-    """oneDNN bf16 kernels, on a CPU with bf16 instructions (AVX512-BF16 or AMX); elsewhere bf16 is emulated."""
-    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: trust oneDNN
-        return True
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast_dtype(train_cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 when `amp` is on and the device runs it natively, else None (fp32)."""
-    if not train_cfg.amp:
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    if device.type == "cpu":
-        return torch.bfloat16 if _cpu_has_native_bf16() else None
-    return None
-
-
-@contextlib.contextmanager
-def frozen(net: nn.Module) -> Iterator[None]:
-    """No parameter gradients for `net` inside the block (gradients still flow through it)."""
-    params = [p for p in net.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 @dataclass
@@ -113,6 +51,8 @@ class TrainResult:
     eval_s: float
     diverged: bool = False
     stop_reason: str | None = None  # why a diverged run stopped early
+    gan: GAN | None = None          # the member's GAN as evaluated (e.g. averaged weights): the one to keep
+    raised: Exception | None = None  # what one of its hooks raised to stop it (e.g. optuna.TrialPruned)
 
 
 class Checkpoint:
@@ -122,7 +62,8 @@ class Checkpoint:
         self.path = Path(path)
 
     def load(self) -> dict | None:
-        return torch.load(self.path, weights_only=True) if self.path.exists() else None
+        # On the CPU whatever device saved it: the step's load_state_dict moves it to its own.
+        return torch.load(self.path, map_location="cpu", weights_only=True) if self.path.exists() else None
 
     def save(self, state: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,211 +75,176 @@ class Checkpoint:
         self.path.unlink(missing_ok=True)
 
 
-class GANStep:
-    """Optimizers and the two update steps; the techniques' hooks act inside them (see
-    `bench.techniques`), so this class names no technique. Returns device tensors: no host sync."""
+@dataclass
+class Member:
+    """One model a step trains, as the loop sees it.
 
-    def __init__(self, cfg: RunConfig, gan: GAN, device: torch.device, total_steps: int = 1):
-        self.cfg, self.gan = cfg, gan
-        self.G, self.D = gan.generator, gan.discriminator
-        self.conditional = gan.conditional
-        self.num_classes = getattr(gan, "num_classes", 10)
-        self.device = device
-        fast = cfg.train.fast
-        if cfg.train.channels_last:
-            self.G.to(memory_format=torch.channels_last)
-            self.D.to(memory_format=torch.channels_last)
-        self.info = techniques.StepInfo(self.G, self.D, device, total_steps)
-        self.tech = techniques.Stack(cfg, self.info)
-        o = cfg.optim
-        lr_g, lr_d = self.tech.learning_rates(o.effective_lr_g, o.effective_lr_d)
-        fused = fast and device.type in ("cpu", "cuda")
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr_g, betas=(o.beta1_g, o.beta2_g), fused=fused)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=(o.beta1_d, o.beta2_d), fused=fused)
-        # With batch statistics in D (batch norm, minibatch std), a joint pass would mix real and
-        # fake examples: keep two passes.
-        self.joint_d = fast and cfg.train.joint_d and not has_batch_stats(self.D) and not self.tech.couples_batch
-        # D's gradients from the G step are never used (the D step starts with zero_grad): skip them.
-        self.d_frozen_in_g = (lambda: frozen(self.D)) if fast else contextlib.nullcontext
-        self.precision = autocast_dtype(cfg.train, device)
-        self.autocast = (torch.autocast(device.type, dtype=self.precision) if self.precision is not None
-                         else contextlib.nullcontext())
-        # The forward passes the steps call: the modules themselves, or compiled wrappers (CUDA only;
-        # evaluation and checkpoints keep using the plain modules).
-        self.g_fwd, self.d_fwd = self.G, self.D
-        if cfg.train.compile != "off" and device.type == "cuda":
-            self.g_fwd = torch.compile(self.G, mode=cfg.train.compile)
-            self.d_fwd = torch.compile(self.D, mode=cfg.train.compile)
-
-    def _noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        z = sample_latent(n, self.cfg.model.latent_dim, self.cfg.model.latent_prior, device=self.device)
-        y = torch.randint(self.num_classes, (n,), device=self.device) if self.conditional else None
-        return z, y
-
-    def d_step(self, real: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        n = real.shape[0]
-        real_y = labels if self.conditional else None
-        z, fake_y = self._noise(n)
-        with torch.no_grad(), self.autocast:
-            fake = self.g_fwd(z, fake_y)
-        real_t, fake_t = self.tech.d_targets(n, n, self.device)
-        with self.autocast:
-            real, fake = self.tech.d_input(real, True), self.tech.d_input(fake.to(real.dtype), False)
-            if self.joint_d:
-                y = torch.cat([real_y, fake_y]) if self.conditional else None
-                logits = self.d_fwd(torch.cat([real, fake]), y).float()
-                real_logits, fake_logits = logits[:n], logits[n:]
-            else:
-                real_logits = self.d_fwd(real, real_y).float()
-                fake_logits = self.d_fwd(fake, fake_y).float()
-            loss = self.tech.d_loss(techniques.Batch(real, fake, real_y, fake_y, fake_logits, real_logits,
-                                                     real_t, fake_t))
-        self.opt_d.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_d.step()
-        self.tech.after_step("d")
-        with torch.no_grad():
-            return torch.stack([loss.detach(), torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(),
-                                (real_logits > 0).float().mean(), (fake_logits <= 0).float().mean()])
-
-    def g_step(self, real: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One G update on a fresh batch of noise; `real` is there for losses that compare with data."""
-        z, y = self._noise(real.shape[0])
-        with self.d_frozen_in_g(), self.autocast:  # the graph is recorded without D's parameters
-            fake = self.tech.d_input(self.g_fwd(z, y), False)
-            b = techniques.Batch(real, fake, labels if self.conditional else None, y, self.d_fwd(fake, y).float())
-            loss = self.tech.g_loss(b)
-        self.opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_g.step()
-        self.tech.after_step("g")
-        return loss.detach()
-
-    def evaluated(self):
-        """Inside the block `gan.generator` is the generator techniques want evaluated (e.g. averaged weights)."""
-        return techniques.swapped_generator(self.gan, self.tech.eval_generator())
-
-    def state_dict(self) -> dict:
-        """Both nets, both optimizers and the techniques' state, copied (later steps do not change it)."""
-        return copy.deepcopy({"G": self.G.state_dict(), "D": self.D.state_dict(),
-                              "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                              "techniques": self.tech.state_dict()})
-
-    def load_state_dict(self, state: dict) -> None:
-        self.G.load_state_dict(state["G"])
-        self.D.load_state_dict(state["D"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        self.tech.load_state_dict(state.get("techniques", {}))
-
-
-def train(cfg: RunConfig, gan: GAN, data: DeviceDataset, tracker, *,
-          evaluate: Callable[[], dict[str, float]] | None = None,
-          hooks: Sequence[EpochHook] = (), progress: bool = True,
-          checkpoint: Checkpoint | None = None, samples: Callable[[], Any] | None = None) -> TrainResult:
-    """Train for cfg.optim.epochs; evaluate and call hooks after each epoch; log to tracker.
-
-    A non-finite loss or a collapsed generator stops the run early (`diverged`); its result is
-    then the evaluation of its last finite state (the weights at the start of the failing epoch).
-    With a `checkpoint`, each finished epoch is saved and a rerun continues after the last one.
-    `samples` (an HWC uint8 grid from fixed noise) is logged at the steps in `cfg.train.sample_steps`.
+    `samples` draws an HWC uint8 grid from fixed noise: logged as "samples" after each epoch (from the
+    evaluated GAN) and as "samples_at_step" at `cfg.train.sample_steps` (from the GAN as it trains).
     """
-    device = data.device
-    d_steps, g_steps = techniques.schedule(cfg)
-    batch = cfg.optim.batch_size
-    iters = max(1, data.batches_per_epoch(batch) // d_steps)
-    step = GANStep(cfg, gan, device, total_steps=cfg.optim.epochs * iters)
-    tracker.set_tags({"train.precision": str(step.precision or torch.float32).removeprefix("torch."),
-                      "train.joint_d": str(step.joint_d).lower()})
+
+    cfg: RunConfig
+    data: DeviceDataset
+    tracker: Any
+    evaluate: Callable[[GAN], dict[str, float]] | None = None
+    samples: Callable[[GAN], Any] | None = None
+    hooks: Sequence[EpochHook] = ()
+    checkpoint: Checkpoint | None = None
+
+
+class _Progress:
+    """A member's state through the loop."""
+
+    def __init__(self, index: int, member: Member):
+        self.k, self.m = index, member
+        self.gen = torch.Generator(device="cpu").manual_seed(member.cfg.seed)  # its data order
+        self.history = History()
+        self.last_eval: dict[str, float] = {}
+        self.train_s = self.eval_s = 0.0
+        self.first_epoch, self.global_step = 1, 0
+        self.stop_reason: str | None = None
+        self.raised: Exception | None = None
+        self.finite_state: dict | None = None  # its state at the start of the epoch, restored if it diverges
+
+    @property
+    def live(self) -> bool:
+        return self.stop_reason is None and self.raised is None
+
+
+def train(step: Step, members: Sequence[Member], *, progress: bool = True) -> list[TrainResult]:
+    """Train every member for cfg.optim.epochs; evaluate, checkpoint and call hooks after each epoch; log.
+
+    A non-finite loss or a collapsed generator stops a member early (`diverged`); its result is then the
+    evaluation of its last finite state (the weights at the start of the failing epoch). With a
+    checkpoint, each finished epoch is saved and a rerun continues after the last one. The members share
+    the loop's shape (epochs, batch size, windows), taken from the first member's config.
+    """
+    cfg = members[0].cfg
+    device, batch, epochs = step.device, cfg.optim.batch_size, cfg.optim.epochs
+    iters = max(1, members[0].data.batches_per_epoch(batch) // step.batches_per_iteration)
     log_every = cfg.train.log_every if cfg.train.fast else 1
     sample_steps = set(cfg.train.sample_steps)
-    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    history = History()
-    last_eval: dict[str, float] = {}
-    train_s = eval_s = 0.0
-    stop_reason = None
-    first_epoch, global_step = 1, 0
-    saved = checkpoint.load() if checkpoint else None
-    if saved is not None:
-        first_epoch, global_step = saved["epoch"] + 1, saved["global_step"]
-        step.load_state_dict(saved["step"])
-        gen.set_state(saved["data_rng"])
-        torch.set_rng_state(saved["torch_rng"])
-        history, last_eval = History(**saved["history"]), saved["last_eval"]
-        train_s, eval_s = saved["train_s"], saved["eval_s"]
-        _replay(history, tracker)
-        tracker.set_tags({"resumed_from_epoch": saved["epoch"]})
+    runs = [_start(step, _Progress(k, m)) for k, m in enumerate(members)]
+    if len({(r.first_epoch, r.global_step) for r in runs}) > 1:
+        raise ValueError("the members' checkpoints are at different epochs; a group resumes together")
+    first_epoch, global_step = runs[0].first_epoch, runs[0].global_step
 
-    if evaluate is not None and cfg.train.collapse_std > 0 and history.init_sample_std is None:
-        history.init_sample_std = initial_sample_std(gan, cfg.model.latent_dim, device, seed=cfg.seed)
-
-    bar = progress_bar(total=cfg.optim.epochs * iters, initial=(first_epoch - 1) * iters, desc=cfg.model.name, unit="it",
+    bar = progress_bar(total=epochs * iters, initial=(first_epoch - 1) * iters, desc=cfg.model.name, unit="it",
                        enabled=progress, dynamic_ncols=True)
-    for epoch in range(first_epoch, cfg.optim.epochs + 1):
-        finite_state = step.state_dict()  # restored if this epoch diverges
+    for epoch in range(first_epoch, epochs + 1):
+        live = [r for r in runs if r.live]
+        if not live:
+            break
+        for r in live:
+            r.finite_state = step.state_dict(r.k)
         t0 = _now(device)
-        batches = data.epoch(batch, gen)
-        window = torch.zeros(len(STEP_METRICS), device=device)
+        feeds = [r.m.data.epoch(batch, r.gen) for r in runs]
+        window = torch.zeros(step.members, len(STEP_METRICS), device=device)
         in_window = 0
         for _ in range(iters):
-            d_stats = 0
-            for _ in range(d_steps):
-                real, labels = next(batches)
-                d_stats = d_stats + step.d_step(real, labels) / d_steps
-            g_loss = sum(step.g_step(real, labels) for _ in range(g_steps)) / g_steps  # G sees D's last batch
-            window += torch.cat([d_stats[:1], g_loss.view(1), d_stats[1:]])
+            window += step.iteration(feeds)
             in_window += 1
             global_step += 1
-            step.info.step = global_step
-            if samples is not None and global_step in sample_steps:
-                tracker.log_image(samples(), key="samples_at_step", step=global_step)
+            for r in live:
+                r.global_step = global_step
+                if r.m.samples is not None and global_step in sample_steps:
+                    r.m.tracker.log_image(r.m.samples(step.gan_of(r.k)), key="samples_at_step", step=global_step)
             if in_window == log_every or global_step == epoch * iters:
-                values = dict(zip(STEP_METRICS, (window / in_window).tolist()))  # the one host sync
+                rows = (window / in_window).tolist()  # the one host sync, for every member
                 window.zero_()
                 in_window = 0
-                if not all(math.isfinite(v) for v in values.values()):
-                    stop_reason = f"non-finite loss at step {global_step}"
+                for r in live:
+                    _log_window(step, r, dict(zip(STEP_METRICS, rows[r.k])), epoch, t0)
+                live = [r for r in live if r.live]
+                if not live:
                     break
-                _record(history, tracker, values, global_step)
+                values = dict(zip(STEP_METRICS, rows[live[0].k]))
                 bar.set_postfix(loss_d=f"{values['loss_d']:.3f}", loss_g=f"{values['loss_g']:.3f}", refresh=False)
             bar.update()
-        train_s += _now(device) - t0
-        if stop_reason:
-            step.load_state_dict(finite_state)
-            if evaluate is not None and (not history.epochs or history.epochs[-1] != epoch - 1):
-                with step.evaluated():
-                    last_eval, eval_s = _evaluate(evaluate, history, tracker, epoch - 1, eval_s, device)
-            break
-
-        if evaluate is not None and (epoch % cfg.eval.every == 0 or epoch == cfg.optim.epochs):
-            with step.evaluated():
-                last_eval, eval_s = _evaluate(evaluate, history, tracker, epoch, eval_s, device)
-            bar.set_postfix({k: f"{last_eval[k]:.3f}" for k in progress_keys() if k in last_eval}, refresh=True)
-            if _collapsed(history.eval.get("sample_std", []), cfg.train.collapse_std, history.init_sample_std):
-                stop_reason = f"generator collapsed at epoch {epoch} (sample std {last_eval['sample_std']:.2g})"
-                break
-        if checkpoint is not None:
-            checkpoint.save({"epoch": epoch, "global_step": global_step, "step": step.state_dict(),
-                             "data_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                             "history": asdict(history), "last_eval": last_eval,
-                             "train_s": train_s, "eval_s": eval_s})
-        with step.evaluated():  # sample grids and pruning see the evaluated generator too
-            for hook in hooks:
-                hook(epoch, last_eval)
+        elapsed = _now(device) - t0
+        for r in live:
+            r.train_s += elapsed
+            _end_epoch(step, r, epoch, bar)
     bar.close()
-    # The run's generator is the one it evaluated (e.g. averaged weights): checkpoints keep that one.
-    gan.generator = step.tech.eval_generator() or gan.generator
+    return [_finish(step, r) for r in runs]
 
-    tracker.log_metrics({"time/train_s": train_s, "time/eval_s": eval_s}, step=global_step)
-    tracker.flush()
-    return TrainResult(metrics=dict(last_eval), history=history, train_s=train_s, eval_s=eval_s,
-                       diverged=stop_reason is not None, stop_reason=stop_reason)
+
+def _start(step: Step, r: _Progress) -> _Progress:
+    """Tags, then the member's checkpoint if it has one, then G's diversity before training."""
+    m = r.m
+    m.tracker.set_tags(step.tags)
+    saved = m.checkpoint.load() if m.checkpoint else None
+    if saved is not None:
+        r.first_epoch, r.global_step = saved["epoch"] + 1, saved["global_step"]
+        step.load_state_dict(r.k, saved["step"])
+        r.gen.set_state(saved["data_rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        if "cuda_rng" in saved and step.device.type == "cuda":
+            torch.cuda.set_rng_state(saved["cuda_rng"], step.device)
+        r.history, r.last_eval = History(**saved["history"]), saved["last_eval"]
+        r.train_s, r.eval_s = saved["train_s"], saved["eval_s"]
+        _replay(r.history, m.tracker)
+        m.tracker.set_tags({"resumed_from_epoch": saved["epoch"]})
+    if m.evaluate is not None and m.cfg.train.collapse_std > 0 and r.history.init_sample_std is None:
+        r.history.init_sample_std = initial_sample_std(step.gan_of(r.k), m.cfg.model.latent_dim, step.device,
+                                                       seed=m.cfg.seed)
+    return r
+
+
+def _log_window(step: Step, r: _Progress, values: dict[str, float], epoch: int, t0: float) -> None:
+    """Record a window's means, or stop the member at its first non-finite one."""
+    if all(math.isfinite(v) for v in values.values()):
+        _record(r.history, r.m.tracker, values, r.global_step)
+        return
+    r.stop_reason = f"non-finite loss at step {r.global_step}"
+    r.train_s += _now(step.device) - t0
+    step.drop(r.k)
+    step.load_state_dict(r.k, r.finite_state)
+    if r.m.evaluate is not None and (not r.history.epochs or r.history.epochs[-1] != epoch - 1):
+        _evaluate(step, r, epoch - 1)
+
+
+def _end_epoch(step: Step, r: _Progress, epoch: int, bar) -> None:
+    """Evaluate (when due) and check for collapse; save the checkpoint; log samples; call the hooks."""
+    m = r.m
+    if m.evaluate is not None and (epoch % m.cfg.eval.every == 0 or epoch == m.cfg.optim.epochs):
+        _evaluate(step, r, epoch)
+        if r.k == 0:
+            bar.set_postfix({k: f"{r.last_eval[k]:.3f}" for k in progress_keys() if k in r.last_eval}, refresh=True)
+        if collapsed(r.history.eval.get("sample_std", []), m.cfg.train.collapse_std, r.history.init_sample_std):
+            r.stop_reason = f"generator collapsed at epoch {epoch} (sample std {r.last_eval['sample_std']:.2g})"
+            step.drop(r.k)
+            return
+    if m.checkpoint is not None:
+        state = {"epoch": epoch, "global_step": r.global_step, "step": step.state_dict(r.k),
+                 "data_rng": r.gen.get_state(), "torch_rng": torch.get_rng_state(),
+                 "history": asdict(r.history), "last_eval": r.last_eval, "train_s": r.train_s, "eval_s": r.eval_s}
+        if step.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(step.device)
+        m.checkpoint.save(state)
+    if m.samples is not None:  # sample grids and pruning see the evaluated generator
+        m.tracker.log_image(m.samples(step.evaluated(r.k)), key="samples", step=epoch)
+    try:
+        for hook in m.hooks:
+            hook(epoch, r.last_eval)
+    except Exception as e:  # this member stops (a pruned trial); the others go on
+        r.raised = e
+        step.drop(r.k)
+
+
+def _finish(step: Step, r: _Progress) -> TrainResult:
+    if r.raised is None:
+        r.m.tracker.log_metrics({"time/train_s": r.train_s, "time/eval_s": r.eval_s}, step=r.global_step)
+        r.m.tracker.flush()
+    return TrainResult(metrics=dict(r.last_eval), history=r.history, train_s=r.train_s, eval_s=r.eval_s,
+                       diverged=r.stop_reason is not None, stop_reason=r.stop_reason, gan=step.evaluated(r.k),
+                       raised=r.raised)
 
 
 COLLAPSE_VS_INIT = 0.1  # below the threshold and 10x less varied than the untrained G: collapsed from the start
 
 
-def _collapsed(sample_std: list[float], threshold: float, init_std: float | None = None) -> bool:
+def collapsed(sample_std: list[float], threshold: float, init_std: float | None = None) -> bool:
     """G gives (almost) the same image for every z.
 
     A freshly initialised G is also nearly constant (sample std ~1e-5..1e-3 in eval mode), so a
@@ -367,15 +273,15 @@ def initial_sample_std(gan: GAN, latent_dim: int, device: torch.device, seed: in
         G.train(was_training)
 
 
-def _evaluate(evaluate, history: History, tracker, epoch: int, eval_s: float, device) -> tuple[dict, float]:
-    t0 = _now(device)
-    metrics = evaluate()
-    eval_s += _now(device) - t0
-    history.epochs.append(epoch)
+def _evaluate(step: Step, r: _Progress, epoch: int) -> None:
+    t0 = _now(step.device)
+    metrics = r.m.evaluate(step.evaluated(r.k))
+    r.eval_s += _now(step.device) - t0
+    r.last_eval = metrics
+    r.history.epochs.append(epoch)
     for k, v in metrics.items():
-        history.eval.setdefault(k, []).append(v)
-    tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step=epoch)
-    return metrics, eval_s
+        r.history.eval.setdefault(k, []).append(v)
+    r.m.tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step=epoch)
 
 
 def _replay(history: History, tracker) -> None:

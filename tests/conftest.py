@@ -62,3 +62,14 @@ def sigint_default() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def random_data(n: int = 64, seed: int = 0):
+    """A small DeviceDataset of random uint8 digits on the CPU, for steps that need no real data."""
+    import torch
+
+    from bench.data import DeviceDataset
+
+    g = torch.Generator().manual_seed(seed)
+    return DeviceDataset(torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=g),
+                         torch.randint(10, (n,), generator=g))

@@ -1,6 +1,7 @@
 import pytest
 
-from bench.config import ConfigError, build_config, check_key, flatten, parse_value
+from bench.config import ConfigError, flatten, parse_value
+from bench.run_config import build_config, check_key, params
 
 
 def test_defaults_are_report000():
@@ -55,11 +56,17 @@ def test_unknown_key_suggests():
         check_key("techniques.real_targt")
 
 
-def test_slash_keys_and_flatten_roundtrip():
+def test_slash_keys_and_params_roundtrip():
     cfg = build_config(overrides={"techniques/real_target": 0.9, "optim.epochs": 3})
-    flat = flatten(cfg)
+    flat = params(cfg)
     assert flat["techniques/real_target"] == 0.9 and flat["optim/epochs"] == 3
     assert "model/name" in flat and "seed" in flat
+    assert build_config(overrides={k.replace("/", "."): v for k, v in flat.items()}) == cfg
+
+
+def test_flatten_nests_any_depth_with_any_separator():
+    assert flatten({"a": {"b": {"c": 1}, "d": 2}, "e": 3}, sep=".") == {"a.b.c": 1, "a.d": 2, "e": 3}
+    assert flatten({}) == {}
 
 
 def test_parse_value():
@@ -71,12 +78,12 @@ def test_parse_value():
 def test_lr_and_latent_prior_reach_the_training_step():
     import torch
 
-    from bench.techniques import build_gan
-    from bench.train import GANStep
+    from bench.step import build_step
+    from tests.conftest import random_data
 
     def step(overrides):
         cfg = build_config(overrides={"model.name": "dcgan", "model.width": 8, "train.fast": False, **overrides})
-        return GANStep(cfg, build_gan(cfg), torch.device("cpu"))
+        return build_step(cfg, random_data())
 
     s = step({"optim.lr": 2e-3})
     assert s.opt_g.param_groups[0]["lr"] == s.opt_d.param_groups[0]["lr"] == 2e-3

@@ -11,7 +11,8 @@ from mlflow import MlflowClient
 
 from bench import evaluator as ev
 from bench.cli import main
-from bench.config import ConfigError, EvalConfig, build_config
+from bench.config import ConfigError, EvalConfig
+from bench.run_config import build_config
 from bench.data import load_dataset
 from bench.experiment import run
 

@@ -5,7 +5,7 @@ from mlflow import MlflowClient
 
 from bench.cli import main
 from bench.experiment import run
-from bench.config import build_config
+from bench.run_config import build_config
 
 STEP = ["train/loss_d", "train/loss_g", "train/d_real", "train/d_fake", "train/d_acc_real", "train/d_acc_fake"]
 EPOCH = ["eval/is", "eval/is_std", "eval/fid", "eval/d_acc_real_test", "eval/d_acc_fake_test"]

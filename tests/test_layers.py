@@ -111,8 +111,8 @@ def test_the_import_reader_sees_lazy_relative_and_type_only_imports(tmp_path):
     """The reader itself: a function-level import counts, a TYPE_CHECKING one does not."""
     probe = tmp_path / "probe.py"
     probe.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from bench.config import RunConfig\n"
-                     "import bench.data\ndef f():\n    from bench.cli import main\n    from . import vbn\n")
-    assert imports_of(probe, "bench.models.probe") == {"bench.data", "bench.cli", "bench.models", "bench.models.vbn"}
+                     "import bench.data\ndef f():\n    from bench.cli import main\n    from . import layers\n")
+    assert imports_of(probe, "bench.models.probe") == {"bench.data", "bench.cli", "bench.models", "bench.models.layers"}
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
 

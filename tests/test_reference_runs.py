@@ -45,7 +45,7 @@ CASES = {
 def logged(case: str, data_root) -> dict:
     """What a run of `case` logs: the per-step curves and the per-epoch evaluation."""
     from bench.experiment import run
-    from bench.config import build_config
+    from bench.run_config import build_config
 
     cfg = build_config(overrides={**TINY, **CASES[case], "data.root": str(data_root)})
     result = run(cfg, tracking_uri=None, progress=False).result

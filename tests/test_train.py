@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from bench import techniques
-from bench.config import build_config
+from bench.run_config import build_config
 from bench.experiment import run
-from bench.train import _collapsed
+from bench.step import hooks
+from bench.train import collapsed
 from bench.tracking import NullTracker
 
 
@@ -22,21 +22,22 @@ def optimizer_steps(cfg, **overrides) -> dict[str, int]:
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     from bench.experiment import prepare
-    from bench.models import build_gan
-    from bench.train import train
+    from bench.step import build_step
+    from bench.train import Member, train
 
     c = build_config(cfg.model_dump(), overrides)
-    gan = build_gan(c.model)
+    data = prepare(c, progress=False).train_full.subset(320)  # may train the evaluator: not counted
+    step = build_step(c, data)
+    gan = step.gan
     d_params = {id(p) for p in gan.discriminator.parameters()}
     counts = {"d": 0, "g": 0}
 
     def count(opt, args, kwargs):
         counts["d" if id(opt.param_groups[0]["params"][0]) in d_params else "g"] += 1
 
-    data = prepare(c, progress=False).train_full.subset(320)  # may train the evaluator: not counted
     handle = register_optimizer_step_post_hook(count)
     try:
-        train(c, gan, data, NullTracker(), progress=False)
+        train(step, [Member(c, data, NullTracker())], progress=False)
     finally:
         handle.remove()
     return counts
@@ -49,14 +50,14 @@ def test_schedule_5_to_1_makes_5_d_steps_per_g_step(cfg):
 
 def test_non_finite_loss_stops_with_last_finite_evaluation(monkeypatch, cfg):
     calls = {"n": 0}
-    real = techniques.bce_d_loss
+    real = hooks.bce_d_loss
 
     def exploding(*a):
         calls["n"] += 1
         loss = real(*a)
         return loss * float("nan") if calls["n"] > 12 else loss  # NaN from the 2nd epoch on
 
-    monkeypatch.setattr(techniques, "bce_d_loss", exploding)
+    monkeypatch.setattr(hooks, "bce_d_loss", exploding)
     c = build_config(cfg.model_dump(), {"optim.epochs": 3})
     result = run(c, tracking_uri=None, progress=False).result
     assert result.diverged and "non-finite" in result.stop_reason
@@ -67,7 +68,7 @@ def test_non_finite_loss_stops_with_last_finite_evaluation(monkeypatch, cfg):
 def test_diverged_run_is_tagged(monkeypatch, cfg, store):
     from mlflow import MlflowClient
 
-    monkeypatch.setattr(techniques, "bce_d_loss", lambda *a: torch.tensor(float("nan"), requires_grad=True))
+    monkeypatch.setattr(hooks, "bce_d_loss", lambda *a: torch.tensor(float("nan"), requires_grad=True))
     res = run(cfg, tracking_uri=store, experiment="div", progress=False)
     tags = MlflowClient(store).get_run(res.run_id).data.tags
     assert tags["diverged"] == "true" and "non-finite" in tags["diverged_reason"]
@@ -76,10 +77,10 @@ def test_diverged_run_is_tagged(monkeypatch, cfg, store):
 
 
 def test_collapse_rule():
-    assert not _collapsed([0.002], 0.01)  # a fresh G is nearly constant: not a collapse
-    assert not _collapsed([0.002, 0.004], 0.01)
-    assert _collapsed([0.002, 0.3, 0.001], 0.01)
-    assert not _collapsed([0.3, 0.2], 0.01)
+    assert not collapsed([0.002], 0.01)  # a fresh G is nearly constant: not a collapse
+    assert not collapsed([0.002, 0.004], 0.01)
+    assert collapsed([0.002, 0.3, 0.001], 0.01)
+    assert not collapsed([0.3, 0.2], 0.01)
 
 
 def test_resume_from_checkpoint_matches_uninterrupted_run(cfg, tmp_path):
@@ -122,8 +123,8 @@ def test_sample_steps_log_the_grid_exactly_at_those_steps(cfg, store):
 
 def test_sample_steps_grids_come_from_the_current_generator(cfg):
     from bench.experiment import prepare
-    from bench.models import build_gan
-    from bench.train import train
+    from bench.step import build_step
+    from bench.train import Member, train
 
     class Images(NullTracker):
         def __init__(self):
@@ -133,7 +134,9 @@ def test_sample_steps_grids_come_from_the_current_generator(cfg):
             self.logged.append((key, step, image))
 
     c = build_config(cfg.model_dump(), {"train.sample_steps": [1, 9]})
-    gan = build_gan(c.model)
+    data = prepare(c, progress=False).train_full.subset(320)
+    step = build_step(c, data)
+    gan = step.gan
     z = torch.randn(4, c.model.latent_dim, generator=torch.Generator().manual_seed(0))
     y = torch.arange(4)
 
@@ -141,14 +144,14 @@ def test_sample_steps_grids_come_from_the_current_generator(cfg):
         with torch.no_grad():
             return gan.generator.eval()(z, y).clone()  # eval for the grid; train mode back below
 
-    def samples():
+    def samples(_gan):
         out = grid()
         gan.generator.train()
         return out
 
     tracker = Images()
-    train(c, gan, prepare(c, progress=False).train_full.subset(320), tracker, progress=False, samples=samples)
-    assert [(k, s) for k, s, _ in tracker.logged] == [("samples_at_step", 1), ("samples_at_step", 9)]
+    train(step, [Member(c, data, tracker, samples=samples)], progress=False)
+    assert [(k, s) for k, s, _ in tracker.logged] == [("samples_at_step", 1), ("samples_at_step", 9), ("samples", 1)]
     assert not torch.equal(tracker.logged[0][2], tracker.logged[1][2])  # G kept training between them
     assert not torch.equal(tracker.logged[1][2], grid())  # and after step 9 (step 10 ends the epoch)
 

@@ -26,7 +26,7 @@ STUDY = "ui-test"
 
 def make_study(tiny: dict, store: str) -> tuple[str, str]:
     """A parent run and one trial run made by bench.experiment.run (the way bench.studies tags them)."""
-    from bench.config import build_config
+    from bench.run_config import build_config
     from bench.experiment import run
     from bench.tracking import ensure_experiment
 

@@ -35,10 +35,10 @@ from torch import nn
 from bench.progress import bar as progress_bar
 
 from bench.errors import InputError
-from bench.config import RunConfig, build_config
+from bench.run_config import build_config, RunConfig
 from bench.data import DeviceDataset
 from bench.experiment import Context, prepare
-from bench import techniques
+from bench.step import build_gan
 from bench.models import GAN, WithReference, as_trained, sample_latent
 from bench.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL, client as mlflow_client, mask_uri
 
@@ -143,7 +143,7 @@ def load_run(run_id: str, tracking_uri: str, *, data_root: str | None = None, de
             overrides["data.root"] = data_root
         cfg = build_config(json.loads(files["config.json"].read_text()), overrides)
         ctx = prepare(cfg, progress=progress)
-        gan = techniques.build_gan(cfg, num_classes=ctx.train_full.num_classes)
+        gan = build_gan(cfg, num_classes=ctx.train_full.num_classes)
         for role, net in (("generator", gan.generator), ("discriminator", gan.discriminator)):
             net.to(ctx.device)
             state = torch.load(files[CHECKPOINTS[role]], map_location=ctx.device, weights_only=True)

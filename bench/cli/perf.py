@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from bench.config import RunConfig, build_config, load_file
+from bench.config import load_file
+from bench.run_config import build_config, RunConfig
 from bench.cli.args import int_at_least, parse_overrides, positive_int
 from bench.errors import InputError
 from bench.perf.benchmark import format_benchmark, run_benchmark

@@ -2,7 +2,8 @@
 
 Each family module (dcgan, cgan, vanilla) registers builder functions
 `build(cfg: ModelConfig, num_classes=10) -> (generator, discriminator)` with `@register_model`;
-`build_gan(cfg)` looks the name up in `MODELS`, builds both nets and applies the DCGAN init.
+`build_nets(cfg)` looks the name up in `MODELS` and builds both nets (training builds through
+`bench.step.build_gan`, which adds what the techniques change).
 
 Interfaces every family follows: `G(z, y=None) -> (B, 1, 28, 28)` in [-1, 1] (tanh) and
 `D(x, y=None) -> (B,)` logits; unconditional nets ignore y, conditional ones require int64
@@ -23,13 +24,13 @@ from torch import nn
 
 from bench.models.latent import LATENT_PRIORS, sample_latent
 from bench.models.lenet import LeNet
-from bench.models.vbn import VirtualBatchNorm, WithReference, uses_reference, with_reference_if_needed
+from bench.models.layers import VirtualBatchNorm, WithReference, uses_reference, with_reference_if_needed
 
 if TYPE_CHECKING:  # a ModelConfig is passed in; the class is needed for type hints only
     from bench.config import ModelConfig
 
 __all__ = ["GAN", "LATENT_PRIORS", "MODELS", "LeNet", "ModelSpec", "VirtualBatchNorm", "WithReference", "as_trained",
-           "build_gan", "count_params", "register_model", "sample_latent", "summary", "uses_reference"]
+           "build_nets", "count_params", "register_model", "sample_latent", "summary", "uses_reference"]
 
 Builder = Callable[..., tuple[nn.Module, nn.Module]]
 
@@ -77,10 +78,10 @@ class GAN:
         return self.spec.conditional
 
 
-def build_gan(cfg: ModelConfig, num_classes: int = 10) -> GAN:
+def build_nets(cfg: ModelConfig, num_classes: int = 10) -> GAN:
     """Build the registered model `cfg.name` with PyTorch's default init.
 
-    Training builds through `bench.techniques.build_gan(run_config)`, which lets techniques change
+    Training builds through `bench.step.build_gan(run_config)`, which lets techniques change
     the nets (the DCGAN init, spectral norm, ...): use that one for anything a checkpoint loads into.
     """
     if cfg.name not in MODELS:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.models.vbn import VirtualBatchNorm
+from bench.models.layers import VirtualBatchNorm
 
 IMAGE_SHAPE = (1, 28, 28)
 IMAGE_PIXELS = 28 * 28

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from bench import data as data_mod
-from bench.config import RunConfig, apply_overrides
+from bench.run_config import apply_overrides, RunConfig
 from bench.data import DeviceDataset
-from bench.train import resolve_device
+from bench.step import resolve_device
 from bench.perf.common import (ABLATIONS, DEFAULT_EVAL_N, DEFAULT_ROUNDS, DEFAULT_STEPS, DEFAULT_TRACK_SUBSET,
                                DEFAULT_WARMUP, PARITY_MODEL, PLAIN, cuda_peak, fast_path_summary, peak_rss_mb,
                                say)

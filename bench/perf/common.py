@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from bench.config import RunConfig
+from bench.run_config import RunConfig
 from bench.data import DeviceDataset
 from bench.metrics import registry
-from bench.train import autocast_dtype
+from bench.step import autocast_dtype
 
 DEFAULT_STEPS = 100
 DEFAULT_ROUNDS = 2
@@ -68,13 +68,6 @@ def fast_path_summary(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
     return {"fast": t.fast, "joint_d": t.fast and t.joint_d, "amp": t.amp, "channels_last": t.channels_last,
             "compile": t.compile if device.type == "cuda" else "off (CPU)",
             "precision": "bf16" if dtype is not None else "fp32"}
-
-
-def set_references(cfg: RunConfig, gan, data: DeviceDataset) -> None:
-    """Virtual batch norm's reference batches, drawn as `experiment.run` draws them; no-op without VBN."""
-    from bench import experiment  # MLflow comes with it: not at `gan-bench` start-up
-
-    experiment.set_references(gan, cfg, data, torch.Generator().manual_seed(cfg.seed + 1))
 
 
 def count_flops(fn: Callable[[], Any]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from typing import Any
@@ -10,11 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench import techniques
-from bench.config import RunConfig, apply_overrides
 from bench.data import DeviceDataset
-from bench.train import GANStep, autocast_dtype
-from bench.perf.common import PLAIN, count_flops, set_references, sync
+from bench.perf.common import PLAIN, count_flops, sync
+from bench.run_config import RunConfig, apply_overrides
+from bench.step import autocast_dtype, build_step
 from bench.perf.loops import textbook_loop
 
 
@@ -22,22 +22,11 @@ def harness_flops_per_image(cfg: RunConfig, data: DeviceDataset) -> float:
     """FLOPs the harness spends per training image: one iteration (D steps + G steps) over its images."""
     cfg = apply_overrides(cfg, {"train.compile": "off"})  # the same FLOPs; the counter needs eager ops
     torch.manual_seed(cfg.seed)
-    gan = techniques.build_gan(cfg, num_classes=data.num_classes)
-    gan.generator.to(data.device)
-    gan.discriminator.to(data.device)
-    set_references(cfg, gan, data)
-    step = GANStep(cfg, gan, data.device)
+    step = build_step(cfg, data)
     batch = cfg.optim.batch_size
     real, labels = data.sample(batch, torch.Generator().manual_seed(cfg.seed))
-    d_steps, g_steps = techniques.schedule(cfg)
-
-    def iteration() -> None:
-        for _ in range(d_steps):
-            step.d_step(real, labels)
-        for _ in range(g_steps):
-            step.g_step(real, labels)
-
-    return count_flops(iteration) / (batch * d_steps)
+    same_batch = itertools.repeat((real, labels))
+    return count_flops(lambda: step.iteration([same_batch])) / (batch * step.batches_per_iteration)
 
 
 def textbook_flops_per_image(cfg: RunConfig, device: torch.device) -> float:

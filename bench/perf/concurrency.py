@@ -10,9 +10,9 @@ from typing import Any
 import torch
 
 from bench import data as data_mod
-from bench.config import RunConfig
+from bench.run_config import RunConfig
 from bench.data import DeviceDataset
-from bench.train import resolve_device
+from bench.step import resolve_device
 from bench.perf.common import peak_rss_mb, say
 from bench.perf.loops import harness_loop
 

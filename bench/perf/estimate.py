@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.config import RunConfig, build_config
+from bench.run_config import build_config, RunConfig
 from bench.data import DeviceDataset
 from bench.evaluator import evaluate_gan, load_or_train
-from bench.techniques import build_gan
-from bench.perf.common import say, set_references, sync
+from bench.perf.common import say, sync
+from bench.step import build_step, iterations_per_epoch
 from bench.perf.loops import harness_loop
 from bench.studies.spec import StudySpec
 
@@ -66,10 +66,7 @@ def _eval_seconds(cfg: RunConfig, train_full: DeviceDataset, test: DeviceDataset
         "n_per_class": max(2, e.n_per_class // EVAL_FRACTION)})
     evaluator = load_or_train(cfg.data.dataset, train_full, test, cfg.eval, progress=False).to(test.device)
     torch.manual_seed(cfg.seed)
-    gan = build_gan(cfg, num_classes=test.num_classes)
-    gan.generator.to(test.device)
-    gan.discriminator.to(test.device)
-    set_references(cfg, gan, test)
+    gan = build_step(cfg, test).gan
     sync(test.device)
     t0 = time.perf_counter()
     evaluate_gan(gan, evaluator, test, small, cfg.model.latent_dim, seed=cfg.seed)
@@ -84,7 +81,7 @@ def estimate(spec: StudySpec, overrides: dict, train_full: DeviceDataset, test: 
         say(progress, f"  timing {spec.name}: {label}")
         data = train_full if cfg.data.train_subset is None else train_full.subset(cfg.data.train_subset)
         timed = harness_loop(cfg, data, steps, warmup)
-        iters = max(1, data.batches_per_epoch(cfg.optim.batch_size) // cfg.techniques.d_steps)
+        iters = iterations_per_epoch(cfg, data)
         epochs = cfg.optim.epochs
         evals = len({*range(cfg.eval.every, epochs + 1, cfg.eval.every), epochs})
         out.append(Estimate(label, runs, timed["seconds"] / timed["steps"], iters, epochs,

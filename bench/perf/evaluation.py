@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 
-from bench.config import RunConfig, apply_overrides
+from bench.run_config import apply_overrides, RunConfig
 from bench.data import DeviceDataset
 from bench.evaluator import Evaluator, evaluate_gan, evaluator_path, load_or_train
 from bench.metrics import registry
 from bench.models import LeNet
-from bench.techniques import build_gan
-from bench.perf.common import say, set_references, sync
+from bench.perf.common import say, sync
+from bench.step import build_step
 
 
 def timing_evaluator(cfg: RunConfig, train_full: DeviceDataset, test: DeviceDataset) -> Evaluator:
@@ -34,10 +34,7 @@ def eval_timing(cfg: RunConfig, evaluator: Evaluator, test: DeviceDataset, n: in
     ecfg = cfg.eval.model_copy(update={"n_samples": n_per_class * test.num_classes, "n_per_class": n_per_class,
                                        "n_real": n_real, "splits": min(cfg.eval.splits, n_per_class)})
     torch.manual_seed(cfg.seed)
-    gan = build_gan(cfg, num_classes=test.num_classes)
-    gan.generator.to(test.device)
-    gan.discriminator.to(test.device)
-    set_references(cfg, gan, test)
+    gan = build_step(cfg, test).gan
     fresh = Evaluator(evaluator.net, evaluator.meta)  # an empty real-feature cache: the first call pays for it
     times, metrics = [], {}
     for _ in range(2):

@@ -11,14 +11,14 @@ import torch
 from torch import nn
 
 from bench import data as data_mod
-from bench.config import RunConfig
+from bench.run_config import RunConfig
 from bench.data import DeviceDataset
 from bench.evaluator import cache_dir
 from bench.models import sample_latent
-from bench.techniques import build_gan
+from bench.perf.common import say, sync
+from bench.step import build_gan, build_step, set_references
 from bench.tracking import NullTracker
-from bench.train import train
-from bench.perf.common import set_references, say, sync
+from bench.train import Member, train
 
 
 def torchvision_root(data_root: Path, dataset: str) -> Path:
@@ -61,7 +61,8 @@ def textbook_loop(cfg: RunConfig, device: torch.device, steps: int, warmup: int,
     gan = build_gan(cfg, num_classes=data_mod.DATASETS[cfg.data.dataset].num_classes)
     netG, netD = gan.generator.to(device), gan.discriminator.to(device)
     # The real split as uint8 (a view on the CPU): VBN's D reference is a real batch, as in the harness.
-    set_references(cfg, gan, DeviceDataset(dataset.data, dataset.targets, device, gan.num_classes))
+    set_references(gan, cfg, DeviceDataset(dataset.data, dataset.targets, device, gan.num_classes),
+                   torch.Generator().manual_seed(cfg.seed + 1))
     o = cfg.optim
     criterion = nn.BCEWithLogitsLoss()  # our D returns logits; the example's D ends in a sigmoid + BCELoss
     optimizerD = torch.optim.Adam(netD.parameters(), lr=o.effective_lr_d, betas=(o.beta1_d, o.beta2_d))
@@ -133,14 +134,11 @@ def harness_loop(cfg: RunConfig, train_full: DeviceDataset, steps: int, warmup: 
     per_epoch = min(steps, len(train_full) // draws)
     epochs = math.ceil(steps / per_epoch)
     torch.manual_seed(cfg.seed)
-    gan = build_gan(cfg, num_classes=train_full.num_classes)
-    gan.generator.to(train_full.device)
-    gan.discriminator.to(train_full.device)
-    set_references(cfg, gan, train_full)
+    step = build_step(cfg, train_full)
     if warmup:  # kernels and allocator caches warm, as in the textbook loop's untimed first steps
-        train(cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"epochs": 1})}), gan,
-              _first(train_full, warmup * draws), NullTracker(), progress=False)
+        warm_cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"epochs": 1})})
+        train(step, [Member(warm_cfg, _first(train_full, warmup * draws), NullTracker())], progress=False)
     run_cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"epochs": epochs})})
-    result = train(run_cfg, gan, _first(train_full, per_epoch * draws), NullTracker(), progress=progress)
+    (result,) = train(step, [Member(run_cfg, _first(train_full, per_epoch * draws), NullTracker())], progress=progress)
     n = epochs * per_epoch
     return {"steps": n, "batch_size": batch, "seconds": result.train_s, "images_per_s": n * batch / result.train_s}

@@ -7,8 +7,8 @@ import statistics
 import time
 
 
-from bench.config import RunConfig, apply_overrides
-from bench.train import resolve_device
+from bench.run_config import apply_overrides, RunConfig
+from bench.step import resolve_device
 from bench.perf.common import PARITY_METRICS, PLAIN, fast_path_summary, say
 
 

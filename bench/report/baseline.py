@@ -13,7 +13,8 @@ from bench.report.stats import summarize
 
 def parse_params(text: str, option: str = "baseline") -> dict[str, Any]:
     """`key=value[,key=value]` (dotted or `a/b` keys, or a leaf name like real_target) or a JSON dict."""
-    from bench.config import ConfigError, all_keys, check_key, parse_value
+    from bench.config import ConfigError, parse_value
+    from bench.run_config import all_keys, check_key
     from bench.studies.spec import VARIANT_KEY
 
     text = text.strip()
@@ -114,7 +115,7 @@ def baseline_of(group: Group, bases: list[Group], strata: list[str]) -> Group | 
 
 
 def base_config(study: StudyData) -> dict[str, str]:
-    from bench.config import all_keys
+    from bench.run_config import all_keys
 
     known = set(all_keys())
     varied = set(study.space_keys) | set(varied_keys(study.groups)) | IGNORED_KEYS

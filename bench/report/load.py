@@ -236,7 +236,7 @@ def _group(runs: list[RunData], study: str) -> list[Group]:
 
 def varied_keys(groups: list[Group]) -> list[str]:
     """Config keys whose value differs between configurations (seed and bookkeeping excluded)."""
-    from bench.config import all_keys
+    from bench.run_config import all_keys
 
     known = set(all_keys())
     keys: dict[str, set] = {}

@@ -30,7 +30,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from bench.config import build_config
+from bench.run_config import build_config
 from bench.progress import bar as progress_bar
 from bench.studies import optuna_adapter
 from bench.studies.spec import VARIANT_KEY, StudySpec, file_hash

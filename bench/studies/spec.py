@@ -34,7 +34,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bench.config import ConfigError, RunConfig, build_config, check_key, read_text
+from bench.config import ConfigError, read_text
+from bench.run_config import build_config, check_key, RunConfig
 from bench.errors import StudyError  # noqa: F401  (re-exported: its historical home)
 from bench.metrics import registry
 

@@ -1,19 +1,24 @@
 """GAN training techniques as plug-ins: one file per technique, registered by name.
 
-A technique is a `Technique` subclass in its own module of this package. It declares
+A technique is a `Technique` subclass in its own module of this package. It has two parts.
 
-* `fields`: its config keys (pydantic fields) in `section` ("techniques" or "model"); `bench.config`
-  builds `TechniquesConfig` and part of `ModelConfig` from them, so validation, `--set`, study
-  spaces and MLflow params know every key without a second list;
+Its declaration, read from a run's config:
+
+* `fields`: its config keys (pydantic fields) in `section` ("techniques" or "model");
+  `bench.run_config` builds the run configuration from them, so validation, `--set`, study spaces
+  and MLflow params know every key without a second list;
 * `label(cfg)`: its short label for run names and tags (None: off, i.e. the baseline);
   `baseline()` gives the keys that switch it off;
 * `check(cfg)`: combinations it refuses (raise ValueError naming the keys);
-* hooks, each optional, at the places GAN tricks act (the training step calls them; it names
-  no technique):
+* `wrap_models(gan, cfg)`: changes to the built nets (layer wrappers, init);
+* `varies_per_member` / `changes_shapes`: whether its values may differ between the members a
+  grouped step trains together, and whether they change the nets' shapes (then members must agree).
+
+Its kernels: module-level functions with the arithmetic it adds to a step, every hyperparameter
+passed in (a float, or a per-member tensor that broadcasts), and hooks that call them at the places
+GAN tricks act. The step calls the hooks (`bench.step.hooks`); it names no technique.
 
   ====================  ====================================================================
-  `wrap_models(gan, cfg)`  classmethod: change the built nets (layer wrappers, init); runs wherever a
-                        GAN is built from a config, so checkpoints load into the same structure
   `d_input(x, real)`    every image D sees, real or fake, in D's and G's steps (noise, augmentation)
   `d_targets(rt, ft)`   D's BCE targets for real and fake
   `d_loss(b)`           replaces D's loss (BCE on the targets); at most one active technique
@@ -25,26 +30,25 @@ A technique is a `Technique` subclass in its own module of this package. It decl
   `eval_generator()`    the generator to evaluate and keep (e.g. averaged weights), or None
   ====================  ====================================================================
 
-Per-run state lives on the instance (one per active technique per run, built by `Stack`);
-`state_dict` / `load_state_dict` carry it through checkpoints.
+A hook reads its hyperparameters from `self.values` (its fields' values, taken from the config once
+when the step is built) and the training state from `self.info`; per-run state (averages) lives on
+the instance, and `state_dict` / `load_state_dict` carry it through checkpoints.
 
 Adding a technique: a new module here with one `@register` class, plus its line in `_MODULES`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from bench.config import RunConfig
+    from bench.config import RunConfigBase as RunConfig
     from bench.models import GAN
 
 
@@ -64,19 +68,27 @@ class Batch:
 
 @dataclass
 class StepInfo:
-    """The training state a hook may read: the nets, where training is, and D's features."""
+    """The training state a hook may read: the nets, where training is, and D's features.
+
+    `iteration` counts finished iterations on the device (the step advances it), so reading the
+    progress never syncs with the host and a captured graph sees it change.
+    """
 
     G: nn.Module
     D: nn.Module
     device: torch.device
     total_steps: int
-    step: int = 0  # iterations finished so far (global step)
-    extras: dict[str, Any] = field(default_factory=dict)
+    iteration: torch.Tensor = None  # type: ignore[assignment]  # a 0-dim int64 tensor on `device`
+
+    def __post_init__(self) -> None:
+        if self.iteration is None:
+            self.iteration = torch.zeros((), dtype=torch.int64, device=self.device)
 
     @property
-    def progress(self) -> float:
-        """Fraction of training done, 0 at the start and 1 at the end (for annealing)."""
-        return min(1.0, self.step / max(1, self.total_steps))
+    def progress(self) -> torch.Tensor:
+        """Fraction of training done, 0 at the start and 1 at the end (for annealing): a 0-dim device tensor,
+        float64 as a Python float would be (a kernel's arithmetic with it then rounds once, to the images' dtype)."""
+        return (self.iteration.double() / max(1, self.total_steps)).clamp(max=1.0)
 
     def d_features(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """D's penultimate features (the input of its last linear layer) for x, shape (B, F)."""
@@ -93,9 +105,11 @@ class Technique:
     paper: ClassVar[str] = ""             # where it comes from
     study: ClassVar[str | None] = None    # the study file comparing it with the baseline
     couples_batch: ClassVar[bool] = False  # D looks across the batch: real and fake need separate passes
+    varies_per_member: ClassVar[bool] = True  # its values may differ between the members of one group
+    changes_shapes: ClassVar[bool] = False    # its values change the nets' structure: a group's members agree
 
-    def __init__(self, cfg: RunConfig, info: StepInfo):
-        self.cfg, self.info = cfg, info
+    def __init__(self, values: SimpleNamespace, info: StepInfo):
+        self.values, self.info = values, info
 
     # -- declaration -------------------------------------------------------------------------
 
@@ -107,6 +121,11 @@ class Technique:
     def options(cls, cfg: RunConfig) -> Any:
         """The config section holding this technique's keys."""
         return getattr(cfg, cls.section)
+
+    @classmethod
+    def read_values(cls, cfg: RunConfig) -> SimpleNamespace:
+        """This technique's hyperparameters in `cfg`, as its hooks read them (`self.values`)."""
+        return SimpleNamespace(**{k: getattr(cls.options(cfg), k) for k in cls.fields})
 
     @classmethod
     def label(cls, cfg: RunConfig) -> str | None:
@@ -196,7 +215,7 @@ def register(cls: type[Technique]) -> type[Technique]:
 
 
 def config_fields(section: str) -> dict[str, tuple[Any, Any]]:
-    """Every registered technique's fields in `section`, for `bench.config` to build its models from."""
+    """Every registered technique's fields in `section`, for `bench.run_config` to build its sections from."""
     return {k: spec for t in TECHNIQUES.values() if t.section == section for k, spec in t.fields.items()}
 
 
@@ -216,11 +235,6 @@ def technique_labels(cfg: RunConfig) -> dict[str, str]:
     return {k: v for k, v in labels.items() if v is not None}
 
 
-def schedule(cfg: RunConfig) -> tuple[int, int]:
-    """D and G optimizer steps per iteration (e.g. 5:1, 1:2)."""
-    return cfg.techniques.d_steps, cfg.techniques.g_steps
-
-
 def markdown_table() -> str:
     """README's technique table, generated from the registry so it cannot drift."""
     lines = ["| technique | config keys (default) | what it does | paper | study |", "|---|---|---|---|---|"]
@@ -230,91 +244,6 @@ def markdown_table() -> str:
         study = f"`studies/{t.study}.toml`" if t.study else "—"
         lines.append(f"| `{t.key()}` | {keys} | {what} | {t.paper or '—'} | {study} |")
     return "\n".join(lines)
-
-
-def build_gan(cfg: RunConfig, num_classes: int = 10) -> GAN:
-    """The GAN a config trains: the model family's nets, then every technique's `wrap_models`."""
-    from bench.models import build_gan as build_nets
-
-    gan = build_nets(cfg.model, num_classes)
-    for t in TECHNIQUES.values():
-        t.wrap_models(gan, cfg)
-    return gan
-
-
-# ---------------------------------------------------------------------------
-# What the training step calls
-
-
-def bce_d_loss(b: Batch) -> torch.Tensor:
-    """The plain GAN's D loss: BCE of real and fake logits against their targets."""
-    return (F.binary_cross_entropy_with_logits(b.real_logits, b.real_t)
-            + F.binary_cross_entropy_with_logits(b.fake_logits, b.fake_t))
-
-
-class Stack:
-    """The active techniques of one run, in registry order, behind one call per hook."""
-
-    def __init__(self, cfg: RunConfig, info: StepInfo):
-        self.info = info
-        self.items = [t(cfg, info) for t in TECHNIQUES.values() if t.active(cfg)]
-        self.couples_batch = any(t.couples_batch for t in self.items)
-        self._d_input = [t for t in self.items if _overrides(t, "d_input")]
-
-    def d_input(self, x: torch.Tensor, real: bool) -> torch.Tensor:
-        for t in self._d_input:
-            x = t.d_input(x, real)
-        return x
-
-    def d_targets(self, n_real: int, n_fake: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        real_t, fake_t = torch.ones(n_real, device=device), torch.zeros(n_fake, device=device)
-        for t in self.items:
-            real_t, fake_t = t.d_targets(real_t, fake_t)
-        return real_t, fake_t
-
-    def d_loss(self, b: Batch) -> torch.Tensor:
-        loss = _first(t.d_loss(b) for t in self.items)
-        return _add(bce_d_loss(b) if loss is None else loss, (t.d_penalty(b) for t in self.items))
-
-    def g_loss(self, b: Batch) -> torch.Tensor:
-        loss = _first(t.g_loss(b) for t in self.items)
-        if loss is None:  # non-saturating: -log D(G(z))
-            loss = F.binary_cross_entropy_with_logits(b.fake_logits, torch.ones_like(b.fake_logits))
-        return _add(loss, (t.g_penalty(b) for t in self.items))
-
-    def learning_rates(self, lr_g: float, lr_d: float) -> tuple[float, float]:
-        for t in self.items:
-            lr_g, lr_d = t.learning_rates(lr_g, lr_d)
-        return lr_g, lr_d
-
-    def after_step(self, net: str) -> None:
-        for t in self.items:
-            t.after_step(net)
-
-    def eval_generator(self) -> nn.Module | None:
-        return _first(t.eval_generator() for t in self.items)
-
-    def state_dict(self) -> dict:
-        return {type(t).name: t.state_dict() for t in self.items}
-
-    def load_state_dict(self, state: dict) -> None:
-        for t in self.items:
-            t.load_state_dict(state.get(type(t).name, {}))
-
-
-def _overrides(t: Technique, hook: str) -> bool:
-    return getattr(type(t), hook) is not getattr(Technique, hook)
-
-
-def _first(values: Iterator) -> Any:
-    return next((v for v in values if v is not None), None)
-
-
-def _add(loss: torch.Tensor, extra: Iterator) -> torch.Tensor:
-    for term in extra:
-        if term is not None:
-            loss = loss + term
-    return loss
 
 
 # ---------------------------------------------------------------------------
@@ -343,19 +272,6 @@ def penultimate_features(D: nn.Module, x: torch.Tensor, y: torch.Tensor | None) 
     finally:
         handle.remove()
     return captured[-1].flatten(1)[-x.shape[0]:]
-
-
-@contextlib.contextmanager
-def swapped_generator(gan: GAN, generator: nn.Module | None) -> Iterator[None]:
-    """`gan.generator` is `generator` inside the block (no-op for None)."""
-    if generator is None:
-        yield
-        return
-    raw, gan.generator = gan.generator, generator
-    try:
-        yield
-    finally:
-        gan.generator = raw
 
 
 # Importing a module registers its technique; the order here is the order hooks run in.

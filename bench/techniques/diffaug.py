@@ -25,6 +25,7 @@ class DiffAugment(Technique):
     name = "diffaug"
     paper = "Zhao et al. 2020"
     study = "diffaug"
+    varies_per_member = False  # the policy is control flow
     fields = {"diffaug": (Literal["off", "translation", "cutout", "translation,cutout"],
                           Field("off", description="DiffAugment policy on every image D sees"))}
 
@@ -33,9 +34,7 @@ class DiffAugment(Technique):
         return None if cfg.techniques.diffaug == "off" else cfg.techniques.diffaug.replace(",", "+")
 
     def d_input(self, x, real):
-        for policy in self.cfg.techniques.diffaug.split(","):
-            x = AUGMENT[policy](x)
-        return x
+        return augment(x, self.values.diffaug)
 
 
 BACKGROUND = -1.0  # images are in [-1, 1]; MNIST's background is black
@@ -68,3 +67,10 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
 
 
 AUGMENT = {"translation": translation, "cutout": cutout}
+
+
+def augment(x: torch.Tensor, policy: str) -> torch.Tensor:
+    """x through each augmentation of a comma-separated policy, in order."""
+    for name in policy.split(","):
+        x = AUGMENT[name](x)
+    return x

@@ -19,5 +19,6 @@ class Dropout(Technique):
     section = "model"
     paper = "Srivastava et al. 2014"
     study = "dropout"
+    varies_per_member = False  # the rate is an attribute of D's dropout layers
     fields = {"d_dropout": (float, Field(0.25, ge=0.0, lt=1.0, description="dropout after each of D's hidden "
                                                                            "layers"))}

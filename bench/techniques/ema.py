@@ -23,9 +23,9 @@ class Ema(Technique):
     fields = {"ema_decay": (float, Field(0.0, ge=0.0, lt=1.0,
                                          description="EMA of G's weights used for evaluation: decay d (0: off)"))}
 
-    def __init__(self, cfg, info):
-        super().__init__(cfg, info)
-        self.ema = AveragedModel(info.G, multi_avg_fn=get_ema_multi_avg_fn(cfg.techniques.ema_decay), use_buffers=True)
+    def __init__(self, values, info):
+        super().__init__(values, info)
+        self.ema = AveragedModel(info.G, multi_avg_fn=get_ema_multi_avg_fn(values.ema_decay), use_buffers=True)
 
     def after_step(self, net):
         if net == "g":

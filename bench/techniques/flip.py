@@ -23,7 +23,9 @@ class Flip(Technique):
                                                                          "targets (before smoothing)"))}
 
     def d_targets(self, real_t, fake_t):
-        p = self.cfg.techniques.flip_prob
-        flip_r = torch.rand(real_t.shape, device=real_t.device) < p
-        flip_f = torch.rand(fake_t.shape, device=fake_t.device) < p
-        return torch.where(flip_r, 1.0 - real_t, real_t), torch.where(flip_f, 1.0 - fake_t, fake_t)
+        return flip(real_t, self.values.flip_prob), flip(fake_t, self.values.flip_prob)
+
+
+def flip(labels: torch.Tensor, p) -> torch.Tensor:
+    """Each 0/1 label swapped with probability p (a float or a per-member tensor)."""
+    return torch.where(torch.rand(labels.shape, device=labels.device) < p, 1.0 - labels, labels)

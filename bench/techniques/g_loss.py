@@ -23,6 +23,7 @@ class GLoss(Technique):
     name = "g_loss"
     paper = "Goodfellow et al. 2014"
     study = "g-loss"
+    varies_per_member = False  # a choice of function
     fields = {"g_loss": (Literal["non-saturating", "saturating"],
                          Field("non-saturating", description="G's loss in the BCE game"))}
 

@@ -21,6 +21,7 @@ class Hinge(Technique):
     name = "hinge"
     paper = "Lim & Ye 2017"
     study = "hinge"
+    varies_per_member = False  # a choice of function
     fields = {"hinge": (bool, Field(False, description="hinge loss for D and G instead of BCE"))}
 
     def d_loss(self, b):

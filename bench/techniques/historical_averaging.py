@@ -23,22 +23,17 @@ class HistoricalAveraging(Technique):
     fields = {"hist_avg_lambda": (float, Field(0.0, ge=0.0, le=100.0, description=(
         "historical averaging: weight of ||theta - mean of past theta||^2 in both losses (0: off)")))}
 
-    def __init__(self, cfg, info):
-        super().__init__(cfg, info)
+    def __init__(self, values, info):
+        super().__init__(values, info)
         self.nets = {"d": info.D, "g": info.G}
         self.avg = {k: [p.detach().clone() for p in net.parameters()] for k, net in self.nets.items()}
         self.count = {"d": 1, "g": 1}  # the initial weights count as the first in the history
 
-    def penalty(self, net: str) -> torch.Tensor:
-        params = self.nets[net].parameters()
-        return self.cfg.techniques.hist_avg_lambda * sum((p.float() - a.float()).pow(2).sum()
-                                                          for p, a in zip(params, self.avg[net]))
-
     def d_penalty(self, b):
-        return self.penalty("d")
+        return historical_penalty(self.nets["d"].parameters(), self.avg["d"], self.values.hist_avg_lambda)
 
     def g_penalty(self, b):
-        return self.penalty("g")
+        return historical_penalty(self.nets["g"].parameters(), self.avg["g"], self.values.hist_avg_lambda)
 
     @torch.no_grad()
     def after_step(self, net):
@@ -52,3 +47,8 @@ class HistoricalAveraging(Technique):
     def load_state_dict(self, state):
         if state:
             self.avg, self.count = state["avg"], dict(state["count"])
+
+
+def historical_penalty(params, averages, weight) -> torch.Tensor:
+    """weight * ||theta - average of past theta||^2 over a net's parameters."""
+    return weight * sum((p.float() - a.float()).pow(2).sum() for p, a in zip(params, averages))

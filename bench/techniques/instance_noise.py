@@ -23,8 +23,10 @@ class InstanceNoise(Technique):
     fields = {"instance_noise_std": (float, Field(0.0, ge=0.0, le=2.0, description=(
         "instance noise: initial std on D's inputs (images in [-1, 1]), annealed to 0 (0: off)")))}
 
-    def std(self) -> float:
-        return self.cfg.techniques.instance_noise_std * (1.0 - self.info.progress)
-
     def d_input(self, x, real):
-        return x + self.std() * torch.randn_like(x)
+        return instance_noise(x, self.values.instance_noise_std, self.info.progress)
+
+
+def instance_noise(x: torch.Tensor, initial_std, progress: torch.Tensor) -> torch.Tensor:
+    """x plus Gaussian noise whose std falls linearly from `initial_std` at progress 0 to 0 at progress 1."""
+    return x + initial_std * (1.0 - progress) * torch.randn_like(x)

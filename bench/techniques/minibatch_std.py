@@ -25,6 +25,8 @@ class MinibatchStd(Technique):
     paper = "Karras et al. 2018"
     study = "minibatch-std"
     couples_batch = True
+    changes_shapes = True  # D's logit layer gets one more input
+    varies_per_member = False
     fields = {"d_minibatch_std": (bool, Field(False, description="D's logit layer also sees the batch's "
                                                                  "feature standard deviation"))}
 

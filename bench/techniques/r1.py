@@ -22,7 +22,7 @@ class R1(Technique):
                                         description="R1 penalty weight gamma on real data (0: off)"))}
 
     def d_penalty(self, b):
-        return self.cfg.techniques.r1_gamma / 2 * r1_penalty(self.info.D, b.real, b.real_y)
+        return self.values.r1_gamma / 2 * r1_penalty(self.info.D, b.real, b.real_y)
 
 
 def r1_penalty(D, real: torch.Tensor, real_y) -> torch.Tensor:

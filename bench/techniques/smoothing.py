@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from pydantic import Field
 
 from bench.techniques import Technique, register
@@ -33,8 +34,10 @@ class Smoothing(Technique):
         return f"{t.real_target:g}" if t.fake_target == 0.0 else f"{t.real_target:g}/{t.fake_target:g}"
 
     def d_targets(self, real_t, fake_t):
-        t = self.cfg.techniques
+        v = self.values
+        return smooth(real_t, v.real_target, v.fake_target), smooth(fake_t, v.real_target, v.fake_target)
 
-        def smooth(x):
-            return x * t.real_target + (1.0 - x) * t.fake_target
-        return smooth(real_t), smooth(fake_t)
+
+def smooth(labels: torch.Tensor, real_target, fake_target) -> torch.Tensor:
+    """0/1 labels to smoothed targets: 1 -> real_target, 0 -> fake_target (floats or per-member tensors)."""
+    return labels * real_target + (1.0 - labels) * fake_target

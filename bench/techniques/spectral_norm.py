@@ -24,6 +24,8 @@ class SpectralNorm(Technique):
     section = "model"
     paper = "Miyato et al. 2018"
     study = "spectral-norm"
+    changes_shapes = True  # it reparametrizes D's layers
+    varies_per_member = False
     fields = {"d_spectral_norm": (bool, Field(False, description="spectral normalization of D's conv and "
                                                                  "linear layers"))}
 

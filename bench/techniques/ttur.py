@@ -25,5 +25,10 @@ class Ttur(Technique):
                                           description="TTUR: D's learning rate over G's, same geometric mean (1: off)"))}
 
     def learning_rates(self, lr_g, lr_d):
-        root = self.cfg.techniques.ttur_ratio ** 0.5
-        return lr_g / root, lr_d * root
+        return ttur_rates(lr_g, lr_d, self.values.ttur_ratio)
+
+
+def ttur_rates(lr_g, lr_d, ratio):
+    """G's and D's rates at lr_D / lr_G = ratio with their geometric mean kept."""
+    root = ratio ** 0.5
+    return lr_g / root, lr_d * root

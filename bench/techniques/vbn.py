@@ -1,4 +1,4 @@
-"""Normalisation in G and D, including virtual batch norm (the layers live in `bench.models.vbn`)."""
+"""Normalisation in G and D, including virtual batch norm (the layers live in `bench.models.layers`)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ Norm = Literal["batch", "virtual", "none"]
 
 
 @register
-class VirtualBatchNorm(Technique):
+class Normalization(Technique):
     """Virtual batch norm (Salimans et al. 2016; report 002): each example is normalised with the
     statistics of a fixed reference batch (plus itself), so examples in a batch stay independent.
 
     The model families build the norm layers from `model.g_norm` / `model.d_norm`; the reference
-    batch is fixed once per run (`bench.experiment.set_references`). Only "virtual" is labelled:
+    batch is fixed once per run (`bench.step.set_references`). Only "virtual" is labelled:
     batch norm is part of a model's architecture.
     """
 
@@ -25,6 +25,8 @@ class VirtualBatchNorm(Technique):
     section = "model"
     paper = "Salimans et al. 2016"
     study = "vbn"
+    changes_shapes = True  # the norm layers are part of the nets
+    varies_per_member = False
     fields = {
         "g_norm": (Norm, Field("batch", description="G's normalisation: batch, virtual, none")),
         "d_norm": (Norm, Field("none", description="D's normalisation: batch, virtual, none")),

@@ -33,13 +33,18 @@ class WganGp(Technique):
                              "is per example, batch norm couples examples; set model.d_norm to 'none'")
 
     def d_loss(self, b):
-        return b.fake_logits.mean() - b.real_logits.mean()
+        return wasserstein_d_loss(b.real_logits, b.fake_logits)
 
     def d_penalty(self, b):
-        return self.cfg.techniques.wgan_gp_lambda * gradient_penalty(self.info.D, b.real, b.fake, b.real_y, b.fake_y)
+        return self.values.wgan_gp_lambda * gradient_penalty(self.info.D, b.real, b.fake, b.real_y, b.fake_y)
 
     def g_loss(self, b):
         return -b.fake_logits.mean()
+
+
+def wasserstein_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """The critic's loss, D(G(z)) - D(x) on average."""
+    return fake_logits.mean() - real_logits.mean()
 
 
 def gradient_penalty(D, real: torch.Tensor, fake: torch.Tensor, real_y, fake_y) -> torch.Tensor:

@@ -15,9 +15,9 @@ from mlflow import MlflowClient
 
 from bench.analysis import common, discriminator, features, latent, retrain
 from bench.cli import InputError, main
-from bench.config import build_config
+from bench.run_config import build_config
 from bench.experiment import run as train_run
-from bench.techniques import build_gan
+from bench.step import build_gan
 from bench.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL
 
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from bench import evaluator as ev
-from bench.config import build_config
+from bench.run_config import build_config
 from bench.data import load_dataset
 from bench.metrics import registry
 from bench.metrics.registry import Direction, Needs
-from bench.models import build_gan
+from bench.models import build_nets
 from bench.report.common import COLUMNS, CORE_METRICS, REFERENCE_MAP
 from bench.studies.spec import StudyError, load_study
 
@@ -81,7 +81,7 @@ def test_evaluator_logs_exactly_the_registry_s_metrics(model, mnist_test, data_r
     cfg = build_config({}, {"model.name": model, "model.hidden": 32, "eval.n_samples": 60, "eval.n_per_class": 6,
                             "eval.n_real": 100, "eval.splits": 2, "data.root": str(data_root)})
     torch.manual_seed(0)
-    gan = build_gan(cfg.model, num_classes=10)
+    gan = build_nets(cfg.model, num_classes=10)
     scorer = ev.load_shipped("mnist")
     out = ev.evaluate_gan(gan, scorer, mnist_test, cfg.eval, cfg.model.latent_dim)
     assert sorted(out) == sorted(registry.evaluated(conditional=gan.conditional))

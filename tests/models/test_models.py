@@ -6,8 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from bench.config import ConfigError, ModelConfig, build_config
-from bench.models import (MODELS, LeNet, VirtualBatchNorm, WithReference, build_gan, count_params, sample_latent,
+from bench.config import ConfigError
+from bench.run_config import ModelSection as ModelConfig  # the model section with the techniques' keys
+from bench.run_config import build_config
+from bench.models import (MODELS, LeNet, VirtualBatchNorm, WithReference, build_nets, count_params, sample_latent,
                           summary, uses_reference)
 from bench.models.common import UnconditionalNet
 
@@ -51,18 +53,18 @@ def test_run_config_validates_model_name():
     with pytest.raises(ConfigError, match="unknown model"):
         build_config(overrides={"model.name": "no-such-gan"})
     with pytest.raises(KeyError, match="unknown model"):
-        build_gan(ModelConfig(name="no-such-gan"))
+        build_nets(ModelConfig(name="no-such-gan"))
 
 
 @pytest.mark.parametrize("weight_init", [True, False])
 def test_report000_exact_parameter_counts(weight_init):
-    gan = build_gan(ModelConfig(weight_init=weight_init))  # the defaults are report 000's
+    gan = build_nets(ModelConfig(weight_init=weight_init))  # the defaults are report 000's
     assert count_params(gan.generator) == 377_121
     assert count_params(gan.discriminator) == 246_497
 
 
 def test_report000_honours_norms_dropout_and_latent():
-    gan = build_gan(ModelConfig(g_norm="none", d_norm="batch", d_dropout=0.0, latent_dim=10))
+    gan = build_nets(ModelConfig(g_norm="none", d_norm="batch", d_dropout=0.0, latent_dim=10))
     g_bn = sum(isinstance(m, nn.BatchNorm2d) for m in gan.generator.modules())
     d_bn = sum(isinstance(m, nn.BatchNorm2d) for m in gan.discriminator.modules())
     assert (g_bn, d_bn) == (0, 3)  # D: a norm after each conv but the first
@@ -85,7 +87,7 @@ CONFIGS = {
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_model_shapes_range_and_backprop(name, config):
     cfg = small_cfg(name=name, **CONFIGS[config])
-    gan = build_gan(cfg)
+    gan = build_nets(cfg)
     assert uses_reference(gan.generator) == (cfg.g_norm == "virtual")
     set_references(gan, cfg)
     z, x, y = inputs(cfg, B, gan.conditional)
@@ -111,7 +113,7 @@ def conv_layers(net: nn.Module, kind: type) -> list[nn.Module]:
 @pytest.mark.parametrize("depth", [2, 3, 4])
 def test_conv_depth_counts_layers_and_widths_are_per_net(name, depth):
     cfg = small_cfg(name=name, g_depth=depth, d_depth=6 - depth, g_width=32, d_width=16)
-    gan = build_gan(cfg)
+    gan = build_nets(cfg)
     g_convs = conv_layers(gan.generator, nn.ConvTranspose2d)
     d_convs = conv_layers(gan.discriminator, nn.Conv2d)
     assert (len(g_convs), len(d_convs)) == (depth, cfg.d_depth)
@@ -128,7 +130,7 @@ def test_depth_adds_capacity_to_that_net_only(name, net):
     """A deeper D is a stronger D (and G is untouched); likewise for G."""
     counts = []
     for depth in (2, 3, 4):
-        gan = build_gan(ModelConfig(name=name, **{f"{net}_depth": depth}))
+        gan = build_nets(ModelConfig(name=name, **{f"{net}_depth": depth}))
         counts.append((count_params(gan.generator), count_params(gan.discriminator)))
     grown = [c[0 if net == "g" else 1] for c in counts]
     other = {c[1 if net == "g" else 0] for c in counts}
@@ -141,21 +143,21 @@ def test_depth_adds_capacity_to_that_net_only(name, net):
 @pytest.mark.parametrize("name", ["dcgan", "cgan-conv"])
 def test_g_width_changes_g_only(name):
     counts = [(count_params(g.generator), count_params(g.discriminator))
-              for g in (build_gan(ModelConfig(name=name, g_width=w)) for w in (128, 256, 512))]
+              for g in (build_nets(ModelConfig(name=name, g_width=w)) for w in (128, 256, 512))]
     assert counts[0][0] < counts[1][0] < counts[2][0]
     assert len({c[1] for c in counts}) == 1
-    d_only = build_gan(ModelConfig(name=name, d_width=128))
-    assert count_params(d_only.generator) == count_params(build_gan(ModelConfig(name=name)).generator)
+    d_only = build_nets(ModelConfig(name=name, d_width=128))
+    assert count_params(d_only.generator) == count_params(build_nets(ModelConfig(name=name)).generator)
 
 
 def test_report001_generator_is_conv128_conv64():
-    gan = build_gan(ModelConfig(name="dcgan", g_depth=3, g_width=128))
+    gan = build_nets(ModelConfig(name="dcgan", g_depth=3, g_width=128))
     assert [m.out_channels for m in conv_layers(gan.generator, nn.ConvTranspose2d)] == [128, 64, 1]
 
 
 def test_mlp_blocks_are_dense_leakyrelu_norm_blocks():
     for blocks in (1, 3, 5):
-        gan = build_gan(ModelConfig(name="cgan-mlp", mlp_blocks=blocks))
+        gan = build_nets(ModelConfig(name="cgan-mlp", mlp_blocks=blocks))
         linears = conv_layers(gan.generator, nn.Linear)
         assert len(linears) == blocks + 1  # the blocks, then the 784-pixel output layer
         assert len(conv_layers(gan.generator, nn.BatchNorm1d)) == blocks
@@ -188,7 +190,7 @@ def test_latent_draws_are_seeded_and_checked():
 def test_gan_carries_its_prior_and_the_evaluator_feeds_it():
     from bench.evaluator import generate
 
-    gan = build_gan(small_cfg(name="dcgan", latent_prior="uniform", latent_dim=100))
+    gan = build_nets(small_cfg(name="dcgan", latent_prior="uniform", latent_dim=100))
     assert gan.latent_prior == "uniform"
     seen = []
     gan.generator = lambda z, y=None: seen.append(z) or z  # G that returns its noise
@@ -200,7 +202,7 @@ def test_gan_carries_its_prior_and_the_evaluator_feeds_it():
 @pytest.mark.parametrize("name", ["cgan-mlp", "cgan-conv"])
 def test_conditional_models_require_labels_and_use_them(name):
     cfg = small_cfg(name=name, d_dropout=0.0)
-    gan = build_gan(cfg)
+    gan = build_nets(cfg)
     gan.generator.eval()
     z, x, _ = inputs(cfg, 2, conditional=False)
     with pytest.raises(ValueError, match="labels"):
@@ -213,7 +215,7 @@ def test_conditional_models_require_labels_and_use_them(name):
 
 
 def test_unconditional_models_ignore_labels():
-    gan = build_gan(small_cfg(name="dcgan"))
+    gan = build_nets(small_cfg(name="dcgan"))
     gan.generator.eval()
     z = torch.randn(3, 8)
     torch.testing.assert_close(gan.generator(z), gan.generator(z, torch.arange(3)))
@@ -271,7 +273,7 @@ def test_vbn_matches_the_tf_gan_formula():
 @pytest.mark.parametrize("name", ["dcgan", "cgan-mlp", "vanilla"])
 def test_vbn_network_output_independent_of_its_batch(name):
     cfg = small_cfg(name=name, g_norm="virtual", d_norm="virtual", d_dropout=0.0)
-    gan = build_gan(cfg)
+    gan = build_nets(cfg)
     set_references(gan, cfg)
     z, x, y = inputs(cfg, 6, gan.conditional)
     first = slice(0, 1)
@@ -307,11 +309,11 @@ def test_vbn_gradient_flows_through_reference_statistics():
 def test_vbn_without_reference_raises():
     with pytest.raises(RuntimeError, match="reference"):
         VirtualBatchNorm(3)(torch.randn(4, 3))
-    gan = build_gan(small_cfg(name="dcgan", g_norm="virtual"))
+    gan = build_nets(small_cfg(name="dcgan", g_norm="virtual"))
     assert uses_reference(gan.generator) and not uses_reference(gan.discriminator)
     with pytest.raises(RuntimeError, match="set_reference"):
         gan.generator(torch.randn(2, 8))
-    cgan = build_gan(small_cfg(name="cgan-conv", g_norm="virtual"))
+    cgan = build_nets(small_cfg(name="cgan-conv", g_norm="virtual"))
     with pytest.raises(ValueError, match="labels"):
         cgan.generator.set_reference(torch.randn(4, 8))  # conditional: labels required
 
@@ -320,26 +322,26 @@ def test_vbn_has_batchnorm_parameters_and_no_buffers():
     vbn, bn = VirtualBatchNorm(12), nn.BatchNorm2d(12)
     assert count_params(vbn) == count_params(bn) == 24
     assert list(vbn.buffers()) == []
-    virtual = build_gan(ModelConfig(g_norm="virtual", d_norm="virtual"))
-    batch = build_gan(ModelConfig(g_norm="batch", d_norm="batch"))
+    virtual = build_nets(ModelConfig(g_norm="virtual", d_norm="virtual"))
+    batch = build_nets(ModelConfig(g_norm="batch", d_norm="batch"))
     assert count_params(virtual.generator) == count_params(batch.generator) == 377_121
     assert count_params(virtual.discriminator) == count_params(batch.discriminator)
 
 
 def test_vbn_reference_is_saved_and_restored():
     cfg = small_cfg(name="cgan-conv", g_norm="virtual")
-    gan = build_gan(cfg)
+    gan = build_nets(cfg)
     set_references(gan, cfg)
     z, _, y = inputs(cfg, 3, conditional=True)
     expected = gan.generator(z, y)
-    fresh = build_gan(cfg).generator  # reference never set: the load must bring it
+    fresh = build_nets(cfg).generator  # reference never set: the load must bring it
     fresh.load_state_dict(gan.generator.state_dict())
     torch.testing.assert_close(fresh(z, y), expected)
 
 
 def test_vbn_in_eval_mode_and_bf16():
     cfg = small_cfg(name="dcgan", g_norm="virtual")
-    gan = build_gan(cfg)
+    gan = build_nets(cfg)
     set_references(gan, cfg)
     z = torch.randn(2, 8)
     train_out = gan.generator(z)
@@ -354,7 +356,7 @@ def test_vbn_in_eval_mode_and_bf16():
 
 
 def test_summary_lists_layers_and_totals():
-    gan = build_gan(ModelConfig())
+    gan = build_nets(ModelConfig())
     text = summary(gan.generator, torch.randn(2, 100))
     assert "Total params: 377,121" in text
     assert "ConvTranspose2d" in text and "(2, 1, 28, 28)" in text and "316,736" in text
@@ -363,7 +365,7 @@ def test_summary_lists_layers_and_totals():
     assert gan.generator.training  # mode restored
 
     cfg = small_cfg(name="cgan-conv", g_norm="virtual")
-    cgan = build_gan(cfg)
+    cgan = build_nets(cfg)
     set_references(cgan, cfg)
     c_text = summary(cgan.generator, torch.randn(2, 8), torch.tensor([1, 2]))
     assert f"Total params: {count_params(cgan.generator):,}" in c_text and "VirtualBatchNorm" in c_text

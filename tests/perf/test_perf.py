@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.config import build_config
-from bench.techniques import build_gan
-from bench.train import GANStep, autocast_dtype, has_batch_stats
+from bench.run_config import build_config
+from bench.step import autocast_dtype, build_gan, build_step, has_batch_stats
+from tests.conftest import random_data
 
 TINY_PERF = ["--device", "cpu", "--steps", "3", "--warmup", "1", "--eval-n", "100", "--track-subset", "64",
              "--track-epochs", "1", "--track-eval-n", "40", "--track-repeats", "1", "--textbook-workers", "0",
@@ -93,14 +93,11 @@ def test_perf_parity_tiny_prints_both_rows(data_root, tmp_path, capsys):
 def _steps(overrides: dict, fast_overrides: dict):
     """Two GANSteps over identical copies of one GAN: plain, and with fast_overrides (fp32, NCHW unless asked)."""
     overrides = {"train.amp": False, "train.channels_last": False, **overrides}
-    cfg = build_config(overrides={"device": "cpu", **overrides})
-    torch.manual_seed(0)
-    gan = build_gan(cfg)
-    plain = GANStep(build_config(overrides={"device": "cpu", **overrides, "train.fast": False}), gan,
-                    torch.device("cpu"))
-    fast = GANStep(build_config(overrides={"device": "cpu", **overrides, **fast_overrides}), copy.deepcopy(gan),
-                   torch.device("cpu"))
-    return plain, fast
+    steps = []
+    for extra in ({"train.fast": False}, fast_overrides):
+        torch.manual_seed(0)  # the same initial nets
+        steps.append(build_step(build_config(overrides={"device": "cpu", **overrides, **extra}), random_data()))
+    return tuple(steps)
 
 
 @pytest.mark.parametrize("model", ["dcgan-report000", "cgan-conv"])
@@ -180,6 +177,5 @@ def test_switches():
     assert conv(fast.D).is_contiguous(memory_format=torch.channels_last)
     assert not conv(plain.D).is_contiguous(memory_format=torch.channels_last)
     assert fast.g_fwd is fast.G  # compile is CUDA-only: never on a CPU run
-    compiled = GANStep(build_config(overrides={"device": "cpu", "train.compile": "default"}),
-                       build_gan(build_config()), cpu)
+    compiled = build_step(build_config(overrides={"device": "cpu", "train.compile": "default"}), random_data())
     assert compiled.g_fwd is compiled.G and compiled.d_fwd is compiled.D

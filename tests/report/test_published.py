@@ -235,7 +235,7 @@ def test_no_published_baseline_gives_no_verdict():
 
 
 def test_report_study_files_carry_the_published_tables():
-    from bench.config import all_keys
+    from bench.run_config import all_keys
 
     spec, _ = load_study(STUDIES / "report002-table2.toml")
     assert list(spec.variants) == ["base", "vbn", "more-d", "deep-d", "deep-d-ls"] and spec.repeats >= 3
@@ -269,14 +269,14 @@ def test_every_variant_builds_and_runs_its_gan(name):
     """Each variant's overrides make a config whose G and D build and run (VBN with its reference)."""
     import torch
 
-    from bench.config import build_config
-    from bench.models import build_gan, count_params, uses_reference
+    from bench.run_config import build_config
+    from bench.models import build_nets, count_params, uses_reference
 
     spec, _ = load_study(STUDIES / f"{name}.toml")
     d_params = {}
     for cell in spec.grid():
         cfg = build_config(spec.base, spec.config_overrides(cell))
-        gan = build_gan(cfg.model)
+        gan = build_nets(cfg.model)
         g, d = gan.generator.eval(), gan.discriminator.eval()
         y = torch.arange(4) % 10
         if uses_reference(g):

@@ -74,7 +74,7 @@ def _trial_tags(name: str, trial: int, label: str, params: dict, seed: int) -> d
 
 def build_study(tiny: dict, store: str) -> dict:
     """The shared fake study (built once): returns ids and paths the tests use."""
-    from bench.config import build_config
+    from bench.run_config import build_config
     from bench.experiment import prepare, run
 
     client = MlflowClient(store)

@@ -206,7 +206,7 @@ def _overrides(tiny: dict, **extra) -> dict:
 def _warm_evaluator(overrides: dict) -> None:
     """Train the tiny evaluator once in this process, so the workers find it in the shared cache."""
     from bench import experiment
-    from bench.config import build_config
+    from bench.run_config import build_config
 
     experiment.prepare(build_config({"model": {"name": "cgan-mlp"}}, overrides), progress=False)
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from bench.config import RunConfig, build_config
-from bench.models import MODELS, build_gan, count_params
+from bench.run_config import build_config, RunConfig
+from bench.models import MODELS, build_nets, count_params
 from bench.studies.spec import StudySpec, load_study
 
 STUDY_DIR = Path(__file__).resolve().parents[2] / "studies"
@@ -71,7 +71,7 @@ def configs(spec: StudySpec) -> list[RunConfig]:
 
 
 def param_counts(cfg: RunConfig) -> tuple[int, int]:
-    gan = build_gan(cfg.model)
+    gan = build_nets(cfg.model)
     return count_params(gan.generator), count_params(gan.discriminator)
 
 
@@ -116,7 +116,7 @@ def test_conv_depth_is_the_number_of_conv_layers(study):
     for cfg in configs(study):
         if cfg.model.name not in CONV_MODELS:
             continue
-        gan = build_gan(cfg.model)
+        gan = build_nets(cfg.model)
         g_convs = sum(type(m) is nn.ConvTranspose2d for m in gan.generator.modules())
         d_convs = sum(type(m) is nn.Conv2d for m in gan.discriminator.modules())
         assert (g_convs, d_convs) == (cfg.model.g_depth, cfg.model.d_depth), cfg.model

@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 from bench import techniques
-from bench.config import build_config
-from bench.train import GANStep
+from bench.run_config import build_config
+from bench.step import Hooks, build_step
+from tests.conftest import random_data
 
 
 class LinearD(nn.Module):
@@ -25,18 +26,18 @@ def linear_stack():
     """`linear_stack(w, **technique keys)`: the active techniques of a run whose D is LinearD(w)."""
     def make(w, **keys):
         cfg = build_config(overrides={f"techniques.{k}": v for k, v in keys.items()})
-        return techniques.Stack(cfg, techniques.StepInfo(nn.Identity(), LinearD(w), torch.device("cpu"), 1))
+        return Hooks(cfg, techniques.StepInfo(nn.Identity(), LinearD(w), torch.device("cpu"), 1))
     return make
 
 
 @pytest.fixture
 def gan_step():
-    """`gan_step(**overrides)`: GANStep of a small conditional MLP GAN on CPU, fp32."""
+    """`gan_step(**overrides)`: the step of a small conditional MLP GAN on CPU, fp32."""
     def make(**overrides):
         torch.manual_seed(0)
         cfg = build_config(overrides={"model.name": "cgan-mlp", "model.hidden": 32, "device": "cpu",
                                       "train.amp": False, **overrides})
-        return GANStep(cfg, techniques.build_gan(cfg), torch.device("cpu"), total_steps=10)
+        return build_step(cfg, random_data(320))  # 10 iterations of batch 32
     return make
 
 

@@ -1,18 +1,18 @@
 import pytest
 import torch
 
-from bench.config import build_config
+from bench.run_config import build_config
 from bench.experiment import prepare
-from bench.techniques import build_gan
+from bench.step import build_step
 from bench.tracking import NullTracker
-from bench.train import train
+from bench.train import Member, train
 from tests.techniques.conftest import images
 
 
 def test_ema_weights_follow_the_exponential_average_of_g(gan_step):
     step = gan_step(**{"techniques.ema_decay": 0.9})
     real, labels = images(16)
-    ema = step.tech.eval_generator()
+    ema = step.hooks.eval_generator()
     for k in range(3):
         step.d_step(real, labels)
         step.g_step(real, labels)
@@ -26,13 +26,14 @@ def test_ema_weights_follow_the_exponential_average_of_g(gan_step):
 
 def test_the_averaged_generator_is_the_one_evaluated_and_kept(tiny):
     cfg = build_config(overrides={**tiny, "model.name": "cgan-mlp", "techniques.ema_decay": 0.99})
-    gan = build_gan(cfg)
-    raw = gan.generator
-    seen = []
     data = prepare(cfg, progress=False).train_full.subset(320)
-    train(cfg, gan, data, NullTracker(), evaluate=lambda: seen.append(gan.generator) or {"is": 1.0}, progress=False)
-    assert seen and seen[0] is not raw and gan.generator is seen[0]
-    raw_w, ema_w = next(raw.parameters()), next(gan.generator.parameters())
+    step = build_step(cfg, data)
+    raw = step.gan.generator
+    seen = []
+    (result,) = train(step, [Member(cfg, data, NullTracker(), evaluate=lambda g: seen.append(g.generator) or {"is": 1.0})],
+                      progress=False)
+    assert seen and seen[0] is not raw and result.gan.generator is seen[0]
+    raw_w, ema_w = next(raw.parameters()), next(result.gan.generator.parameters())
     assert not torch.allclose(raw_w, ema_w)
 
 

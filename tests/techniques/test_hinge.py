@@ -19,7 +19,7 @@ def test_hinge_d_loss_ignores_examples_beyond_the_margin(linear_stack):
 
 def test_hinge_trains_and_replaces_the_bce_losses(gan_step):
     step = gan_step(**{"techniques.hinge": True})
-    assert [type(t).name for t in step.tech.items] == ["hinge"]
+    assert [type(t).name for t in step.hooks.items] == ["hinge"]
     real, labels = images(16)
     d_loss = step.d_step(real, labels)[0].item()
     assert 0.0 <= d_loss <= 4.0  # BCE-free: hinge terms are >= 0 and near 2 at the start
@@ -29,7 +29,8 @@ def test_hinge_trains_and_replaces_the_bce_losses(gan_step):
 def test_hinge_and_the_saturating_g_loss_cannot_both_replace_g_loss():
     import pytest
 
-    from bench.config import ConfigError, build_config
+    from bench.config import ConfigError
+    from bench.run_config import build_config
     with pytest.raises(ConfigError, match="replace G's loss"):
         build_config(overrides={"techniques.hinge": True, "techniques.g_loss": "saturating"})
     assert techniques.technique_labels(build_config(overrides={"techniques.hinge": True})) == {"hinge": "on"}

@@ -8,10 +8,10 @@ def test_instance_noise_is_annealed_linearly_to_zero_on_real_and_fake(linear_sta
     s.info.total_steps = 100
     x = torch.zeros(20000, 1, 2, 2)
     for step, std in ((0, 0.5), (50, 0.25), (90, 0.05)):
-        s.info.step = step
+        s.info.iteration.fill_(step)
         for real in (True, False):
             assert abs(s.d_input(x, real).std().item() - std) < 0.01 * max(std, 0.1) + 0.003
-    s.info.step = 100
+    s.info.iteration.fill_(100)
     real, _ = images(4)
     assert torch.equal(s.d_input(real, True), real)  # clean images at the end
 

@@ -1,7 +1,8 @@
 import torch
 
-from bench.config import build_config
-from bench.techniques import build_gan, last_linear
+from bench.run_config import build_config
+from bench.step import build_gan
+from bench.techniques import last_linear
 from bench.techniques.minibatch_std import MinibatchStdLinear
 from tests.techniques.conftest import images
 

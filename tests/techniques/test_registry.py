@@ -7,12 +7,14 @@ import torch
 from torch import nn
 
 from bench import techniques
-from bench.config import ConfigError, all_keys, build_config
+from bench.config import ConfigError
+from bench.run_config import all_keys, build_config
+from bench.step import Hooks, build_gan
 
 
 def stack(**kw):
     cfg = build_config(overrides={f"techniques.{k}": v for k, v in kw.items()})
-    return techniques.Stack(cfg, techniques.StepInfo(nn.Identity(), nn.Identity(), torch.device("cpu"), 1))
+    return Hooks(cfg, techniques.StepInfo(nn.Identity(), nn.Identity(), torch.device("cpu"), 1))
 
 
 def d_targets(n_real, n_fake, s, seed=None):
@@ -89,7 +91,7 @@ def test_every_label_and_key_comes_from_the_registry():
 
 
 def test_a_registered_technique_gets_config_keys_and_a_label():
-    from pydantic import Field
+    from pydantic import Field, create_model
 
     from bench import config
 
@@ -104,7 +106,7 @@ def test_a_registered_technique_gets_config_keys_and_a_label():
         cls = type("Again", (Probe,), {"name": "again"})
         with pytest.raises(ValueError, match="probe_strength"):
             techniques.register(cls)
-        Section = config.create_model("T", __base__=config._Section, **techniques.config_fields("techniques"))
+        Section = create_model("T", __base__=config.Section, **techniques.config_fields("techniques"))
         assert Section(probe_strength=0.5).probe_strength == 0.5
         with pytest.raises(Exception, match="greater than or equal"):
             Section(probe_strength=-1)
@@ -136,11 +138,8 @@ def test_two_techniques_replacing_one_loss_are_refused():
 @pytest.mark.parametrize("name,overrides", [("dcgan-report000", {}), ("cgan-conv", {}), ("cgan-mlp", {}),
                                             ("vanilla", {}), ("dcgan", {"model.d_norm": "virtual"})])
 def test_d_features_are_the_logit_layers_input(name, overrides):
-    from bench.experiment import set_references
-    from bench.data import DeviceDataset
-
     cfg = build_config(overrides={"model.name": name, "model.width": 16, "model.vbn_ref_size": 4, **overrides})
-    gan = techniques.build_gan(cfg)
+    gan = build_gan(cfg)
     if overrides:
         gan.discriminator.set_reference(torch.rand(4, 1, 28, 28), None)
     x, y = torch.rand(3, 1, 28, 28) * 2 - 1, torch.tensor([1, 2, 3])

@@ -1,8 +1,8 @@
 import torch
 from torch import nn
 
-from bench.config import build_config
-from bench.techniques import build_gan
+from bench.run_config import build_config
+from bench.step import build_gan
 
 
 def spectral_norms(D: nn.Module) -> list[float]:

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from bench.config import ConfigError, build_config
+from bench.config import ConfigError
+from bench.run_config import build_config
 from bench.techniques import Batch
 from tests.techniques.conftest import images
 

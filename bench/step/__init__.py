@@ -1,0 +1,18 @@
+"""The training step: the protocol the loop drives, the one-member `GANStep`, and the factory that builds it.
+
+  protocol.py  what the loop asks of a step (K members, per-member statistics, states and GANs)
+  single.py    `GANStep`: one member's D and G updates
+  hooks.py     the active techniques behind one call per hook
+  losses.py    the plain GAN's losses, where no technique replaces them
+  device.py    device and precision
+  factory.py   `build_gan`, `build_step`: nets on the device, references, Adams, the step
+"""
+
+from bench.step.device import autocast_dtype, has_batch_stats, resolve_device
+from bench.step.factory import build_gan, build_step, iterations_per_epoch, learning_rates, set_references
+from bench.step.hooks import Hooks
+from bench.step.protocol import STEP_METRICS, Feed, Step
+from bench.step.single import GANStep
+
+__all__ = ["STEP_METRICS", "Feed", "GANStep", "Hooks", "Step", "autocast_dtype", "build_gan", "build_step",
+           "has_batch_stats", "iterations_per_epoch", "learning_rates", "resolve_device", "set_references"]

@@ -1,0 +1,61 @@
+"""Where and in what precision a step runs."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bench.config import ConfigError, TrainConfig
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda': no CUDA device is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+@functools.cache
+def _cpu_has_native_bf16() -> bool:
+    """oneDNN bf16 kernels, on a CPU with bf16 instructions (AVX512-BF16 or AMX); elsewhere bf16 is emulated."""
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: trust oneDNN
+        return True
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(train_cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 when `amp` is on and the device runs it natively, else None (fp32)."""
+    if not train_cfg.amp:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        return torch.bfloat16 if _cpu_has_native_bf16() else None
+    return None
+
+
+def has_batch_stats(net: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+@contextlib.contextmanager
+def frozen(net: nn.Module) -> Iterator[None]:
+    """No parameter gradients for `net` inside the block (gradients still flow through it)."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
