@@ -76,8 +76,6 @@ def test_parse_value():
 
 
 def test_lr_and_latent_prior_reach_the_training_step():
-    import torch
-
     from bench.step import build_step
     from tests.conftest import random_data
 

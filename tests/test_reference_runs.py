@@ -1,6 +1,6 @@
 """A fixed-seed run logs exactly what it logged before the training step was refactored.
 
-`tests/data/reference_runs.json` was written by this file (`python tests/test_reference_runs.py DATA_ROOT`)
+`tests/references/reference_runs.json` was written by this file (`python tests/test_reference_runs.py DATA_ROOT`)
 at aab8c40, before the loop and the step were split. Each case is a tiny CPU run in fp32 that switches
 on a different set of techniques, so together they exercise every technique's arithmetic. A refactor
 that changes the order of random draws, a target, a penalty or an optimizer setting changes these curves.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REFERENCE = Path(__file__).parent / "data" / "reference_runs.json"
+REFERENCE = Path(__file__).parent / "references" / "reference_runs.json"
 REL_TOL = 1e-5
 
 TINY = {"data.train_subset": 320, "data.download": False, "device": "cpu", "optim.epochs": 2,

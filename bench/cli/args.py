@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bench.config import ConfigError, load_file, parse_value
+from bench.config import ConfigError, flatten, load_file, parse_value
 from bench.run_config import build_config
 
 DATASETS = ("mnist", "fashion-mnist")
@@ -80,16 +80,7 @@ def layered_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def config_file_overrides(path: str) -> dict[str, Any]:
     """A --config file as dotted overrides (for commands whose base is something else, e.g. a study)."""
-    tree = load_file(path)
-    out: dict[str, Any] = {}
-
-    def walk(node: dict, prefix: str) -> None:
-        for k, v in node.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            else:
-                out[prefix + k] = v
-    walk(tree, "")
+    out = flatten(load_file(path), sep=".")
     try:
         build_config({}, out)  # bad keys or values: blame the file, not the study
     except ConfigError as e:

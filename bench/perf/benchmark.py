@@ -45,8 +45,6 @@ def run_benchmark(cfg: RunConfig, *, steps: int = DEFAULT_STEPS, warmup: int = D
                   rounds: int = DEFAULT_ROUNDS,
                   progress: bool = True) -> dict:
     """Every figure of `gan-bench perf` for cfg (model, batch size, device, data), as a JSON-able dict."""
-    import tempfile
-
     device = resolve_device(cfg.device)
     cores = os.cpu_count() or 1
     if levels is None:
@@ -72,6 +70,45 @@ def run_benchmark(cfg: RunConfig, *, steps: int = DEFAULT_STEPS, warmup: int = D
 
     say(progress, f"perf [1/4] throughput: {cfg.model.name}, batch {cfg.optim.batch_size}, {steps} steps "
                    f"(+{warmup} warm-up) per loop, best of {rounds} round(s)")
+    out["throughput"] = _throughput(cfg, train_full, steps, warmup, textbook_workers, ablate, rounds, memory, progress)
+    say(progress, "  compute: FLOPs per image and the device's conv peak")
+    out["compute"] = compute_use(cfg, train_full, out["throughput"])
+    section_done("throughput")
+
+    say(progress, f"perf [2/4] evaluation: {eval_model}, {eval_n:,} generated + {min(eval_n, len(test)):,} real")
+    ecfg = apply_overrides(cfg, {"model.name": eval_model})
+    evaluator = timing_evaluator(ecfg, train_full, test)
+    with cuda_peak(device, memory, "cuda_peak_allocated_mb_eval"):
+        out["eval"] = eval_timing(ecfg, evaluator, test, eval_n)
+    say(progress, f"  evaluation: {out['eval']['seconds']:.2f} s")
+    section_done("eval")
+
+    say(progress, f"perf [3/4] tracking overhead: {cfg.model.name}, {track_epochs} epoch(s) on "
+                   f"{track_subset} images, x{track_repeats}")
+    out["tracking"] = _tracking(cfg, train_full, test, evaluator, track_subset, track_epochs, track_eval_n,
+                                track_repeats, progress)
+    say(progress, f"  tracking overhead: {out['tracking']['overhead_pct']:.2f}%")
+    section_done("tracking")
+
+    say(progress, f"perf [4/4] concurrent trials: {levels}")
+    out["concurrency"] = concurrency(cfg, device, levels, steps, warmup, progress)
+    section_done("concurrency")
+
+    memory["host_peak_rss_mb"] = peak_rss_mb()
+    memory["workers_peak_rss_mb"] = max(r["peak_rss_mb_max"] for r in out["concurrency"]["levels"])
+    if device.type == "cuda":
+        memory["cuda_peak_allocated_mb"] = max(v for k, v in memory.items() if k.startswith("cuda_peak"))
+    out["memory"] = memory
+    out["load_avg_end"] = list(os.getloadavg())
+    out["sections_s"] = sections
+    out["total_s"] = time.perf_counter() - t_all
+    return out
+
+
+def _throughput(cfg: RunConfig, train_full, steps: int, warmup: int, textbook_workers: int, ablate: bool,
+                rounds: int, memory: dict, progress: bool) -> dict[str, Any]:
+    """Images/s of the textbook loop, the plain harness and the harness (and each ablation), best of `rounds`."""
+    device = train_full.device
     loops: dict[str, Callable[[], dict]] = {
         "textbook": lambda: textbook_loop(cfg, device, steps, warmup, textbook_workers, progress),
         "harness_plain": lambda: harness_loop(apply_overrides(cfg, PLAIN), train_full, steps, warmup),
@@ -93,26 +130,20 @@ def run_benchmark(cfg: RunConfig, *, steps: int = DEFAULT_STEPS, warmup: int = D
             best[name]["all_images_per_s"] = seen
             say(progress, f"  round {r + 1}/{rounds}: {name}: {result['images_per_s']:.0f} images/s")
     textbook, plain, harness = best.pop("textbook"), best.pop("harness_plain"), best.pop("harness")
-    out["throughput"] = {"textbook": textbook, "harness_plain": plain, "harness": harness,
+    out = {"textbook": textbook, "harness_plain": plain, "harness": harness,
                          "speedup": harness["images_per_s"] / textbook["images_per_s"],
                          "speedup_plain": plain["images_per_s"] / textbook["images_per_s"],
                          "rounds": rounds}
     if ablate:
-        out["throughput"]["ablation"] = best
-    say(progress, "  compute: FLOPs per image and the device's conv peak")
-    out["compute"] = compute_use(cfg, train_full, out["throughput"])
-    section_done("throughput")
+        out["ablation"] = best
+    return out
 
-    say(progress, f"perf [2/4] evaluation: {eval_model}, {eval_n:,} generated + {min(eval_n, len(test)):,} real")
-    ecfg = apply_overrides(cfg, {"model.name": eval_model})
-    evaluator = timing_evaluator(ecfg, train_full, test)
-    with cuda_peak(device, memory, "cuda_peak_allocated_mb_eval"):
-        out["eval"] = eval_timing(ecfg, evaluator, test, eval_n)
-    say(progress, f"  evaluation: {out['eval']['seconds']:.2f} s")
-    section_done("eval")
 
-    say(progress, f"perf [3/4] tracking overhead: {cfg.model.name}, {track_epochs} epoch(s) on "
-                   f"{track_subset} images, x{track_repeats}")
+def _tracking(cfg: RunConfig, train_full, test, evaluator, track_subset: int, track_epochs: int, track_eval_n: int,
+              track_repeats: int, progress: bool) -> dict[str, Any]:
+    """Wall time of whole runs with MLflow tracking on against off."""
+    import tempfile
+
     from bench.experiment import Context
 
     tcfg = apply_overrides(cfg, {"data.train_subset": track_subset, "optim.epochs": track_epochs,
@@ -120,24 +151,8 @@ def run_benchmark(cfg: RunConfig, *, steps: int = DEFAULT_STEPS, warmup: int = D
                                  "eval.n_per_class": max(2, track_eval_n // 10),
                                  "eval.splits": min(cfg.eval.splits, track_eval_n)})
     with tempfile.TemporaryDirectory(prefix="gan-bench-perf-") as tmp:
-        out["tracking"] = tracking_overhead(tcfg, Context(device, train_full, test, evaluator), Path(tmp),
+        return tracking_overhead(tcfg, Context(train_full.device, train_full, test, evaluator), Path(tmp),
                                             repeats=track_repeats, progress=progress)
-    say(progress, f"  tracking overhead: {out['tracking']['overhead_pct']:.2f}%")
-    section_done("tracking")
-
-    say(progress, f"perf [4/4] concurrent trials: {levels}")
-    out["concurrency"] = concurrency(cfg, device, levels, steps, warmup, progress)
-    section_done("concurrency")
-
-    memory["host_peak_rss_mb"] = peak_rss_mb()
-    memory["workers_peak_rss_mb"] = max(r["peak_rss_mb_max"] for r in out["concurrency"]["levels"])
-    if device.type == "cuda":
-        memory["cuda_peak_allocated_mb"] = max(v for k, v in memory.items() if k.startswith("cuda_peak"))
-    out["memory"] = memory
-    out["load_avg_end"] = list(os.getloadavg())
-    out["sections_s"] = sections
-    out["total_s"] = time.perf_counter() - t_all
-    return out
 
 
 def _compute_rows(c: dict) -> list[tuple[str, str, str]]:

@@ -12,7 +12,6 @@ from typing import Any
 import torch
 
 from bench.run_config import RunConfig
-from bench.data import DeviceDataset
 from bench.metrics import registry
 from bench.step import autocast_dtype
 

@@ -2,7 +2,6 @@
 fast-path claims that can be checked exactly: a joint D pass is the same computation as two passes,
 freezing D in the G step changes no G gradient, and switches that are off stay off."""
 
-import copy
 import json
 import math
 
