@@ -10,11 +10,13 @@ import torch
 from mlflow import MlflowClient
 
 from bench import evaluator as ev
+from bench.evaluator import shipped
 from bench.cli import main
 from bench.config import ConfigError, EvalConfig
 from bench.run_config import build_config
 from bench.data import load_dataset
 from bench.experiment import run
+from bench.models import LeNet
 
 
 def test_shipped_manifest_matches_its_weights():
@@ -46,8 +48,8 @@ def test_damaged_weights_are_refused(tmp_path, monkeypatch):
     blob = bytearray((ev.WEIGHTS_DIR / entry["file"]).read_bytes())
     blob[-100] ^= 0xFF  # one flipped byte inside the tensors
     (tmp_path / entry["file"]).write_bytes(bytes(blob))
-    monkeypatch.setattr(ev, "WEIGHTS_DIR", tmp_path)
-    monkeypatch.setattr(ev, "MANIFEST", tmp_path / "evaluators.json")
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path)  # where load_shipped reads them
+    monkeypatch.setattr(shipped, "MANIFEST", tmp_path / "evaluators.json")
     with pytest.raises(ev.EvaluatorError, match="SHA-256 .* expected " + entry["sha256"]):
         ev.load_shipped("mnist")
 
@@ -109,4 +111,4 @@ def test_train_reference_writes_weights_and_manifest(data_root, tmp_path, capsys
     assert ev.sha256_file(weights) == manifest["sha256"]
     assert manifest["recipe"]["epochs"] == 1 and manifest["recipe"]["subset"] == 600
     state = torch.load(weights, weights_only=True)
-    assert set(state) == set(ev.LeNet().state_dict())
+    assert set(state) == set(LeNet().state_dict())

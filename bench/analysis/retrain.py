@@ -237,36 +237,68 @@ def filtered_set(run: LoadedRun, n: int, threshold: float, max_draws: int, gen: 
 
 
 def analyze(run: LoadedRun, opts: Options, progress: bool = True) -> AnalysisResult:
+    """The groups `opts.groups` asks for, trained and scored: the matrix (and the curves), with notes."""
     res = AnalysisResult(NAME, options=asdict(opts))
     gen = torch.Generator().manual_seed(opts.seed)
-    C = run.num_classes
     if not run.gan.conditional:
         res.notes.append("unconditional model: generated images are labelled by the evaluator (pseudo-labels)")
+    sets = training_sets(run, opts, gen, progress)
+    test = run.ctx.test
+    n_test = len(test) if opts.n_test is None else min(opts.n_test, len(test))
+    test_images, test_labels = test.head(n_test)
+    curves = "curves" in opts.groups
+    bar = progress_bar(total=len(row_names(opts.groups)) + 3 * curves, desc="retrain", unit="row", enabled=progress)
+    m = Matrix(opts, test_images, test_labels, bar)
+    train_rows(m, run, sets, opts, gen, res.notes)
+    if curves:
+        train_curves(m, sets, opts, res, n_test, run.cfg.model.name)
+    bar.close()
+    record_rows(res, m.rows, sets.n, n_test, run.cfg.model.name)
+    return res
 
+
+@dataclass
+class TrainingSets:
+    """The images the rows are trained on: each training set is a prefix of these (or of `mixed`)."""
+
+    real: DeviceDataset  # the real training images, shuffled once (10% is inside 20%, ...)
+    pool: DeviceDataset  # generated images, at least N (and at least `n_few_gen`)
+    few: DeviceDataset  # `few_per_class` real images per class
+    n_few_gen: int  # generated images trained on with the few real ones
+
+    @property
+    def n(self) -> int:
+        """N, the real set's size: the size of every mix/genP set."""
+        return len(self.real)
+
+    def mixed(self, p: float) -> DeviceDataset:
+        """N images, p% of them generated and the rest real."""
+        n_gen = share(self.n, p)
+        return concat(prefix(self.real, self.n - n_gen), prefix(self.pool, n_gen))
+
+
+def training_sets(run: LoadedRun, opts: Options, gen: torch.Generator, progress: bool = False) -> TrainingSets:
+    """The real set (class-balanced to `real_size`, shuffled once with `gen`), the few real ones, and a pool
+    of generated images drawn with `gen` after the shuffle."""
+    C = run.num_classes
     real_all = run.ctx.train_full
     if opts.real_size is not None and opts.real_size < len(real_all):
         real_all = balanced(real_all, opts.real_size, opts.seed, "real_size")
     few = balanced(real_all, opts.few_per_class * C, opts.seed, "few_per_class")  # fail early
     perm = torch.randperm(len(real_all), generator=gen).to(real_all.device)
     real = DeviceDataset(real_all.images[perm], real_all.labels[perm], real_all.device, C)  # shuffled once
-    N = len(real)
-    n_few_gen = opts.few_generated if opts.few_generated is not None else N
-    pool, _ = generated_set(run, max(N, n_few_gen), gen, progress)
+    n_few_gen = opts.few_generated if opts.few_generated is not None else len(real)
+    pool, _ = generated_set(run, max(len(real), n_few_gen), gen, progress)
+    return TrainingSets(real, pool, few, n_few_gen)
 
-    test = run.ctx.test
-    n_test = len(test) if opts.n_test is None else min(opts.n_test, len(test))
-    test_images, test_labels = test.head(n_test)
-    groups = set(opts.groups)
-    names = row_names(opts.groups)
-    bar = progress_bar(total=len(names) + 3 * ("curves" in groups), desc="retrain", unit="row", enabled=progress)
-    m = Matrix(opts, test_images, test_labels, bar)
 
-    def mixed(p: float) -> DeviceDataset:
-        n_gen = share(N, p)
-        return concat(prefix(real, N - n_gen), prefix(pool, n_gen))
-
+def train_rows(m: Matrix, run: LoadedRun, sets: TrainingSets, opts: Options, gen: torch.Generator,
+               notes: list[str]) -> None:
+    """Train and score the matrix's rows, group by group (in `row_names` order)."""
+    groups, names = set(opts.groups), row_names(opts.groups)
+    real, pool, few, N = sets.real, sets.pool, sets.few, sets.n
     # 1. Same total size N, P% generated (those the fine-tuning groups start from, at least)
-    nets = {p: m.scratch(f"mix/gen{p}", mixed(p), N - share(N, p), share(N, p))
+    nets = {p: m.scratch(f"mix/gen{p}", sets.mixed(p), N - share(N, p), share(N, p))
             for p in MIX if f"mix/gen{p}" in names}
     # 2. All the real images plus P% generated
     for p in ADD if "add" in groups else ():
@@ -281,38 +313,48 @@ def analyze(run: LoadedRun, opts: Options, progress: bool = True) -> AnalysisRes
         m.finetune(f"real_then_gen/ft{p}", nets[0], prefix(pool, n_gen), "generated", N, n_gen)
     # 4. Only generated images the evaluator is sure of (report 002 Table 7)
     for t in CONFIDENCE if "filtered" in groups else ():
-        data, drawn, per_class = filtered_set(run, N, t, opts.max_draws, gen)
-        note = f"kept {len(data)} of {drawn} drawn; per class {per_class}"
-        if len(data) < N:
-            res.notes.append(f"filtered/conf{t}: only {len(data)} of {N} images reached {t} in {drawn} drawn "
-                             f"(per class {per_class})")
-        if len(data):
-            m.scratch(f"filtered/conf{t}", data, 0, len(data), note)
-        else:
-            m.skip(f"filtered/conf{t}", note + "; nothing to train on: test_acc is null")
+        train_filtered_row(m, run, N, t, opts.max_draws, gen, notes)
     # 5. Few real images: alone, after generated pre-training, with many generated ones (report 001)
     if "few" in groups:
         m.scratch("few/real", few, len(few), 0)
         m.finetune("few/gen_then_real", nets[100], few, "real", len(few), N)
-        both = m.scratch("few/real_and_gen", concat(few, prefix(pool, n_few_gen)), len(few), n_few_gen)
-        m.finetune("few/real_and_gen_then_real", both, few, "real", len(few), n_few_gen)
-    # 6. Test accuracy per epoch over many epochs (report 002 Fig 15)
-    if "curves" in groups:
-        sets = {"real": mixed(0), "generated": mixed(100), f"mixed{opts.curve_mix}": mixed(opts.curve_mix)}
-        points = [pt for name, data in sets.items() for pt in m.curve(name, data, opts.curve_epochs)]
-        res.tables["curves"] = points
-        for name in sets:
-            mine = [pt for pt in points if pt["set"] == name]
-            res.series[f"curves/{name}/test_acc"] = [(pt["epoch"], pt["test_acc"]) for pt in mine]
-            res.metrics[f"curves/{name}/final_acc"] = mine[-1]["test_acc"]
-            res.metrics[f"curves/{name}/best_acc"] = max(pt["test_acc"] for pt in mine)
-        res.figures["curves"] = curves_chart(points, N, n_test, run.cfg.model.name)
-    bar.close()
+        both = m.scratch("few/real_and_gen", concat(few, prefix(pool, sets.n_few_gen)), len(few), sets.n_few_gen)
+        m.finetune("few/real_and_gen_then_real", both, few, "real", len(few), sets.n_few_gen)
 
-    rows = m.rows
+
+def train_filtered_row(m: Matrix, run: LoadedRun, n: int, threshold: float, max_draws: int, gen: torch.Generator,
+                       notes: list[str]) -> None:
+    """Row filtered/conf<threshold>: up to n generated images the evaluator is sure of; a note when short."""
+    data, drawn, per_class = filtered_set(run, n, threshold, max_draws, gen)
+    note = f"kept {len(data)} of {drawn} drawn; per class {per_class}"
+    if len(data) < n:
+        notes.append(f"filtered/conf{threshold}: only {len(data)} of {n} images reached {threshold} in {drawn} drawn "
+                     f"(per class {per_class})")
+    if len(data):
+        m.scratch(f"filtered/conf{threshold}", data, 0, len(data), note)
+    else:
+        m.skip(f"filtered/conf{threshold}", note + "; nothing to train on: test_acc is null")
+
+
+def train_curves(m: Matrix, sets: TrainingSets, opts: Options, res: AnalysisResult, n_test: int, model: str) -> None:
+    """6. Test accuracy per epoch over many epochs (report 002 Fig 15): table, series, final/best metrics, figure."""
+    curve_sets = {"real": sets.mixed(0), "generated": sets.mixed(100),
+                  f"mixed{opts.curve_mix}": sets.mixed(opts.curve_mix)}
+    points = [pt for name, data in curve_sets.items() for pt in m.curve(name, data, opts.curve_epochs)]
+    res.tables["curves"] = points
+    for name in curve_sets:
+        mine = [pt for pt in points if pt["set"] == name]
+        res.series[f"curves/{name}/test_acc"] = [(pt["epoch"], pt["test_acc"]) for pt in mine]
+        res.metrics[f"curves/{name}/final_acc"] = mine[-1]["test_acc"]
+        res.metrics[f"curves/{name}/best_acc"] = max(pt["test_acc"] for pt in mine)
+    res.figures["curves"] = curves_chart(points, sets.n, n_test, model)
+
+
+def record_rows(res: AnalysisResult, rows: list[dict], n: int, n_test: int, model: str) -> None:
+    """The matrix's table, figure and metrics: every row's test accuracy, real-only, CAS and their ratio."""
     if rows:
         res.tables["matrix"] = rows
-        res.figures["matrix"] = matrix_chart(rows, N, n_test, run.cfg.model.name)
+        res.figures["matrix"] = matrix_chart(rows, n, n_test, model)
     for r in rows:
         res.metrics[f"{r['name']}/test_acc"] = r["test_acc"]
     by_name = {r["name"]: r["test_acc"] for r in rows}
@@ -322,7 +364,6 @@ def analyze(run: LoadedRun, opts: Options, progress: bool = True) -> AnalysisRes
         res.metrics["cas"] = by_name["mix/gen100"]
     if "mix/gen0" in by_name and "mix/gen100" in by_name:
         res.metrics["cas_ratio"] = by_name["mix/gen100"] / by_name["mix/gen0"] if by_name["mix/gen0"] else math.nan
-    return res
 
 
 def curves_chart(points: list[dict], n: int, n_test: int, model: str) -> Figure:

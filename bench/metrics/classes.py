@@ -17,7 +17,6 @@ def _labels(pred: torch.Tensor) -> torch.Tensor:
     return pred.reshape(-1).long()
 
 
-
 def class_accuracy(pred: torch.Tensor, target: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
     """(num_classes,) float64 fraction correct per target class; NaN for absent classes."""
     pred, target = _labels(pred), _labels(target)
@@ -72,37 +71,3 @@ def kl_to_uniform(hist: torch.Tensor) -> float:
     p = h / total
     p = p[p > 0]  # 0 * log 0 = 0
     return (p * (p * h.numel()).log()).sum().item()
-
-
-class ClassAccuracy:
-    """Per-class accuracy of the evaluator on conditional samples."""
-
-    def __init__(self, num_classes: int = 10):
-        self.num_classes = num_classes
-        self.reset()
-
-    def reset(self) -> None:
-        self._total = self._hits = None
-
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        pred, target = _labels(pred), _labels(target)
-        if self._total is None:
-            self._total = torch.zeros(self.num_classes, dtype=_F64, device=target.device)
-            self._hits = torch.zeros_like(self._total)
-        target = target.to(self._total.device)
-        # index_add_ has a fixed output size, unlike bincount, so no host sync on CUDA.
-        self._total.index_add_(0, target, torch.ones_like(target, dtype=_F64))
-        self._hits.index_add_(0, target, (pred.to(target.device) == target).to(_F64))
-
-    def compute(self) -> dict:
-        if self._total is None:
-            raise ValueError("ClassAccuracy.compute() called before update()")
-        total, hits = self._total.cpu(), self._hits.cpu()
-        acc = hits / total
-        return {
-            "tarr": (hits.sum() / total.sum()).item(),
-            "class_acc": acc,
-            "geomean": geometric_mean(acc),
-        }
-
-

@@ -62,30 +62,15 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return max(fd.item(), 0.0)
 
 
+def feature_moments(feats: torch.Tensor) -> FeatureMoments:
+    """The moments of one (N, D) set of features, taken in one update."""
+    m = FeatureMoments()
+    m.update(feats)
+    return m
+
+
 def fid_from_features(feats1: torch.Tensor, feats2: torch.Tensor) -> float:
-    a, b = FeatureMoments(), FeatureMoments()
-    a.update(feats1)
-    b.update(feats2)
-    return frechet_distance(*a.compute(), *b.compute())
-
-
-class FrechetDistance:
-    """FID accumulator: ``update(features, real=True/False)``, ``compute() -> float``."""
-
-    def __init__(self):
-        self.real, self.fake = FeatureMoments(), FeatureMoments()
-
-    def reset(self) -> None:
-        self.real.reset()
-        self.fake.reset()
-
-    def update(self, features: torch.Tensor, real: bool) -> None:
-        (self.real if real else self.fake).update(features)
-
-    def compute(self) -> float:
-        return frechet_distance(*self.real.compute(), *self.fake.compute())
-
-
+    return frechet_distance(*feature_moments(feats1).compute(), *feature_moments(feats2).compute())
 
 
 def per_class_fid(feats: torch.Tensor, labels: torch.Tensor, real: dict[int, FeatureMoments],
@@ -101,17 +86,11 @@ def per_class_fid(feats: torch.Tensor, labels: torch.Tensor, real: dict[int, Fea
         fake = feats[labels == c]
         if fake.shape[0] < 2 or c not in real or real[c].n < 2:
             continue
-        out[c] = frechet_distance(*_moments(fake).compute(), *real[c].compute())
+        out[c] = frechet_distance(*feature_moments(fake).compute(), *real[c].compute())
     return out
 
 
 def class_moments(feats: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[int, FeatureMoments]:
     """Feature moments per class (e.g. of the real test images, cached once per evaluator)."""
     labels = labels.reshape(-1).to(feats.device)
-    return {c: _moments(feats[labels == c]) for c in range(num_classes) if bool((labels == c).any())}
-
-
-def _moments(feats: torch.Tensor) -> FeatureMoments:
-    m = FeatureMoments()
-    m.update(feats)
-    return m
+    return {c: feature_moments(feats[labels == c]) for c in range(num_classes) if bool((labels == c).any())}

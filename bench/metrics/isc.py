@@ -33,24 +33,3 @@ def inception_score(probs: torch.Tensor, splits: int = 10, seed: int = 0) -> tup
     s = torch.stack(scores)
     # Population std, as in the original IS code.
     return s.mean().item(), s.std(unbiased=False).item()
-
-
-class InceptionScore:
-    """Accumulates probabilities (N x C is small) and computes IS at the end."""
-
-    def __init__(self, splits: int = 10, seed: int = 0):
-        self.splits, self.seed = splits, seed
-        self.reset()
-
-    def reset(self) -> None:
-        self._probs: list[torch.Tensor] = []
-
-    def update(self, probs: torch.Tensor) -> None:
-        self._probs.append(probs.detach().to(_F64))
-
-    def compute(self) -> tuple[float, float]:
-        if not self._probs:
-            raise ValueError("InceptionScore.compute() called before update()")
-        return inception_score(torch.cat(self._probs), self.splits, self.seed)
-
-
