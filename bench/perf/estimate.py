@@ -11,6 +11,7 @@ estimates from measured throughput, and say so; a loaded machine inflates them.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ class Estimate:
     epochs: int
     eval_s: float  # seconds per evaluation, scaled to the full sample counts
     evals: int  # evaluations per run
+    batch_size: int = 1
+    d_steps: int = 1  # batches per iteration
+    eval_every: int = 1
 
     @property
     def run_s(self) -> float:
@@ -74,18 +78,34 @@ def _eval_seconds(cfg: RunConfig, train_full: DeviceDataset, test: DeviceDataset
     return (time.perf_counter() - t0) * EVAL_FRACTION
 
 
+def _timing_key(cfg: RunConfig, *sections: str) -> str:
+    """What a timing depends on: the config without the values that cost nothing (rates, betas, seed, epochs)."""
+    tree = cfg.model_dump()
+    tree.pop("seed")
+    for k in ("epochs", "lr", "lr_g", "lr_d", "beta1_g", "beta2_g", "beta1_d", "beta2_d"):
+        tree["optim"].pop(k)
+    return json.dumps({k: tree[k] for k in sections or tree}, sort_keys=True, default=str)
+
+
 def estimate(spec: StudySpec, overrides: dict, train_full: DeviceDataset, test: DeviceDataset,
-             steps: int = 6, warmup: int = 2, progress: bool = True) -> list[Estimate]:
+             steps: int = 6, warmup: int = 2, progress: bool = True, cache: dict | None = None) -> list[Estimate]:
+    """Measured seconds per iteration and per evaluation of each configuration the study trains. `cache`
+    (shared across studies) keeps the timings of configurations that differ only in rates, seeds or epochs."""
+    cache = {} if cache is None else cache
     out = []
     for label, cfg, runs in configurations(spec, overrides):
-        say(progress, f"  timing {spec.name}: {label}")
         data = train_full if cfg.data.train_subset is None else train_full.subset(cfg.data.train_subset)
-        timed = harness_loop(cfg, data, steps, warmup)
-        iters = iterations_per_epoch(cfg, data)
+        step_key, eval_key = _timing_key(cfg), _timing_key(cfg, "model", "eval")
+        if step_key not in cache:
+            say(progress, f"  timing {spec.name}: {label}")
+            timed = harness_loop(cfg, data, steps, warmup)
+            cache[step_key] = timed["seconds"] / timed["steps"]
+        if eval_key not in cache:
+            cache[eval_key] = _eval_seconds(cfg, train_full, test)
         epochs = cfg.optim.epochs
         evals = len({*range(cfg.eval.every, epochs + 1, cfg.eval.every), epochs})
-        out.append(Estimate(label, runs, timed["seconds"] / timed["steps"], iters, epochs,
-                            _eval_seconds(cfg, train_full, test), evals))
+        out.append(Estimate(label, runs, cache[step_key], iterations_per_epoch(cfg, data), epochs, cache[eval_key],
+                            evals, cfg.optim.batch_size, cfg.techniques.d_steps, cfg.eval.every))
     return out
 
 

@@ -1,0 +1,122 @@
+"""Planning a run of studies to a time budget: the largest scale whose estimated time fits.
+
+A scale is (epochs, training images). The study files carry the report's scale: its epochs on the whole
+training set. A budget shrinks the epochs first and keeps the whole set, so every cell keeps the
+report's relative number of steps (batch 32 still takes 4x the steps of batch 128); only when one
+epoch of the whole set does not fit does it train on a class-balanced subset. Times come from
+`bench.perf.estimate` (measured throughput on this machine), so the plan is an estimate and says so.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bench.errors import InputError
+from bench.perf.estimate import Estimate, fmt_duration
+
+UNITS_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
+MIN_IMAGES = 1000  # the smallest subset a plan trains on (100 digits per class)
+
+
+def parse_duration(text: str, field: str = "--budget") -> float:
+    """'20m', '2h', '1.5h', '90s' (or plain seconds) as seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", str(text).lower())
+    if not m or m.group(2) not in ("", *UNITS_S) or float(m.group(1)) <= 0:
+        raise InputError(f"{field}={text!r}: give a positive duration such as 20m, 2h or 90s")
+    return float(m.group(1)) * UNITS_S.get(m.group(2), 1)
+
+
+@dataclass(frozen=True)
+class Scale:
+    epochs: int
+    train_images: int | None = None  # None: the whole training set
+
+    def text(self, full_images: int) -> str:
+        images = f"{self.train_images:,} of {full_images:,}" if self.train_images else f"all {full_images:,}"
+        return f"{self.epochs} epoch{'s' * (self.epochs != 1)} on {images} training images"
+
+
+def epochs_at(row: Estimate, scale: Scale) -> int:
+    """A study never trains longer than its report did."""
+    return min(scale.epochs, row.epochs)
+
+
+def run_seconds(row: Estimate, scale: Scale, full_images: int) -> float:
+    """One run of this configuration at `scale`: its iterations plus its evaluations."""
+    e = epochs_at(row, scale)
+    images = scale.train_images or full_images
+    iters = max(1, images // row.batch_size // row.d_steps)
+    evals = len({*range(row.eval_every, e + 1, row.eval_every), e})
+    return e * iters * row.iter_s + evals * row.eval_s
+
+
+def seconds_at(rows: list[Estimate], scale: Scale, full_images: int) -> float:
+    return sum(r.runs * run_seconds(r, scale, full_images) for r in rows)
+
+
+def report_fraction(row: Estimate, scale: Scale, full_images: int) -> float:
+    """The scale's training images seen, as a fraction of the report's (its epochs on the whole set)."""
+    return epochs_at(row, scale) * (scale.train_images or full_images) / (row.epochs * full_images)
+
+
+@dataclass
+class Plan:
+    scale: Scale
+    rows: list[Estimate]
+    full_images: int
+    budget_s: float
+    spent_s: float  # already spent measuring
+
+    @property
+    def estimated_s(self) -> float:
+        return seconds_at(self.rows, self.scale, self.full_images)
+
+    @property
+    def runs(self) -> int:
+        return sum(r.runs for r in self.rows)
+
+    def overrides(self, study_epochs: int) -> dict:
+        """The dotted overrides that train one study (whose file says `study_epochs`) at this scale."""
+        out: dict = {"optim.epochs": min(self.scale.epochs, study_epochs)}
+        if self.scale.train_images:
+            out["data.train_subset"] = self.scale.train_images
+        return out
+
+    def text(self) -> str:
+        fractions = sorted({round(report_fraction(r, self.scale, self.full_images), 4) for r in self.rows})
+        frac = " to ".join(f"{f:.1%}" for f in (fractions[0], fractions[-1]) if f is not None)
+        if len(fractions) == 1:
+            frac = f"{fractions[0]:.1%}"
+        return "\n".join([
+            f"budget {fmt_duration(self.budget_s)}: {fmt_duration(self.spent_s)} spent measuring this machine's "
+            f"throughput, {fmt_duration(self.budget_s - self.spent_s)} left to train",
+            f"plan: {self.scale.text(self.full_images)} (each study at most its report's epochs)",
+            f"  {frac} of the reports' training (images seen), {self.runs} runs, "
+            f"estimated {fmt_duration(self.estimated_s)} (from measured throughput)"])
+
+
+def plan(rows: list[Estimate], full_images: int, budget_s: float, spent_s: float = 0.0, *,
+         epochs: int | None = None, train_images: int | None = None) -> Plan:
+    """The largest scale that fits: most epochs on the whole set, else one epoch (or the given epochs) on the
+    largest subset. `epochs` / `train_images`: fixed by the user; only the other is planned."""
+    left = budget_s - spent_s
+    if epochs is not None and train_images is not None:
+        return Plan(Scale(epochs, train_images), rows, full_images, budget_s, spent_s)
+    most = max(r.epochs for r in rows)
+    images = train_images if train_images is not None and train_images < full_images else None
+    for e in ([epochs] if epochs is not None else range(most, 0, -1)):
+        if seconds_at(rows, Scale(e, images), full_images) <= left:
+            return Plan(Scale(e, images), rows, full_images, budget_s, spent_s)
+    if train_images is not None:  # the user fixed the images: one epoch of them, even over the budget
+        return Plan(Scale(epochs or 1, images), rows, full_images, budget_s, spent_s)
+    e = epochs or 1
+    lo, hi = MIN_IMAGES, full_images
+    if seconds_at(rows, Scale(e, lo), full_images) > left:
+        need = seconds_at(rows, Scale(e, lo), full_images) + spent_s
+        raise InputError(f"--budget={fmt_duration(budget_s)}: too small for these studies here; the smallest scale "
+                         f"({Scale(e, lo).text(full_images)}) needs about {fmt_duration(need)}")
+    while hi - lo > 100:  # bisect the subset size to the nearest 100 images
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if seconds_at(rows, Scale(e, mid), full_images) <= left else (lo, mid)
+    return Plan(Scale(e, lo // 100 * 100), rows, full_images, budget_s, spent_s)
