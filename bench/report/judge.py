@@ -1,0 +1,74 @@
+"""Can this scale test a published claim? One rule, with its thresholds, applied before same / reversed.
+
+A claim is judged only when the measured runs learned what it is about:
+
+* a metric at its chance floor has not been learned at this scale: TARR or a per-class accuracy at most
+  1/10 + `ACCURACY_MARGIN`, IS at most `IS_FLOOR` (one class told apart, or none), a per-class
+  geometric mean of 0 (some class never produced). With our baseline at its floor there is nothing to
+  compare with; with our row at its floor while the report's row learned, a run that has not started is
+  compared with one that finished.
+* a published collapse (the report's row at its floor while its baseline learned) is late behaviour:
+  fewer epochs than the report trained cannot test it, unless ours has collapsed already.
+
+Such comparisons get no direction verdict; the report says what scale (and, from the runs' own
+timing, what time on this machine) would test them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+ACCURACY_MARGIN = 0.05  # a 10-class accuracy this close to chance (0.1) has not been learned
+IS_FLOOR = 1.5          # an Inception Score of a single class is 1; 1.5 tells fewer than two classes apart
+GEOMEAN_FLOOR = 0.0     # the geometric mean of per-class accuracies is 0 as soon as one class is never produced
+NOT_JUDGEABLE = "not judgeable at this scale"
+
+
+def floor(metric: str) -> float | None:
+    """The value at or below which `metric` says nothing was learned (None: no such floor)."""
+    name = metric.removeprefix("eval/")
+    if name == "tarr" or (name.startswith("class_acc_") and name.removeprefix("class_acc_").isdigit()):
+        return 0.1 + ACCURACY_MARGIN
+    if name == "is":
+        return IS_FLOOR
+    if name == "class_acc_geomean":
+        return GEOMEAN_FLOOR
+    return None
+
+
+def at_floor(metric: str, value: float | None) -> bool:
+    f = floor(metric)
+    return f is not None and value is not None and math.isfinite(value) and value <= f + 1e-12
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How much training a set of runs had: epochs over training images (a subset or the whole set)."""
+
+    epochs: int
+    images: int
+
+    def fraction_of(self, other: "Scale") -> float:
+        return self.epochs * self.images / (other.epochs * other.images)
+
+    def text(self) -> str:
+        return f"{self.epochs} epoch{'s' * (self.epochs != 1)} on {self.images:,} images"
+
+
+def untestable(metric: str, published_row: float, published_base: float, measured_row: float,
+               measured_base: float, ours: Scale, report: Scale) -> str | None:
+    """Why this scale cannot test the claim "row differs from baseline as published", or None if it can."""
+    if floor(metric) is None:
+        return None
+    if at_floor(metric, measured_base):
+        return "not learned at this scale (our baseline is at its chance floor)"
+    if at_floor(metric, published_row) and not at_floor(metric, published_base):  # a published collapse
+        if at_floor(metric, measured_row):
+            return None  # ours collapsed too: testable at any scale
+        if ours.epochs < report.epochs:
+            return f"a collapse over training: needs the report's {report.epochs} epochs (ours: {ours.epochs})"
+        return None
+    if at_floor(metric, measured_row) and not at_floor(metric, published_row):
+        return "not learned at this scale (this row is at its chance floor)"
+    return None
