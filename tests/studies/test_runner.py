@@ -7,7 +7,7 @@ import optuna
 from mlflow import MlflowClient
 
 from bench.cli import main
-from bench.studies import runner
+from bench.studies.storage import default_storage, make_storage
 
 GRID = """
 name = "{name}"
@@ -46,7 +46,7 @@ def child_runs(store, name):
 
 
 def load(store, name):
-    return optuna.load_study(study_name=name, storage=runner.make_storage(runner.default_storage(store)))
+    return optuna.load_study(study_name=name, storage=make_storage(default_storage(store)))
 
 
 def cells(study):
