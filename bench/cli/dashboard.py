@@ -20,7 +20,7 @@ DEFAULT_PORT = 8080
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna
 
-    from bench.studies import load_study
+    from bench.studies import load_study_file
     from bench.studies.storage import default_storage, make_storage
     from bench.tracking import mask_uri
     from bench.cli.ui import check_args
@@ -34,7 +34,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     args.workers = 1  # the shared checks of `gan-bench ui` (host, port)
     uri = tracking_uri_from_args(args)
     check_args(args, "")
-    name = load_study(args.study)[0].name if Path(args.study).is_file() else args.study
+    name = load_study_file(args.study)[0].name if Path(args.study).is_file() else args.study
     storage = args.storage or default_storage(uri)
     try:
         backend = make_storage(storage)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.cli.args import add_run_options, layered_overrides, overrides_from_args, tracking_uri_from_args
 from bench.errors import InputError
-from bench.studies.spec import StudyError, load_study
+from bench.studies.spec import StudyError, load_study_file
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -26,7 +26,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = layered_overrides(args)  # --config FILE, then --set and the shortcuts
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        spec, text = load_study(args.file, overrides)
+        spec, text = load_study_file(args.file, overrides)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     uri = tracking_uri_from_args(args)
@@ -77,7 +77,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     name = args.study
     if Path(name).is_file():
-        name = load_study(name)[0].name
+        name = load_study_file(name)[0].name
     uri = tracking_uri_from_args(args)
     storage = args.storage or default_storage(uri)
     try:
@@ -98,7 +98,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise InputError(f"--steps={args.steps}: must be positive")
     overrides = overrides_from_args(args)
-    specs = [load_study(f, overrides)[0] for f in args.files]  # every file validated before timing any
+    specs = [load_study_file(f, overrides)[0] for f in args.files]  # every file validated before timing any
     contexts: dict = {}
     grand = 0.0
     for spec in specs:

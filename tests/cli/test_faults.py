@@ -210,10 +210,10 @@ def test_bad_input_table(case, argv, study, needle, tmp_path, capsys):
 def test_grid_larger_than_budget_warns(tmp_path, capsys):
     path = tmp_path / "study.toml"
     path.write_text(STUDY + "[budget]\nn_trials = 1\n")
-    from bench.studies import load_study
+    from bench.studies import load_study_file
 
     with pytest.warns(UserWarning, match="smaller than the grid"):
-        load_study(path)
+        load_study_file(path)
 
 
 def test_four_workers_twenty_trials_no_duplicate_no_loss(tmp_path, store, tiny):

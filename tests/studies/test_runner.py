@@ -175,12 +175,12 @@ def test_failing_trial_is_recorded_and_study_completes(tmp_path, store, tiny, mo
 
 
 def test_catalogue_files_are_valid():
-    from bench.studies import load_study
+    from bench.studies import load_study_file
 
     files = sorted(Path(__file__).resolve().parents[2].joinpath("studies").glob("*.toml"))
     assert files, "no study files"
     for f in files:
-        spec, _ = load_study(f)
+        spec, _ = load_study_file(f)
         assert spec.name == f.stem
 
 
