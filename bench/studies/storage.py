@@ -1,8 +1,8 @@
 """A study's Optuna storage, sampler and pruner: opening (and repairing) the storage, the lock that
 serialises preparation, creating or loading the study.
 
-The storage is a PostgreSQL (or other SQLAlchemy) URL shared by several machines, or a journal file
-next to a local MLflow store (safe for several processes on one machine).
+The storage is an Optuna RDB URL (PostgreSQL: a study shared by several machines) or a journal
+file, by default next to a local MLflow store (safe for several processes on one machine).
 """
 
 from __future__ import annotations
@@ -121,6 +121,11 @@ def read_storage(url: str) -> optuna.storages.BaseStorage:
         raise storage_error(url, e) from None
 
 
+def storage_error(storage_url: str, e: BaseException) -> TrackingError:
+    """A storage that cannot be opened or used, as one line naming its (masked) URL."""
+    return TrackingError(scrub(f"Optuna storage {mask_uri(storage_url)!r} is not usable: {e}", storage_url))
+
+
 def check_storage_url(url: str) -> None:
     """A libpq conninfo string (`host=db password=...`) is not a journal path: refuse it, masked."""
     import re
@@ -213,8 +218,3 @@ def describe(study: optuna.Study, spec: StudySpec) -> None:
             study.set_metric_names(list(spec.objective.metrics))
     if study.user_attrs.get("description") != spec.description:
         study.set_user_attr("description", spec.description)
-
-
-def storage_error(storage_url: str, e: BaseException) -> TrackingError:
-    """A storage that cannot be opened or used, as one line naming its (masked) URL."""
-    return TrackingError(scrub(f"Optuna storage {mask_uri(storage_url)!r} is not usable: {e}", storage_url))
