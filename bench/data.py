@@ -209,6 +209,17 @@ def _check_sha256(path: Path, data: bytes, expected: str, root: Path, spec: Data
         )
 
 
+def verified_bytes(root: Path, spec: DatasetSpec, stem: str) -> bytes:
+    """The decompressed content of one of a dataset's files under `root`, checked against its SHA-256.
+
+    DataError, naming the file and the fix, when it is missing, unreadable or not the expected file.
+    """
+    path = _require(root, spec, stem)
+    data = _read_bytes(path)
+    _check_sha256(path, data, spec.sha256[stem], root, spec)
+    return data
+
+
 def _parse_idx(path: Path, data: bytes, ndim: int) -> np.ndarray:
     """Parse an unsigned-byte IDX file: magic 0x0000 08 <ndim>, big-endian uint32 dims, payload."""
     header = 4 + 4 * ndim
@@ -341,8 +352,7 @@ def _one_line(e: BaseException, limit: int = 300) -> str:
 
 def _verify_all(root: Path, spec: DatasetSpec) -> None:
     for stem in spec.stems:
-        path = _require(root, spec, stem)
-        _check_sha256(path, _read_bytes(path), spec.sha256[stem], root, spec)
+        verified_bytes(root, spec, stem)
 
 
 def fetch(root: str | os.PathLike | None, dataset: str, progress: bool = True) -> Path:

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 
 from bench.errors import InputError
-from bench.studies.spec import StudySpec, load_study, same_report
+from bench.studies.spec import StudySpec, load_study_file, same_report
 
 
 def default_studies_dir() -> Path:
@@ -49,7 +49,7 @@ def find_studies(folder: Path, report: str, overrides: dict) -> list[tuple[Path,
     if not chosen:
         raise InputError(f"report {report!r}: no study in {folder} has a [published] table for it "
                          f"(reports with published tables: {', '.join(sorted(reports)) or 'none'})")
-    return [(path, load_study(path, overrides)[0]) for path in chosen]
+    return [(path, load_study_file(path, overrides)[0]) for path in chosen]
 
 
 def needed_analyses(tables) -> dict[str, list[dict]]:
@@ -72,11 +72,11 @@ def run_analyses(uri: str, study_name: str, tables, options: dict[str, dict], da
 
     from bench.analysis import common
     from bench.report.baseline import matching
-    from bench.report.load import load_study as load_runs
+    from bench.report.load import load_study_runs
 
     done = 0
     client = common.open_store(uri)
-    study = load_runs(client, study_name)
+    study = load_study_runs(client, study_name)
     for name, rows in needed_analyses(tables).items():
         module = importlib.import_module(f"bench.analysis.{name}")
         opts = module.Options(**options.get(name, {}))

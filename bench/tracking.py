@@ -109,6 +109,22 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+@contextlib.contextmanager
+def no_download_bars():
+    """No MLflow progress bar per downloaded artifact inside the block (a few tiny files do not need them);
+    the variable is put back as it was (unset included) on leaving."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    old = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
 def ensure_experiment(tracking_uri: str, name: str, description: str | None = None) -> str:
     """Create the store (once, in the calling process) and the experiment; return its id.
 

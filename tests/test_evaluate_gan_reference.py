@@ -38,10 +38,10 @@ def machine() -> dict:
 
 def scored(data_root) -> dict:
     """What `evaluate_gan` (twice: the real reference is then cached) and `real_scores` return per case."""
-    from bench.config import build_config
+    from bench.run_config import build_config
     from bench.data import load_dataset
     from bench.evaluator import evaluate_gan, load_shipped, real_scores
-    from bench.techniques import build_gan
+    from bench.step import build_gan
 
     test = load_dataset(data_root, "mnist", "test", "cpu", download=False)
     train = load_dataset(data_root, "mnist", "train", "cpu", subset=600, download=False)

@@ -66,7 +66,7 @@ def test_optuna_tools_name_the_objective(finished_study, capsys):
 
     import optuna
 
-    from bench.studies.runner import make_storage
+    from bench.studies.storage import make_storage
 
     study = optuna.load_study(study_name=STUDY, storage=make_storage(finished_study["journal"]))
     assert study.metric_names == ["eval/tarr"] and study.user_attrs["description"] == DESCRIPTION

@@ -14,12 +14,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -40,7 +38,7 @@ from bench.data import DeviceDataset
 from bench.experiment import Context, prepare
 from bench.step import build_gan
 from bench.models import GAN, WithReference, as_trained, sample_latent
-from bench.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL, client as mlflow_client, mask_uri
+from bench.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL, client as mlflow_client, mask_uri, no_download_bars
 
 ARTIFACT_PREFIX = "analysis"
 CHECKPOINTS = {"generator": "checkpoints/generator.pt", "discriminator": "checkpoints/discriminator.pt"}
@@ -102,21 +100,6 @@ def get_run(client, run_id: str, tracking_uri: str):
     return run
 
 
-@contextlib.contextmanager
-def _no_download_bars():
-    """MLflow draws a progress bar per downloaded file; three tiny files do not need them."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    old = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
-
-
 def load_run(run_id: str, tracking_uri: str, *, data_root: str | None = None, device: str = "auto",
              progress: bool = True) -> LoadedRun:
     """Rebuild run `run_id`: config, generator and discriminator weights, data and evaluator.
@@ -128,7 +111,7 @@ def load_run(run_id: str, tracking_uri: str, *, data_root: str | None = None, de
 
     client = open_store(tracking_uri)
     get_run(client, run_id, tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="gan-bench-analysis-") as tmp, _no_download_bars():
+    with tempfile.TemporaryDirectory(prefix="gan-bench-analysis-") as tmp, no_download_bars():
         files = {}
         for name in ("config.json", *CHECKPOINTS.values()):
             try:

@@ -20,7 +20,8 @@ DEFAULT_PORT = 8080
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna
 
-    from bench.studies import load_study, runner
+    from bench.studies import load_study_file
+    from bench.studies.storage import default_storage, make_storage
     from bench.tracking import mask_uri
     from bench.cli.ui import check_args
     from bench.ui import free_port, url_for
@@ -33,10 +34,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     args.workers = 1  # the shared checks of `gan-bench ui` (host, port)
     uri = tracking_uri_from_args(args)
     check_args(args, "")
-    name = load_study(args.study)[0].name if Path(args.study).is_file() else args.study
-    storage = args.storage or runner.default_storage(uri)
+    name = load_study_file(args.study)[0].name if Path(args.study).is_file() else args.study
+    storage = args.storage or default_storage(uri)
     try:
-        backend = runner.make_storage(storage)
+        backend = make_storage(storage)
         study = optuna.load_study(study_name=name, storage=backend)
     except KeyError:
         raise InputError(f"study {name!r} not found in storage {mask_uri(storage)!r}") from None

@@ -10,8 +10,8 @@ from bench.cli.args import tracking_uri_from_args
 from bench.errors import InputError
 from bench.tracking import mask_uri, safe_name
 from bench.report.common import ReportError
-from bench.report.build import build_report
-from bench.report.published import verdict_lines
+from bench.report.build import Report, build_report
+from bench.report.published import Comparison, verdict_lines
 from bench.report.render import log_report, write_report
 
 
@@ -40,20 +40,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         if isinstance(e, MlflowException):
             raise TrackingError(f"tracking store {mask_uri(uri)!r}: {e.message}") from None
         raise
-    files = write_report(report, uri)
-    if not args.no_log:
-        logged = log_report(c, report)
-        for run_id in logged:
-            print(f"logged to parent run {run_id} under report/")
+    files, logged = save_report(c, report, uri, log=not args.no_log)
+    for run_id in logged:
+        print(f"logged to parent run {run_id} under report/")
     for sr in report.studies:
         print(f"\n== {sr.study.name} ==")
         if sr.study.question:
             print(sr.study.question)
         for line in sr.verdict:
             print(f"  - {line}")
-        for c in sr.published:
-            for line in verdict_lines(c):
-                print(f"  - {line}")
+        print_verdicts(sr.published)
     if report.comparison is not None:
         print("\n== comparison ==")
         for line in report.comparison[1]:
@@ -63,6 +59,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"\nreport: {files['html'].resolve()}\ntable: {files['csv']}  markdown: {files['md']}"
           + (f"  published: {files['published_csv']}" if "published_csv" in files else ""))
     return 0
+
+
+def save_report(c, report: Report, uri: str, log: bool) -> tuple[dict[str, Path], list[str]]:
+    """Write the report's files and, when `log`, log them under report/ on each study's parent run.
+
+    Returns the files written (by kind: html, csv, md, published_csv) and the parent runs logged to.
+    """
+    files = write_report(report, uri)
+    return files, (log_report(c, report) if log else [])
+
+
+def print_verdicts(comparisons: list[Comparison]) -> None:
+    """Each published table beside ours: its verdict lines, indented."""
+    for comparison in comparisons:
+        for line in verdict_lines(comparison):
+            print(f"  - {line}")
 
 
 def register_cli(subparsers) -> None:

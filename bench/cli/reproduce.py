@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from bench.cli.args import add_run_options, overrides_from_args, parse_overrides, tracking_uri_from_args
+from bench.cli.report import print_verdicts, save_report
 from bench.cli.study import cmd_run
 from bench.errors import InputError
 from bench.reproduce import default_studies_dir, find_studies, needed_analyses, run_analyses
@@ -33,8 +34,7 @@ def analysis_options(items: list[str], names: list[str]) -> dict[str, dict]:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from bench.report.build import build_report
     from bench.report.common import ReportError
-    from bench.report.published import summary_counts, verdict_lines
-    from bench.report.render import log_report, write_report
+    from bench.report.published import summary_counts
     from bench.tracking import client as make_client, safe_name
 
     if args.workers <= 0:
@@ -75,14 +75,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     except ReportError as e:
         raise InputError(str(e)) from None
     report.reproduces = args.report
-    files = write_report(report, uri)
-    if not args.no_log:
-        log_report(c, report)
+    files, _ = save_report(c, report, uri, log=not args.no_log)
     comparisons = [cmp for sr in report.studies for cmp in sr.published]
     print(f"\n== report {args.report}: published beside measured ==")
-    for cmp in comparisons:
-        for line in verdict_lines(cmp):
-            print(f"  - {line}")
+    print_verdicts(comparisons)
     counts = summary_counts(comparisons)
     print("verdicts: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none"))
     print(f"\nreport: {files['html'].resolve()}\nmarkdown: {files['md']}  published: "

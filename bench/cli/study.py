@@ -10,11 +10,14 @@ from pathlib import Path
 
 from bench.cli.args import add_run_options, layered_overrides, overrides_from_args, tracking_uri_from_args
 from bench.errors import InputError
-from bench.studies.spec import StudyError, load_study
+from bench.studies.spec import StudyError, load_study_file
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.studies import runner, summary
+    from bench.studies import summary
+    from bench.studies.invocation import best_text, counts, run_study
+    from bench.studies.preparation import Plan, prepare
+    from bench.studies.storage import default_storage
     from bench.tracking import mask_uri
 
     for flag, value in (("--n-trials", args.n_trials), ("--workers", args.workers), ("--timeout", args.timeout)):
@@ -23,16 +26,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = layered_overrides(args)  # --config FILE, then --set and the shortcuts
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        spec, text = load_study(args.file, overrides)
+        spec, text = load_study_file(args.file, overrides)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     uri = tracking_uri_from_args(args)
-    storage = args.storage or runner.default_storage(uri)
+    storage = args.storage or default_storage(uri)
     started = time.time()  # --timeout counts from here, once for all workers
-    study, parent_id, retried = runner.prepare(spec, text, storage, uri, force_new=args.force_new)
+    study, parent_id, retried = prepare(spec, text, storage, uri, force_new=args.force_new)
     if retried:
         print(f"retrying trials left running by a dead worker: {retried}")
-    before = runner.counts(study)
+    before = counts(study)
     if before["waiting"] == 0:
         if before["running"]:
             print(f"study {spec.name!r}: nothing left to start; {before['running']} trial(s) still running "
@@ -44,11 +47,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     print(f"study {spec.name!r}: {before['waiting']} trials to run, {args.workers} worker(s); "
           f"storage {mask_uri(storage)}; MLflow {mask_uri(uri)} (parent run {parent_id})")
-    plan = runner.Plan(spec=spec, storage_url=storage, tracking_uri=uri, overrides=overrides,
-                       parent_run_id=parent_id, max_trials=args.n_trials, timeout=args.timeout or spec.budget.timeout,
-                       workers=args.workers, progress=not args.quiet, started=started)
+    plan = Plan(spec=spec, storage_url=storage, tracking_uri=uri, overrides=overrides,
+                parent_run_id=parent_id, max_trials=args.n_trials, timeout=args.timeout or spec.budget.timeout,
+                workers=args.workers, progress=not args.quiet, started=started)
     try:
-        after = runner.run_study(plan, study)
+        after = run_study(plan, study)
     except KeyboardInterrupt:
         print("interrupted: finished trials are kept; run the same command again to resume", file=sys.stderr)
         summary.log_to_parent(study, spec, uri, parent_id, complete=False)
@@ -60,27 +63,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         note = f"  ({after['running']} trial(s) still running in other workers)"
     else:
         note = "" if complete else "  (study not finished: run again to resume)"
-    print(f"best: {runner.best_text(study)}{note}")
+    print(f"best: {best_text(study)}{note}")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     import optuna
 
-    from bench.studies import runner, summary
+    from bench.studies import summary
+    from bench.studies.invocation import counts
+    from bench.studies.storage import default_storage, read_storage
     from bench.tracking import mask_uri
 
     name = args.study
     if Path(name).is_file():
-        name = load_study(name)[0].name
+        name = load_study_file(name)[0].name
     uri = tracking_uri_from_args(args)
-    storage = args.storage or runner.default_storage(uri)
+    storage = args.storage or default_storage(uri)
     try:
-        study = optuna.load_study(study_name=name, storage=runner.read_storage(storage))
+        study = optuna.load_study(study_name=name, storage=read_storage(storage))
     except KeyError:
         raise StudyError(f"study {name!r} not found in storage {mask_uri(storage)!r}") from None
     print(summary.format_table(summary.trials_table(study)))
-    print("counts:", ", ".join(f"{k} {v}" for k, v in runner.counts(study).items()))
+    print("counts:", ", ".join(f"{k} {v}" for k, v in counts(study).items()))
     for t in summary.best_trials(study):
         print(f"best: trial {t.number} values={t.values} params={t.params}")
     return 0
@@ -93,7 +98,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise InputError(f"--steps={args.steps}: must be positive")
     overrides = overrides_from_args(args)
-    specs = [load_study(f, overrides)[0] for f in args.files]  # every file validated before timing any
+    specs = [load_study_file(f, overrides)[0] for f in args.files]  # every file validated before timing any
     contexts: dict = {}
     grand = 0.0
     for spec in specs:

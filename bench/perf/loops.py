@@ -35,9 +35,7 @@ def torchvision_root(data_root: Path, dataset: str) -> Path:
         dest = raw / stem
         if dest.is_file():
             continue
-        src = data_mod._require(data_root, spec, stem)
-        payload = data_mod._read_bytes(src)
-        data_mod._check_sha256(src, payload, spec.sha256[stem], data_root, spec)
+        payload = data_mod.verified_bytes(data_root, spec, stem)
         tmp = dest.with_name(f"{stem}.{os.getpid()}.part")
         tmp.write_bytes(payload)
         tmp.replace(dest)  # atomic: a concurrent reader never sees half a file

@@ -46,7 +46,7 @@ from bench.report.common import (
     CONFIDENCE, ALPHA, NOTE_TAG, PARENT_ID_TAG, LOSS_KEYS, D_OUT_KEYS, IGNORED_KEYS, Column, COLUMNS,
     CORE_METRICS, EVAL_PLOT_METRICS, REFERENCE_MAP, ReportError)
 from bench.report.load import (
-    RunData, Group, StudyData, param_value, load_study, varied_keys)
+    RunData, Group, StudyData, param_value, load_study_runs, varied_keys)
 from bench.report.stats import (
     Stat, summarize, Diff, compare, final_value)
 from bench.report.baseline import (
@@ -67,7 +67,7 @@ from bench.report.render import (
 __all__ = [
     "CONFIDENCE", "ALPHA", "NOTE_TAG", "PARENT_ID_TAG", "LOSS_KEYS", "D_OUT_KEYS", "IGNORED_KEYS", "Column",
     "COLUMNS", "CORE_METRICS", "EVAL_PLOT_METRICS", "REFERENCE_MAP", "ReportError", "RunData", "Group",
-    "StudyData", "param_value", "load_study", "varied_keys", "Stat", "summarize", "Diff", "compare",
+    "StudyData", "param_value", "load_study_runs", "varied_keys", "Stat", "summarize", "Diff", "compare",
     "final_value", "parse_params", "matching", "resolve_baseline", "base_config", "comparable",
     "combined_groups", "Row", "Table", "columns_for", "build_table", "verdict", "plot_eval_curves",
     "plot_losses", "plot_d_outputs", "plot_class_accuracy", "plot_heatmap", "final_sample_image",

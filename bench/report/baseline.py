@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from bench.report.common import IGNORED_KEYS, ReportError
-from bench.report.load import Group, StudyData, _dotted, _json_tag, param_value, varied_keys
+from bench.report.load import Group, StudyData, dotted_key, json_tag, param_value, varied_keys
 from bench.report.stats import summarize
 
 
@@ -37,7 +37,7 @@ def parse_params(text: str, option: str = "baseline") -> dict[str, Any]:
         leaves.setdefault(k.rsplit(".", 1)[-1], []).append(k)
     out = {}
     for key, value in items:
-        key = _dotted(str(key))
+        key = dotted_key(str(key))
         if key == VARIANT_KEY:  # a study's [variants] name, not a config key
             out[key] = value
             continue
@@ -64,7 +64,8 @@ def matching(groups: list[Group], wanted: dict[str, Any]) -> list[Group]:
     return [g for g in groups if g.runs and all(_same(g.params.get(k), v) for k, v in wanted.items())]
 
 
-def _objective_best(groups: list[Group], metric: str, direction: str) -> Group | None:
+def objective_best(groups: list[Group], metric: str, direction: str) -> Group | None:
+    """The group with the best mean of `metric` in `direction` (finite means only), or None."""
     scored = [(summarize(g.values(metric)).mean, g) for g in groups]
     scored = [(m, g) for m, g in scored if math.isfinite(m)]
     if not scored:
@@ -83,9 +84,9 @@ def resolve_baseline(study: StudyData, wanted: dict[str, Any] | None,
     sources = []
     if wanted:
         sources.append((wanted, f"--baseline {text}"))
-    tag = _json_tag(study.tag("baseline"), None)
+    tag = json_tag(study.tag("baseline"), None)
     if isinstance(tag, dict) and tag:
-        sources.append(({_dotted(k): v for k, v in tag.items()}, "the study's baseline"))
+        sources.append(({dotted_key(k): v for k, v in tag.items()}, "the study's baseline"))
     for params, where in sources:
         found = matching(study.groups, params)
         if len(found) > 1:
@@ -100,7 +101,7 @@ def resolve_baseline(study: StudyData, wanted: dict[str, Any] | None,
             return found, f"baseline: {found[0].label} ({where})"
         study.notes.append(f"{where} ({json.dumps(params)}) matches no configuration of this study")
     metric, direction = study.objectives[0]
-    best = _objective_best(study.groups, metric, direction)
+    best = objective_best(study.groups, metric, direction)
     if best is None:
         return [], "no baseline: no configuration has finished runs"
     return [best], (f"no baseline given: differences are to the best configuration by {metric} ({best.label}); "

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.report.common import ReportError
-from bench.report.load import Group, StudyData, load_study
-from bench.report.baseline import (_objective_best, combined_groups, comparable, matching, parse_params,
+from bench.report.load import Group, StudyData, load_study_runs
+from bench.report.baseline import (combined_groups, comparable, matching, objective_best, parse_params,
                                    resolve_baseline)
 from bench.report.table import Table, build_table, verdict
 from bench.report.plots import Plot, study_plots
@@ -40,7 +40,7 @@ def build_report(client, names: list[str], *, out_dir: Path, runs_filter: str | 
                  progress=print, published: dict[str, list] | None = None) -> Report:
     """`published`: study name -> its [published] tables (default: read from the study.toml on its parent run)."""
     wanted = parse_params(baseline) if baseline else None
-    studies = [load_study(client, n, runs_filter) for n in names]
+    studies = [load_study_runs(client, n, runs_filter) for n in names]
     if wanted is not None and not any(matching(s.groups, wanted) for s in studies):
         labels = "; ".join(f"{s.name}: " + ", ".join(g.label for g in s.groups) for s in studies)
         raise ReportError(f"baseline {baseline!r}: matches no configuration (configurations: {labels or 'none'})",
@@ -87,7 +87,7 @@ def build_report(client, names: list[str], *, out_dir: Path, runs_filter: str | 
                 base = next(g for g in groups if g.config_id in base_ids)
                 note = f"baseline: {base.label} (every study's baseline is this configuration)"
             if base is None:
-                base = _objective_best(groups, *objectives[0])
+                base = objective_best(groups, *objectives[0])
                 note = f"differences are to the best configuration by {objectives[0][0]}"
             ref = next((r.table.rows[-1].reference for r in reports if r.table.rows and r.table.rows[-1].reference),
                        None)

@@ -96,7 +96,8 @@ class StudyData:
         return self.parent.data.tags.get(key, default) if self.parent else default
 
 
-def _dotted(key: str) -> str:
+def dotted_key(key: str) -> str:
+    """An MLflow param key (`optim/lr`) as the config key it stands for (`optim.lr`)."""
     return key.replace("/", ".")
 
 
@@ -148,14 +149,15 @@ def _parse_objectives(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def _json_tag(text: str, default):
+def json_tag(text: str, default):
+    """A tag that holds JSON, decoded; `default` when it is empty or not JSON."""
     try:
         return json.loads(text) if text else default
     except json.JSONDecodeError:
         return default
 
 
-def load_study(client, name: str, runs_filter: str | None = None) -> StudyData:
+def load_study_runs(client, name: str, runs_filter: str | None = None) -> StudyData:
     """Every run of one study, grouped by configuration, with final values and histories."""
     from mlflow.exceptions import MlflowException
 
@@ -186,7 +188,7 @@ def load_study(client, name: str, runs_filter: str | None = None) -> StudyData:
     runs = []
     for r in children:
         tags = dict(r.data.tags)
-        params = {_dotted(k): v for k, v in r.data.params.items()}
+        params = {dotted_key(k): v for k, v in r.data.params.items()}
         params.update({k[len("param."):]: v for k, v in tags.items() if k.startswith("param.")})
         rd = RunData(run_id=r.info.run_id, name=r.info.run_name or r.info.run_id, status=r.info.status,
                      seed=tags.get("seed", params.get("seed", "?")), tags=tags, params=params,
@@ -200,7 +202,7 @@ def load_study(client, name: str, runs_filter: str | None = None) -> StudyData:
         runs.append(rd)
 
     objectives = _parse_objectives(parent.data.tags.get("objective", "")) if parent else []
-    space_keys = [_dotted(k) for k in _json_tag(parent.data.tags.get("space_keys", ""), [])] if parent else []
+    space_keys = [dotted_key(k) for k in json_tag(parent.data.tags.get("space_keys", ""), [])] if parent else []
     groups = _group(runs, name)
     if not space_keys:
         space_keys = varied_keys(groups)

@@ -31,7 +31,7 @@ from bench.metrics import registry
 from bench.report.common import ALPHA
 from bench.report.load import Group, StudyData
 from bench.report.stats import Diff, Stat, compare, summarize
-from bench.report.table import Table, _p_text
+from bench.report.table import Table, p_text
 from bench.studies.spec import PublishedTable, short_label as row_label
 
 OUR_REFERENCE_KEY = {"is": "is", "accuracy": "test_accuracy"}  # bench.evaluator.real_scores keys
@@ -230,7 +230,7 @@ def _diff_text(metric: str, d: Diff) -> str:
     sign = "+" if d.diff >= 0 else "-"
     text = f"{sign}{_fmt(metric, abs(d.diff))}"
     if d.tested:
-        text += f" [95% CI {_fmt(metric, d.ci_low)}, {_fmt(metric, d.ci_high)}], {_p_text(d)} (Welch, n={d.n[0]} vs {d.n[1]})"
+        text += f" [95% CI {_fmt(metric, d.ci_low)}, {_fmt(metric, d.ci_high)}], {p_text(d)} (Welch, n={d.n[0]} vs {d.n[1]})"
     else:
         text += f" ({d.test})"
     return text

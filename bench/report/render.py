@@ -13,7 +13,7 @@ from pathlib import Path
 from bench.tracking import TAG_TRIAL, mask_uri, safe_name
 from bench.report.common import ALPHA, COLUMNS, Column
 from bench.report.load import StudyData
-from bench.report.table import Row, Table, _p_text, diff_text, precise
+from bench.report.table import Row, Table, diff_text, p_text, precise
 from bench.report.build import Report
 from bench.report import published
 
@@ -39,7 +39,7 @@ def _cell(row: Row, c: Column) -> tuple[str, str, str]:
     elif d is not None and math.isfinite(d.diff):
         diff = f"Δ {diff_text(c, d.diff)}"
         if d.tested:
-            diff += f" [{precise(c, d.ci_low)}, {precise(c, d.ci_high)}], {_p_text(d)} (Welch)"
+            diff += f" [{precise(c, d.ci_low)}, {precise(c, d.ci_high)}], {p_text(d)} (Welch)"
         else:
             diff += f", {d.test}"
     return text, ci, diff

@@ -112,7 +112,8 @@ def diff_text(c: Column, diff: float) -> str:
     return ("+" if diff > 0 else "-") + precise(c, abs(diff))
 
 
-def _p_text(d: Diff) -> str:
+def p_text(d: Diff) -> str:
+    """A comparison's p-value as text (`p<0.001`, `p=0.042`), or why it was not tested."""
     if not d.tested:
         return d.test
     return "p<0.001" if d.p < 0.001 else f"p={d.p:.3f}"
@@ -155,7 +156,7 @@ def verdict(t: Table, objectives: list[tuple[str, str]], limit: int = 8) -> list
             text = f"{r.label} vs {base_label}: {col.label} {diff_text(col, d.diff)}"
             if d.tested:
                 better = (d.diff > 0) == (direction == "maximize")
-                text += (f" [95% CI {precise(col, d.ci_low)}, {precise(col, d.ci_high)}], {_p_text(d)} (Welch's t-test, "
+                text += (f" [95% CI {precise(col, d.ci_low)}, {precise(col, d.ci_high)}], {p_text(d)} (Welch's t-test, "
                          f"n={d.n[0]} vs {d.n[1]}): "
                          + (f"significant at {ALPHA:g}, {'better' if better else 'worse'}" if d.p < ALPHA
                             else "not significant"))

@@ -1,6 +1,6 @@
 """Every use of Optuna's private API, in one place.
 
-The runner needs a few things Optuna's public API does not give: writing to a trial this process
+Running a study needs a few things Optuna's public API does not give: writing to a trial this process
 does not own (another worker's, or a dead one's), claiming a queued trial without creating a new
 one when the queue is empty, the parameters a trial was queued with, and the journal file's lock.
 Each function below says which Optuna internal it relies on; tests/studies/test_optuna_adapter.py runs

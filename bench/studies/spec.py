@@ -489,7 +489,7 @@ def _check_published(spec: StudySpec, path: str, conditional: list[bool]) -> Non
             seen[cell] = j
 
 
-def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[StudySpec, str]:
+def load_study_file(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[StudySpec, str]:
     """Parse and validate a study file; returns the spec and the file's text. Raises StudyError."""
     path = Path(path)
     try:

@@ -15,7 +15,7 @@ from bench.tracking import client
 
 def trials_table(study: optuna.Study) -> list[dict]:
     rows = []
-    names = study.metric_names or []  # the objective's metrics (eval/tarr), set by runner.prepare
+    names = study.metric_names or []  # the objective's metrics (eval/tarr), set by preparation.prepare
     for t in study.get_trials(deepcopy=False):
         rows.append({
             "trial": t.number, "state": t.state.name,

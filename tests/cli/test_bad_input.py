@@ -24,7 +24,9 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from bench.cli import main
-from bench.studies import runner
+from bench.studies import preparation
+from bench.studies.storage import default_storage, make_storage
+from bench.studies.workers import run_name
 from tests.conftest import sigint_default
 
 GRID = """
@@ -59,7 +61,7 @@ def _study_args(path: Path, store: str, config: Path, *extra: str) -> list[str]:
 
 
 def _load(store: str, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=runner.make_storage(runner.default_storage(store)))
+    return optuna.load_study(study_name=name, storage=make_storage(default_storage(store)))
 
 
 def _runs(store: str, name: str, role: str) -> list:
@@ -89,7 +91,7 @@ def test_cut_journal_is_repaired_and_the_study_goes_on(tmp_path, store, tiny, ca
     assert done.returncode == 0, done.stderr[-2000:]
     # --config is honoured: every trial ran with the file's width (not the default 64)
     assert {r.data.params["model/width"] for r in _runs(store, "cells", "trial")} == {"8"}
-    journal = Path(runner.default_storage(store))
+    journal = Path(default_storage(store))
     data = journal.read_bytes()
     last_start = data.rstrip(b"\n").rfind(b"\n") + 1
     journal.write_bytes(data[:last_start + 30])  # the last record cut 30 bytes in (a crash mid-write)
@@ -116,7 +118,7 @@ def test_cut_journal_quick(tmp_path, store, tiny, capsys):
     path = _study(tmp_path, "quick")
     assert main(_study_args(path, store, cfg, "--timeout", "0.001")) == 0
     assert [t.state for t in _load(store, "quick").trials] == [TrialState.WAITING] * 2  # the premise: none ran
-    journal = Path(runner.default_storage(store))
+    journal = Path(default_storage(store))
     data = journal.read_bytes()
     assert b'"op_code":4' in data.rstrip(b"\n").rsplit(b"\n", 1)[-1]  # the last record enqueues the 2nd cell
     journal.write_bytes(data[:-25])  # a crash 25 bytes before the end of the last record
@@ -136,7 +138,7 @@ def test_journal_line_with_a_cut_record_then_a_whole_one(tmp_path):
     journal = tmp_path / "j.log"
     good = b'{"op_code":0,"worker_id":"w","study_name":"s","directions":[1]}'
     journal.write_bytes(good + b"\n" + b'{"op_code":5,"wor' + good + b"\n")
-    storage = runner.make_storage(str(journal))
+    storage = make_storage(str(journal))
     assert journal.read_bytes() == good + b"\n" + good + b"\n"  # the whole record is kept, the cut one set aside
     assert (tmp_path / "j.log.corrupt").read_bytes() == b'{"op_code":5,"wor\n'
     assert storage.get_all_studies()[0].study_name == "s"
@@ -371,9 +373,9 @@ def test_every_secret_form_is_masked(uri, masked):
 
 def test_long_study_labels_fit_mlflow_run_names():
     label = ",".join(f"param_{i}=0.{i}" for i in range(40))
-    name = runner.run_name(label, 3)
+    name = run_name(label, 3)
     assert len(name) <= 250 and name.endswith("...,seed=3") and name.startswith("param_0=0.0,")
-    assert runner.run_name("real_target=0.9", 1) == "real_target=0.9,seed=1"
+    assert run_name("real_target=0.9", 1) == "real_target=0.9,seed=1"
 
 
 def test_data_fetch_without_a_dataset_uses_the_default(data_root, capsys):
@@ -443,7 +445,7 @@ def test_ctrl_c_marks_the_trial_and_kills_its_run(workers, tmp_path, store, tiny
     path.write_text(KILL_GRID.format(name="ctrlc", direction="maximize"))
     proc = subprocess.Popen([sys.executable, "-m", "bench", *_study_args(path, store, cfg, "--workers", str(workers))],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
-    journal = Path(runner.default_storage(store))
+    journal = Path(default_storage(store))
     deadline = time.time() + 180
     try:
         while time.time() < deadline:  # wait for a running trial with its MLflow run
@@ -483,7 +485,7 @@ def test_failed_preparation_closes_the_parent_run(tmp_path, store, tiny, monkeyp
 
     def boom(spec, study):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(runner, "enqueue_budget", boom)
+    monkeypatch.setattr(preparation, "enqueue_budget", boom)
     with pytest.raises(OSError):
         main(_study_args(path, store, cfg))
     (parent,) = _runs(store, "halfway", "parent")

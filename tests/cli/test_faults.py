@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from bench.cli import main
-from bench.studies import runner
+from bench.studies.storage import default_storage, make_storage
 
 KILL_GRID = """
 name = "killme"
@@ -46,7 +46,7 @@ def test_kill_9_mid_trial_then_resume(tmp_path, store, tiny):
     path.write_text(KILL_GRID)
     proc = subprocess.Popen([sys.executable, "-m", "bench", *_args(path, store, tiny)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    storage = runner.default_storage(store)
+    storage = default_storage(store)
     deadline = time.time() + 180
     study = None
     try:
@@ -55,7 +55,7 @@ def test_kill_9_mid_trial_then_resume(tmp_path, store, tiny):
             if not Path(storage).exists():
                 continue
             try:
-                study = optuna.load_study(study_name="killme", storage=runner.make_storage(storage))
+                study = optuna.load_study(study_name="killme", storage=make_storage(storage))
             except KeyError:
                 continue
             states = [t.state for t in study.get_trials(deepcopy=False)]
@@ -72,7 +72,7 @@ def test_kill_9_mid_trial_then_resume(tmp_path, store, tiny):
     killed = study.get_trials(states=(TrialState.RUNNING,))[0]
 
     assert main(_args(path, store, tiny)) == 0
-    study = optuna.load_study(study_name="killme", storage=runner.make_storage(storage))
+    study = optuna.load_study(study_name="killme", storage=make_storage(storage))
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert sorted(t.params["techniques.real_target"] for t in complete) == [0.8, 0.9, 1.0]  # once each
     dead = study.trials[killed.number]
@@ -210,10 +210,10 @@ def test_bad_input_table(case, argv, study, needle, tmp_path, capsys):
 def test_grid_larger_than_budget_warns(tmp_path, capsys):
     path = tmp_path / "study.toml"
     path.write_text(STUDY + "[budget]\nn_trials = 1\n")
-    from bench.studies import load_study
+    from bench.studies import load_study_file
 
     with pytest.warns(UserWarning, match="smaller than the grid"):
-        load_study(path)
+        load_study_file(path)
 
 
 def test_four_workers_twenty_trials_no_duplicate_no_loss(tmp_path, store, tiny):
@@ -236,7 +236,7 @@ def test_four_workers_twenty_trials_no_duplicate_no_loss(tmp_path, store, tiny):
     """))
     small = {k: v for k, v in tiny.items() if k != "data.train_subset"}
     assert main([*_args(path, store, small), "--workers", "4"]) == 0
-    study = optuna.load_study(study_name="many", storage=runner.make_storage(runner.default_storage(store)))
+    study = optuna.load_study(study_name="many", storage=make_storage(default_storage(store)))
     assert len(study.trials) == 20
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     c = MlflowClient(store)

@@ -17,7 +17,7 @@ from bench.metrics import registry
 from bench.metrics.registry import Direction, Needs
 from bench.models import build_nets
 from bench.report.common import COLUMNS, CORE_METRICS, REFERENCE_MAP
-from bench.studies.spec import StudyError, load_study
+from bench.studies.spec import StudyError, load_study_file
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 NEW = ("eval/precision", "eval/recall", "eval/density", "eval/coverage", "eval/intra_fid")
@@ -125,7 +125,7 @@ metrics = {metrics}
 def _load(tmp_path, data_root, model: str, metrics: list[str], extra: str = ""):
     path = tmp_path / "study.toml"
     path.write_text(STUDY.format(model=model, metrics=str(metrics).replace("'", '"')) + extra)
-    return load_study(path, {"data.root": str(data_root)})[0]
+    return load_study_file(path, {"data.root": str(data_root)})[0]
 
 
 def test_a_study_may_aim_at_precision_and_directions_default_to_the_registry(tmp_path, data_root):

@@ -16,7 +16,7 @@ from bench.cli import main
 from bench.report.load import Group, RunData, StudyData
 from bench.report.published import compare_table, layout, to_csv, verdict_lines
 from bench.report.table import build_table
-from bench.studies import load_study
+from bench.studies import load_study_file
 from bench.studies.spec import PublishedTable
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
@@ -58,7 +58,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_variants_form_the_search_and_label_the_trials(tmp_path):
-    spec, _ = load_study(write(tmp_path, GOOD))
+    spec, _ = load_study_file(write(tmp_path, GOOD))
     # nested (model.mlp_blocks = 5) and quoted ("techniques.real_target") keys both become dotted overrides
     assert spec.variants == {"base": {}, "deep": {"model.mlp_blocks": 5}, "ls": {"techniques.real_target": 0.9}}
     assert list(spec.search_space) == ["variant", "optim.batch_size"]
@@ -76,7 +76,7 @@ def test_variants_alone_and_single_published_table(tmp_path):
     text = GOOD.replace('"optim.batch_size" = { choices = [32, 64] }', "").replace('"optim.batch_size" = 32\n', "")
     text = text.replace('grid = ["variant", "optim.batch_size"]\n', "").replace(', "optim.batch_size" = 32', "")
     text = text.replace(', "optim.batch_size" = 64', "").replace("[[published]]", "[published]")
-    spec, _ = load_study(write(tmp_path, text))
+    spec, _ = load_study_file(write(tmp_path, text))
     assert spec.grid() == [{"variant": "base"}, {"variant": "deep"}, {"variant": "ls"}]
     assert len(spec.published) == 1 and spec.baseline == {"variant": "base"}
 
@@ -237,7 +237,7 @@ def test_no_published_baseline_gives_no_verdict():
 def test_report_study_files_carry_the_published_tables():
     from bench.run_config import all_keys
 
-    spec, _ = load_study(STUDIES / "report002-table2.toml")
+    spec, _ = load_study_file(STUDIES / "report002-table2.toml")
     assert list(spec.variants) == ["base", "vbn", "more-d", "deep-d", "deep-d-ls"] and spec.repeats >= 3
     assert spec.variants["deep-d-ls"] == {"model.d_depth": 4, "techniques.real_target": 0.9}
     t2, t3, t4, t5, t7 = spec.published
@@ -249,7 +249,7 @@ def test_report_study_files_carry_the_published_tables():
     assert t2.rows[4].values == {"eval/tarr": 0.991, "eval/is": 9.83}
     assert t3.rows[0].values == {"eval/class_acc_geomean": 0.987, "eval/tarr": 0.988}
 
-    spec, _ = load_study(STUDIES / "report001-table.toml")
+    spec, _ = load_study_file(STUDIES / "report001-table.toml")
     assert len(spec.variants) == 10 and spec.baseline == {"variant": "medium"} and spec.repeats >= 3
     (t,) = spec.published
     assert (t.reference.accuracy, t.reference.is_) == (0.9846, 9.685)
@@ -260,7 +260,7 @@ def test_report_study_files_carry_the_published_tables():
     assert {(r["params"]["optim.batch_size"], r["params"]["optim.lr"]) for r in rows} == {
         (b, lr) for b in (32, 64, 128) for lr in (2e-5, 2e-4, 2e-3)}
     if "optim.lr" in all_keys():  # the key that sets both nets' learning rate (another branch adds it)
-        spec, _ = load_study(STUDIES / "batch-lr-grid.toml")
+        spec, _ = load_study_file(STUDIES / "batch-lr-grid.toml")
         assert len(spec.grid()) == 9 and spec.repeats >= 3
 
 
@@ -272,7 +272,7 @@ def test_every_variant_builds_and_runs_its_gan(name):
     from bench.run_config import build_config
     from bench.models import build_nets, count_params, uses_reference
 
-    spec, _ = load_study(STUDIES / f"{name}.toml")
+    spec, _ = load_study_file(STUDIES / f"{name}.toml")
     d_params = {}
     for cell in spec.grid():
         cfg = build_config(spec.base, spec.config_overrides(cell))

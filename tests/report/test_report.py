@@ -308,7 +308,7 @@ def test_studies_sharing_a_base_config_are_compared(study, tmp_path):
     html = (out / "report.html").read_text()
     assert "Comparison across studies" in html and "share a base configuration" in html
     # a study on another model shares no base configuration: said so, no combined table
-    diffs = report.comparable([report.load_study(client, STUDY), report.load_study(client, "other-model")])
+    diffs = report.comparable([report.load_study_runs(client, STUDY), report.load_study_runs(client, "other-model")])
     assert diffs == ["model.name: cgan-mlp (ls-test) vs cgan-conv (other-model)"]
 
 

@@ -1,6 +1,6 @@
 """bench.studies.optuna_adapter against the installed Optuna, on the storages gan-bench uses.
 
-Each test exercises one adapter function the way the runner uses it, so an Optuna release that
+Each test exercises one adapter function the way running a study uses it, so an Optuna release that
 renames or changes one of the internals it relies on fails here (pyproject bounds Optuna to the
 versions these tests passed on).
 """
@@ -16,7 +16,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from bench.studies import optuna_adapter as oa
-from bench.studies import runner
+from bench.studies.storage import make_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 STORAGES = ("journal", "sqlite", "memory")
@@ -27,12 +27,12 @@ def studies(request, tmp_path):
     """A function giving a new `Study` object on one shared storage each call, as two workers see it."""
     if request.param == "journal":
         url = str(tmp_path / "optuna-journal.log")
-        storage = runner.make_storage(url)  # what `study run` opens (journal repair included)
-        make = lambda: runner.make_storage(url)  # noqa: E731 (a second worker opens the file again)
+        storage = make_storage(url)  # what `study run` opens (journal repair included)
+        make = lambda: make_storage(url)  # noqa: E731 (a second worker opens the file again)
     elif request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'optuna.db'}"
-        storage = runner.make_storage(url)
-        make = lambda: runner.make_storage(url)  # noqa: E731
+        storage = make_storage(url)
+        make = lambda: make_storage(url)  # noqa: E731
     else:
         storage = optuna.storages.InMemoryStorage()
         make = lambda: storage  # noqa: E731 (one process: the same object)

@@ -7,7 +7,7 @@ import optuna
 from mlflow import MlflowClient
 
 from bench.cli import main
-from bench.studies import runner
+from bench.studies.storage import default_storage, make_storage
 
 GRID = """
 name = "{name}"
@@ -46,7 +46,7 @@ def child_runs(store, name):
 
 
 def load(store, name):
-    return optuna.load_study(study_name=name, storage=runner.make_storage(runner.default_storage(store)))
+    return optuna.load_study(study_name=name, storage=make_storage(default_storage(store)))
 
 
 def cells(study):
@@ -175,12 +175,12 @@ def test_failing_trial_is_recorded_and_study_completes(tmp_path, store, tiny, mo
 
 
 def test_catalogue_files_are_valid():
-    from bench.studies import load_study
+    from bench.studies import load_study_file
 
     files = sorted(Path(__file__).resolve().parents[2].joinpath("studies").glob("*.toml"))
     assert files, "no study files"
     for f in files:
-        spec, _ = load_study(f)
+        spec, _ = load_study_file(f)
         assert spec.name == f.stem
 
 

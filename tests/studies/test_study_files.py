@@ -23,7 +23,7 @@ from torch import nn
 
 from bench.run_config import build_config, RunConfig
 from bench.models import MODELS, build_nets, count_params
-from bench.studies.spec import StudySpec, load_study
+from bench.studies.spec import StudySpec, load_study_file
 
 STUDY_DIR = Path(__file__).resolve().parents[2] / "studies"
 STUDY_FILES = sorted(STUDY_DIR.glob("*.toml"))
@@ -49,7 +49,7 @@ REPORT_SETUPS = {
 
 
 def load(path: Path) -> StudySpec:
-    return load_study(path)[0]
+    return load_study_file(path)[0]
 
 
 def baseline_overrides(spec: StudySpec) -> dict:

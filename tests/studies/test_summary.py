@@ -3,7 +3,7 @@
 import optuna
 from mlflow import MlflowClient
 
-from bench.studies.spec import load_study
+from bench.studies.spec import load_study_file
 from bench.studies.summary import log_to_parent
 
 STUDY = """
@@ -23,7 +23,7 @@ metrics = ["eval/tarr", "eval/fid"]
 def test_a_multi_objective_study_with_one_pareto_optimal_trial_logs_its_values(tmp_path, store):
     path = tmp_path / "s.toml"
     path.write_text(STUDY)
-    spec, _ = load_study(path)
+    spec, _ = load_study_file(path)
     study = optuna.create_study(directions=["maximize", "minimize"])
     dist = optuna.distributions.CategoricalDistribution([1.0, 0.9])
     for target, values in ((1.0, [0.8, 100.0]), (0.9, [0.5, 200.0])):  # the first dominates

@@ -1,0 +1,93 @@
+"""One `study run` invocation once prepared: its workers (in this process when there is one, else
+spawned processes), a live progress view, the trial counts and the best value so far.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from bench.progress import bar as progress_bar
+from bench.studies.preparation import Plan, uses_budget
+from bench.studies.workers import Budget, work, worker_main
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by state (complete, pruned, fail, running, waiting); failures that were retried left out."""
+    trials = study.get_trials(deepcopy=False)
+    out = {s.name.lower(): 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
+                                       TrialState.RUNNING, TrialState.WAITING)}
+    for t in trials:
+        if t.state == TrialState.FAIL and not uses_budget(t):
+            continue
+        out[t.state.name.lower()] += 1
+    return out
+
+
+def best_text(study: optuna.Study) -> str:
+    """The best value so far and its trial (a multi-objective study: how many are Pareto-optimal), or `-`."""
+    try:
+        if len(study.directions) > 1:
+            return f"{len(study.best_trials)} Pareto-optimal"
+        return f"{study.best_value:.4g} (trial {study.best_trial.number})"
+    except ValueError:
+        return "-"
+
+
+def run_study(plan: Plan, study: optuna.Study) -> dict[str, int]:
+    """Run the plan's workers (in this process when there is one) with a live progress view."""
+    waiting = counts(study)["waiting"]
+    total = waiting if plan.max_trials is None else min(waiting, plan.max_trials)
+    bar = progress_bar(total=total, desc=f"study {plan.spec.name}", unit="trial", enabled=plan.progress,
+                       position=0, dynamic_ncols=True)
+
+    def refresh() -> None:
+        c = counts(study)
+        bar.n = min(total, c["complete"] + c["pruned"] + c["fail"] - done_before)
+        bar.set_postfix(done=c["complete"], running=c["running"], pruned=c["pruned"], failed=c["fail"],
+                        best=best_text(study), refresh=False)
+        bar.refresh()
+
+    c0 = counts(study)
+    done_before = c0["complete"] + c0["pruned"] + c0["fail"]
+    if plan.workers == 1:
+        work(plan, Budget(plan.max_trials, plan), on_trial_end=refresh)
+    else:
+        ctx = mp.get_context("spawn")  # fork is unsafe with torch threads and open storages
+        shared = ctx.Value("i", -1 if plan.max_trials is None else plan.max_trials)
+        procs = [ctx.Process(target=worker_main, args=(plan, shared), daemon=False) for _ in range(plan.workers)]
+        for p in procs:
+            p.start()
+        try:
+            while any(p.is_alive() for p in procs):
+                time.sleep(1.0)
+                refresh()
+        except KeyboardInterrupt:  # pass it on, and let each worker mark its trial before we return
+            _interrupt_workers(procs)
+            raise
+        for p in procs:
+            p.join()
+    refresh()
+    bar.close()
+    return counts(study)
+
+
+def _interrupt_workers(procs: list, grace_s: float = 60.0) -> None:
+    import signal
+
+    for p in procs:
+        if p.is_alive():
+            with contextlib.suppress(OSError):
+                os.kill(p.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches them already; a kill -INT does not
+    deadline = time.time() + grace_s
+    for p in procs:
+        while p.is_alive() and time.time() < deadline:
+            with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C does not abandon them
+                p.join(timeout=0.5)
+        if p.is_alive():
+            p.terminate()

@@ -1,0 +1,237 @@
+"""A study's workers: each claims a WAITING trial that `bench.studies.preparation` queued, keeps
+its heartbeat going, trains the trial's configuration (`repeats` seeds, one MLflow run each) and
+records the outcome; until the queue, the invocation's trial budget or its time is used up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from bench.run_config import build_config
+from bench.studies import optuna_adapter
+from bench.studies.preparation import Plan, retire
+from bench.studies.spec import VARIANT_KEY, StudySpec
+from bench.studies.storage import make_storage, open_study
+from bench.tracking import TAG_CONFIG, TAG_ROLE, TAG_STUDY, TAG_TRIAL
+
+HEARTBEAT_S = 20.0
+
+
+class _Heartbeat:
+    """Writes a timestamp into the running trial so other processes can tell it is alive."""
+
+    def __init__(self, study: optuna.Study, trial_id: int):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(study, trial_id), daemon=True)
+
+    def _beat(self, study, trial_id):
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                optuna_adapter.set_trial_user_attr(study, trial_id, "heartbeat", time.time())
+            except Exception:  # the trial finished meanwhile, or the storage hiccupped: next beat
+                pass
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def claim(study: optuna.Study) -> optuna.Trial | None:
+    """Atomically take one WAITING trial (or None when the queue is empty)."""
+    trial = optuna_adapter.claim_waiting(study)
+    if trial is not None:
+        for key, value in {"worker_host": socket.gethostname(), "worker_pid": os.getpid(),
+                           "heartbeat": time.time()}.items():
+            trial.set_user_attr(key, value)
+    return trial
+
+
+def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    """Sample the space (conditional parameters only when their `when` holds)."""
+    params: dict[str, Any] = {}
+    for key, p in spec.search_space.items():
+        if p.when and any(params.get(k) != v for k, v in p.when.items()):
+            continue
+        if p.type == "categorical":
+            params[key] = trial.suggest_categorical(key, p.choices)
+        elif p.type == "int":
+            params[key] = trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+        else:
+            params[key] = trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
+    return params
+
+
+def objective(trial: optuna.Trial, plan: Plan, contexts: dict) -> list[float]:
+    """Train the trial's configuration with `repeats` seeds; the objective is their mean."""
+    from bench import experiment
+
+    spec = plan.spec
+    params = suggest(trial, spec)
+    base = build_config(spec.base, plan.overrides)
+    label = spec.short_label(params)
+    run_ids: list[str] = []
+    per_seed: list[list[float]] = []
+    for k in range(spec.repeats):
+        cfg = build_config(base.model_dump(), {**spec.config_overrides(params, plan.overrides), "seed": base.seed + k})
+        key = (cfg.device, cfg.data.dataset, cfg.data.root, cfg.eval.evaluator, cfg.eval.evaluator_epochs,
+               cfg.eval.evaluator_subset)
+        if key not in contexts:
+            contexts[key] = experiment.prepare(cfg, progress=plan.progress and plan.workers == 1)
+        hooks = [_pruning_hook(trial, spec.objective.watched)] if k == 0 and spec.pruner.type != "none" else []
+        tags = {TAG_STUDY: spec.name, TAG_ROLE: "trial", TAG_TRIAL: trial.number, TAG_CONFIG: label,
+                **{f"param.{p}": v for p, v in params.items()}}
+        if VARIANT_KEY in params:
+            tags[VARIANT_KEY] = params[VARIANT_KEY]
+
+        def started(run_id: str) -> None:
+            run_ids.append(run_id)
+            trial.set_user_attr("mlflow_run_ids", list(run_ids))
+
+        # Keyed by the trial's lineage (a retry continues its original's file), never shared by two trials.
+        origin = trial.user_attrs.get("retry_of", trial.number)
+        ckpt = checkpoint_dir(plan) / f"{experiment.config_id(cfg)}-t{origin}-seed{cfg.seed}.pt"
+        result = experiment.run(cfg, tracking_uri=plan.tracking_uri, experiment=spec.name, context=contexts[key],
+                                name=run_name(label, cfg.seed), tags=tags, parent_run_id=plan.parent_run_id,
+                                hooks=hooks, progress=plan.progress and plan.workers == 1,
+                                killed_on=(KeyboardInterrupt, optuna.TrialPruned), on_run_start=started,
+                                checkpoint_path=ckpt)
+        if result.result.diverged:
+            trial.set_user_attr("diverged", result.result.stop_reason)
+        missing = [m for m in spec.objective.metrics if m not in result.metrics]
+        if missing:
+            raise RuntimeError(f"run {result.run_id} did not produce {missing}")
+        per_seed.append([result.metrics[m] for m in spec.objective.metrics])
+    return [sum(vals) / len(vals) for vals in zip(*per_seed)]
+
+
+def run_name(label: str, seed: int) -> str:
+    """`<label>,seed=<k>`, shortened to MLflow's run-name limit (the `config_label` tag keeps the whole label)."""
+    from bench.tracking import MAX_RUN_NAME
+
+    tail = f",seed={seed}"
+    return (label if len(label) + len(tail) <= MAX_RUN_NAME else label[:MAX_RUN_NAME - len(tail) - 3] + "...") + tail
+
+
+def checkpoint_dir(plan: Plan) -> Path:
+    """Per-epoch checkpoints of running trials: beside the journal (local) or under ./mlruns (RDB)."""
+    base = Path(plan.storage_url).parent if "://" not in plan.storage_url else Path("mlruns")
+    return base / "checkpoints" / plan.spec.name
+
+
+def _pruning_hook(trial: optuna.Trial, metric: str) -> Callable[[int, dict], None]:
+    name = metric.removeprefix("eval/")
+
+    def hook(epoch: int, metrics: dict) -> None:
+        if name in metrics:
+            trial.report(metrics[name], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+    return hook
+
+
+def run_one(study: optuna.Study, trial: optuna.Trial, plan: Plan, contexts: dict) -> TrialState:
+    """Run a claimed trial and record its outcome; an exception fails this trial, never the study."""
+    with _Heartbeat(study, optuna_adapter.trial_id(trial)):
+        try:
+            values = objective(trial, plan, contexts)
+        except KeyboardInterrupt:  # Ctrl-C: mark it now, as the next run's stale-trial recovery would
+            with _sigint_ignored(), contextlib.suppress(Exception):  # a second Ctrl-C does not cut this short
+                retire(study, optuna_adapter.fresh_trial(study, optuna_adapter.trial_id(trial)), "interrupted (Ctrl-C)",
+                       plan.tracking_uri)
+            raise
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            return TrialState.PRUNED
+        except Exception as e:  # a crash in one trial must not lose the others
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
+            study.tell(trial, state=TrialState.FAIL)
+            return TrialState.FAIL
+    study.tell(trial, values)
+    return TrialState.COMPLETE
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    import signal
+
+    try:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to change
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+class Budget:
+    """How many more trials this invocation may start (shared by all workers through a lock)."""
+
+    def __init__(self, limit: int | None, plan: Plan, shared=None):
+        self.deadline = None if plan.timeout is None else plan.started + plan.timeout
+        self.shared = shared  # multiprocessing.Value for several workers, else a plain counter
+        self.left = limit
+
+    def take(self) -> bool:
+        if self.deadline is not None and time.time() >= self.deadline:
+            return False
+        if self.shared is not None:
+            with self.shared.get_lock():
+                if self.shared.value == 0:
+                    return False
+                self.shared.value -= 1  # -1 means unlimited: it never reaches 0
+                return True
+        if self.left is None:
+            return True
+        if self.left == 0:
+            return False
+        self.left -= 1
+        return True
+
+    def give_back(self) -> None:
+        if self.shared is not None:
+            with self.shared.get_lock():
+                self.shared.value += 1
+        elif self.left is not None:
+            self.left += 1
+
+
+def work(plan: Plan, budget: Budget, on_trial_end: Callable[[], None] | None = None) -> None:
+    """One worker: claim and run trials until the queue, the invocation budget or the time is used up."""
+    if plan.workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.workers))  # split the cores
+    study = open_study(plan.spec, make_storage(plan.storage_url), create=False)
+    contexts: dict = {}
+    while budget.take():
+        trial = claim(study)
+        if trial is None:
+            budget.give_back()
+            return
+        run_one(study, trial, plan, contexts)
+        if on_trial_end:
+            on_trial_end()
+
+
+def worker_main(plan: Plan, shared) -> None:
+    """A spawned worker process: `work` under the invocation's shared trial budget (a multiprocessing.Value)."""
+    try:
+        work(plan, Budget(None, plan, shared))
+    except KeyboardInterrupt:  # its trial is already marked (run_one); no traceback from each worker
+        pass
