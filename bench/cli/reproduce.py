@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.cli.args import add_run_options, overrides_from_args, parse_overrides, tracking_uri_from_args
 from bench.cli.report import print_verdicts, save_report
-from bench.cli.study import cmd_run
+from bench.cli.study import add_budget_option, budget_scales, cmd_run
 from bench.errors import InputError
 from bench.reproduce import default_studies_dir, find_studies, needed_analyses, run_analyses
 
@@ -34,6 +34,7 @@ def analysis_options(items: list[str], names: list[str]) -> dict[str, dict]:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from bench.report.build import build_report
     from bench.report.common import ReportError
+    from bench.report.judge import NOT_JUDGEABLE
     from bench.report.published import summary_counts
     from bench.tracking import client as make_client, safe_name
 
@@ -53,10 +54,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"report {args.report}: {len(studies)} stud{'y' if len(studies) == 1 else 'ies'}: "
           + ", ".join(f"{s.name} ({', '.join(t.table for t in s.published if t.matches(args.report))})"
                       for _, s in studies))
+    scales = budget_scales(args, [spec for _, spec in studies])
     for path, spec in studies:
         print(f"\n== study {spec.name} ({path}) ==")
+        scale = scales.get(spec.name, {})
         run_args = argparse.Namespace(**{**vars(args), "file": str(path), "n_trials": None, "timeout": None,
-                                        "force_new": False})
+                                        "force_new": False, "budget": None,
+                                        "epochs": scale.get("optim.epochs", args.epochs),
+                                        "train_subset": scale.get("data.train_subset", args.train_subset)})
         code = cmd_run(run_args)
         if code != 0:
             return code
@@ -81,6 +86,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print_verdicts(comparisons)
     counts = summary_counts(comparisons)
     print("verdicts: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none"))
+    beyond = counts.get(NOT_JUDGEABLE, 0)
+    print(f"claims: {sum(counts.values()) - beyond} judged, {beyond} not judgeable at this scale")
     print(f"\nreport: {files['html'].resolve()}\nmarkdown: {files['md']}  published: "
           f"{files.get('published_csv', '-')}  table: {files['csv']}")
     return 0
@@ -92,7 +99,9 @@ def register_cli(subparsers) -> None:
         description="Run every study file whose [published] section names REPORT (through the study runner: "
                     "resumable, same options as `study run`), then write one report: the report's tables in its "
                     "own layout, published beside measured, as fractions of each evaluator's real-data value, "
-                    "with a verdict per comparison. Scale down on a CPU with --epochs and --train-subset.")
+                    "with a verdict per comparison, or 'not judgeable at this scale' where the runs did not train "
+                    "enough to test the claim. On a CPU give a --budget (e.g. 2h): the largest scale that fits is "
+                    "planned from this machine's measured throughput.")
     p.add_argument("report", help="the report, e.g. 002")
     p.add_argument("--studies", metavar="DIR", help="folder of study files (default: ./studies)")
     p.add_argument("--out", metavar="DIR", help="report folder (default: reports/reproduce-REPORT)")
@@ -107,5 +116,6 @@ def register_cli(subparsers) -> None:
     p.add_argument("--analysis-set", action="append", default=[], metavar="KEY=VALUE",
                    help="with --analyze: an option of the analysis, e.g. epochs=10 or real_size=6000 (repeatable)")
     add_run_options(p)
+    add_budget_option(p)
     p.set_defaults(func=cmd_reproduce)
 

@@ -13,6 +13,53 @@ from bench.errors import InputError
 from bench.studies.spec import StudyError, load_study_file
 
 
+def add_budget_option(p) -> None:
+    p.add_argument("--budget", metavar="DURATION",
+                   help="plan the largest scale that fits this much time here (e.g. 20m, 2h): most epochs on the "
+                        "whole training set, else one epoch on a balanced subset; --epochs / --train-subset fix "
+                        "one side of the plan")
+
+
+def budget_scales(args: argparse.Namespace, specs: list) -> dict[str, dict]:
+    """--budget: the epochs and subset each study trains at, planned to fit the budget on this machine ({}
+    without --budget). Throughput is measured as `study estimate` measures it; the plan is printed, and
+    kept beside the store so that the same command, run again, resumes at the same scale."""
+    import hashlib
+    import json
+
+    from bench import experiment
+    from bench.perf import budget, estimate
+    from bench.studies.storage import default_storage
+
+    if not getattr(args, "budget", None):
+        return {}
+    budget_s = budget.parse_duration(args.budget)
+    overrides = {k: v for k, v in layered_overrides(args).items() if k not in ("optim.epochs", "data.train_subset")}
+    key = json.dumps([sorted(s.name for s in specs), args.budget, args.epochs, args.train_subset, overrides],
+                     sort_keys=True, default=str)
+    kept = Path(default_storage(tracking_uri_from_args(args))).parent / "plans" / \
+        f"{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
+    if kept.is_file():
+        scales = json.loads(kept.read_text())
+        print(f"budget {args.budget}: resuming the plan of this command's first run ({kept}; delete it to plan "
+              f"again): " + "; ".join(f"{name}: {s}" for name, s in scales.items()))
+        return scales
+    t0 = time.perf_counter()
+    print(f"budget {args.budget}: measuring this machine's throughput for {len(specs)} stud"
+          f"{'y' if len(specs) == 1 else 'ies'}", flush=True)
+    ctx = experiment.prepare(estimate.configurations(specs[0], overrides)[0][1], progress=False)
+    cache: dict = {}
+    rows = {s.name: estimate.estimate(s, overrides, ctx.train_full, ctx.test, cache=cache, progress=not args.quiet)
+            for s in specs}
+    plan = budget.plan([r for rs in rows.values() for r in rs], len(ctx.train_full), budget_s,
+                       time.perf_counter() - t0, epochs=args.epochs, train_images=args.train_subset)
+    print(plan.text(), flush=True)
+    scales = {name: plan.overrides(max(r.epochs for r in rs)) for name, rs in rows.items()}
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json.dumps(scales, indent=1))
+    return scales
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.studies import summary
     from bench.studies.invocation import best_text, counts, run_study
@@ -24,6 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if value is not None and not value > 0:  # nan too
             raise InputError(f"{flag}={value}: must be positive")
     overrides = layered_overrides(args)  # --config FILE, then --set and the shortcuts
+    if getattr(args, "budget", None):
+        overrides.update(budget_scales(args, [load_study_file(args.file, overrides)[0]]).popitem()[1])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         spec, text = load_study_file(args.file, overrides)
@@ -132,6 +181,7 @@ def register_cli(subparsers) -> None:
                    help="the study file changed since the study was created: delete the old Optuna study and "
                         "its MLflow runs (soft delete), then start again")
     add_run_options(r)
+    add_budget_option(r)
     r.set_defaults(func=cmd_run)
 
     e = sub.add_parser("estimate", help="how long study files will take on this machine (measured throughput)",

@@ -10,7 +10,11 @@ baseline, both published) against ours (mean over seeds, Welch's 95% CI and p-va
 - "same direction, not significant": the published sign, p >= 0.05 (or no test: fewer than 2 seeds);
 - "reversed": the opposite sign, with "(significant)" when p < 0.05;
 - "published tie": the report's two values are equal; ours is then significant or not;
-- "no measured difference": our two means are equal (e.g. both at chance).
+- "no measured difference": our two means are equal.
+
+Before any of these, `bench.report.judge` decides whether the runs' scale can test the claim at all
+(nothing learned, or a collapse the runs were too short to reach): then the verdict is "not judgeable at
+this scale", with the scale the report trained at and, from the runs' own timing, what it would cost here.
 
 Fractions put two evaluators on one scale: IS / that evaluator's IS of real test images, accuracy-like
 metrics (TARR, per-class accuracies) / that evaluator's real test accuracy. The report's own ceiling is
@@ -28,11 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.metrics import registry
+from bench.report import judge
 from bench.report.common import ALPHA
 from bench.report.load import Group, StudyData
 from bench.report.stats import Diff, Stat, compare, summarize
 from bench.report.table import Table, p_text
-from bench.studies.spec import PublishedTable, short_label as row_label
+from bench.studies.spec import PublishedTable, short_label as row_label, with_report_epochs
 
 OUR_REFERENCE_KEY = {"is": "is", "accuracy": "test_accuracy"}  # bench.evaluator.real_scores keys
 
@@ -71,6 +76,11 @@ class Cell:
     diff: Diff | None = None  # ours: row minus baseline (Welch)
     verdict: str = ""
 
+    @property
+    def judged(self) -> bool:
+        """A direction verdict was given (not a baseline, not unmeasured, not beyond this scale)."""
+        return self.diff is not None and not self.verdict.startswith(judge.NOT_JUDGEABLE)
+
 
 @dataclass
 class PubRow:
@@ -95,6 +105,8 @@ class Comparison:
     baseline: str  # our baseline configuration's label, or why there is none
     our_reference: dict[str, float] | None
     notes: list[str] = field(default_factory=list)
+    scale: judge.Scale | None = None   # what our runs trained (the baseline's)
+    report_scale: judge.Scale | None = None  # what the report trained
 
     @property
     def title(self) -> str:
@@ -131,7 +143,8 @@ def published_from_parent(client, study: StudyData) -> tuple[list[PublishedTable
     if tables is None:
         return [], ""
     try:
-        return TypeAdapter(list[PublishedTable]).validate_python([tables] if isinstance(tables, dict) else tables), ""
+        found = TypeAdapter(list[PublishedTable]).validate_python([tables] if isinstance(tables, dict) else tables)
+        return with_report_epochs(found, raw.get("base", {})), ""
     except ValidationError as e:
         return [], f"the study file's [published] section does not load ({e.errors()[0]['msg']}); not compared"
 
@@ -163,10 +176,55 @@ def _verdict(published_diff: float, d: Diff) -> str:
     return "reversed" + (" (significant)" if sig else " (not significant)" if d.tested else _untested(d))
 
 
+def full_images(group: Group) -> int:
+    """The size of the training set the runs drew from (the report trained on all of it)."""
+    from bench.data import DATASETS
+
+    return DATASETS[group.params.get("data.dataset", "mnist")].train_size
+
+
+def run_scale(group: Group | None) -> judge.Scale | None:
+    """What a configuration's runs trained: their epochs over their training images (params as logged)."""
+    if group is None:
+        return None
+    subset = group.params.get("data.train_subset")
+    try:
+        images = int(subset) if subset not in (None, "", "None") else full_images(group)
+        return judge.Scale(int(group.params.get("optim.epochs", 1)), images)
+    except (KeyError, ValueError):
+        return None
+
+
+def cost_at(groups: list[Group], ours: judge.Scale, report: judge.Scale) -> str:
+    """What these configurations' runs would take at the report's scale here, from their own timing."""
+    train_s = sum(r.final.get("time/train_s", math.nan) for g in groups for r in g.usable)
+    eval_s = sum(r.final.get("time/eval_s", math.nan) for g in groups for r in g.usable)
+    seconds = train_s / ours.fraction_of(report) + eval_s * report.epochs / ours.epochs
+    runs = sum(len(g.usable) for g in groups)
+    if not math.isfinite(seconds):
+        return f"the report's scale ({report.text()})"
+    when = f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+    return f"the report's scale ({report.text()}): about {when} for these {runs} runs on this machine"
+
+
+def _judge(cell: Cell, base_value: float, base_stat: Stat, groups: list[Group], ours: judge.Scale | None,
+           report: judge.Scale | None) -> None:
+    """Give the cell its verdict: beyond this scale (and what would test it), or same / reversed."""
+    if not math.isfinite(cell.diff.diff):
+        cell.verdict = "not measured (no finished run logged it)"
+        return
+    why = (judge.untestable(cell.metric, cell.published, base_value, cell.measured.mean, base_stat.mean, ours, report)
+           if ours and report else None)
+    cell.verdict = (f"{judge.NOT_JUDGEABLE}: {why}; needs {cost_at(groups, ours, report)}" if why
+                    else _verdict(cell.published_diff, cell.diff))
+
+
 def compare_table(study: StudyData, table: Table, spec: PublishedTable) -> Comparison:
     """Match each published row to the study's configuration and compare it with the baseline row."""
     base_row = next((r for r in table.rows if r.is_baseline), None)
     base_group = base_row.group if base_row else None
+    ours = run_scale(base_group)
+    report = judge.Scale(spec.epochs or ours.epochs, full_images(base_group)) if ours else None
     our_ref = next((r.reference for r in table.rows if r.reference is not None), None)
     notes: list[str] = []
     rows: list[PubRow] = []
@@ -204,8 +262,8 @@ def compare_table(study: StudyData, table: Table, spec: PublishedTable) -> Compa
                     base_stats[metric] = summarize(base_group.values(metric))
                 cell.published_diff = value - base_values[metric]
                 cell.diff = compare(measured, base_stats[metric])
-                cell.verdict = ("not measured (no finished run logged it)" if not math.isfinite(cell.diff.diff)
-                                else _verdict(cell.published_diff, cell.diff))
+                _judge(cell, base_values[metric], base_stats[metric], [r.group, base_group], run_scale(r.group) or ours,
+                       report)
             r.cells[metric] = cell
     analyses = sorted({m.split("/")[1] for p in spec.rows for m in p.values if m.startswith("analysis/")})
     if analyses and not any(cell.measured.n for r in rows for cell in r.cells.values()):
@@ -215,7 +273,7 @@ def compare_table(study: StudyData, table: Table, spec: PublishedTable) -> Compa
     if base_group is not None and pub_base is None:
         notes.append(f"our baseline ({base_group.label}) has no published row in {spec.table}: no verdicts")
     baseline = base_group.label if base_group else "none (no configuration has finished runs)"
-    return Comparison(study.name, spec, rows, baseline, our_ref, notes)
+    return Comparison(study.name, spec, rows, baseline, our_ref, notes, ours, report)
 
 
 def compare_study(study: StudyData, table: Table, specs: list[PublishedTable]) -> list[Comparison]:
@@ -263,9 +321,19 @@ def summary_counts(comparisons: list[Comparison]) -> dict[str, int]:
             for cell in r.cells.values():
                 if cell.diff is None:
                     continue
-                kind = cell.verdict.split(" (no test")[0]
+                kind = judge.NOT_JUDGEABLE if not cell.judged else cell.verdict.split(" (no test")[0]
                 out[kind] = out.get(kind, 0) + 1
     return out
+
+
+def scale_note(c: Comparison) -> str:
+    """At what scale the verdicts were judged, against the report's."""
+    if c.scale is None or c.report_scale is None:
+        return ""
+    judged = sum(cell.judged for r in c.rows for cell in r.cells.values())
+    beyond = sum(cell.diff is not None and not cell.judged for r in c.rows for cell in r.cells.values())
+    return (f"Judged at {c.scale.text()}, {c.scale.fraction_of(c.report_scale):.1%} of the report's "
+            f"{c.report_scale.text()}: {judged} claim(s) judged, {beyond} not judgeable at this scale.")
 
 
 def _measured_text(cell: Cell) -> str:
@@ -356,6 +424,7 @@ def _md_table(head: list[str], body: list[list[str]]) -> str:
 
 def markdown(c: Comparison, level: str = "###") -> list[str]:
     out = [f"{level} Published beside measured: {c.title} ({c.study})", "", reference_note(c), ""]
+    out += [scale_note(c), ""] if scale_note(c) else []
     for caption, head, body in layout(c):
         if caption:
             out += [f"*{caption}*", ""]
@@ -374,7 +443,8 @@ def _html_table(head: list[str], body: list[list[str]], verdict_col: int | None 
             cls = ""
             if i == verdict_col:
                 cls = ' class="best"' if x.startswith("same direction, significant") else (
-                    ' class="rev"' if x.startswith("reversed") else "")
+                    ' class="rev"' if x.startswith("reversed") else
+                    ' class="na"' if x.startswith(judge.NOT_JUDGEABLE) else "")
             cells.append(f"<td{cls}>{e(x)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return ('<div class="scroll"><table><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in head)
@@ -385,6 +455,8 @@ def html_section(c: Comparison, level: str = "h3") -> str:
     e = html.escape
     parts = [f'<{level} class="published">Published beside measured: {e(c.title)} ({e(c.study)})</{level}>',
              f'<p class="note">{e(reference_note(c))}</p>']
+    if scale_note(c):
+        parts.append(f'<p class="note">{e(scale_note(c))}</p>')
     for caption, head, body in layout(c):
         if caption:
             parts.append(f'<p class="meta">{e(caption)}</p>')
@@ -394,7 +466,7 @@ def html_section(c: Comparison, level: str = "h3") -> str:
     return "\n".join(parts)
 
 
-CSS = "td.rev{background:#fdecea}"
+CSS = "td.rev{background:#fdecea} td.na{color:#666;background:#f3f3f3}"
 
 
 def to_csv(comparisons: list[Comparison]) -> str:

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bench.config import ConfigError, read_text
+from bench.config import ConfigError, flatten, read_text
 from bench.run_config import build_config, check_key, RunConfig
 from bench.errors import StudyError  # noqa: F401  (re-exported: its historical home)
 from bench.metrics import registry
@@ -211,6 +211,8 @@ class PublishedTable(_Strict):
     grid: list[str] | None = Field(None, min_length=2, max_length=2,
                                    description="[row key, column key]: lay the table out as a grid, as the report does")
     rows: list[PublishedRow] = Field(min_length=1)
+    epochs: int | None = Field(None, ge=1, le=1000, description="the report's training epochs for this table "
+                                                                 "(default: the study's optim.epochs)")
 
     def matches(self, report: str) -> bool:
         return same_report(self.report, report)
@@ -222,15 +224,13 @@ def same_report(a: str, b: str) -> bool:
     return norm(a) == norm(b)
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`{model: {d_depth: 4}}` (TOML's dotted keys unquoted) -> `{"model.d_depth": 4}`."""
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
+def with_report_epochs(tables: list[PublishedTable], base: dict[str, Any]) -> list[PublishedTable]:
+    """A published table's training length defaults to the study's base (what the report trained)."""
+    epochs = flatten(base, sep=".").get("optim.epochs", 1)
+    for t in tables:
+        if t.epochs is None:
+            t.epochs = epochs
+    return tables
 
 
 class StudySpec(_Strict):
@@ -263,15 +263,20 @@ class StudySpec(_Strict):
         for name, overrides in v.items():
             if not re.fullmatch(_NAME_RE, name):
                 raise ValueError(f"variant name {name!r}: use letters, digits, '-', '_' and '.'")
-            for key, value in _flatten(overrides).items():
+            for key, value in flatten(overrides, sep=".").items():
                 if not isinstance(value, (bool, int, float, str)) or (isinstance(value, float) and not math.isfinite(value)):
                     raise ValueError(f"variant {name!r}: {key} = {value!r} is not a finite scalar")
-        return {name: _flatten(overrides) for name, overrides in v.items()}
+        return {name: flatten(overrides, sep=".") for name, overrides in v.items()}
 
     @field_validator("published", mode="before")
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, dict) else v  # `[published]` (one table) or `[[published]]` (several)
+
+    @model_validator(mode="after")
+    def _published_epochs(self) -> "StudySpec":
+        with_report_epochs(self.published, self.base)
+        return self
 
     @model_validator(mode="after")
     def _non_empty(self) -> "StudySpec":

@@ -289,3 +289,59 @@ def test_every_variant_builds_and_runs_its_gan(name):
         assert d_params["deep-d"] != d_params["base"] and d_params["deep-d"] == d_params["deep-d-ls"]
     else:  # shallow / medium / deep MLP CGANs: D grows with the blocks
         assert d_params["shallow"] < d_params["medium"] < d_params["deep"]
+
+
+# ---------------------------------------------------------------------------
+# Claims the runs' scale cannot test
+
+
+def chance_study(epochs: int = 1, subset: int = 6000) -> tuple[StudyData, object]:
+    """Every configuration at chance after a short run: TARR 0.10, IS near 1, some class never produced."""
+    at_chance = {(32, 2e-4): [0.100, 0.101, 0.099], (32, 2e-3): [0.100, 0.102, 0.100],
+                 (64, 2e-4): [0.099, 0.100, 0.101], (64, 2e-3): [0.101, 0.100, 0.100]}
+    groups = [group(f"batch_size={b},lr_g={lr}", {"optim.batch_size": b, "optim.lr_g": lr, "optim.epochs": epochs,
+                                                  "data.train_subset": subset, "data.dataset": "mnist"},
+                    {"eval/tarr": v, "eval/is": [1.1 + x for x in v], "time/train_s": [60.0] * 3,
+                     "time/eval_s": [10.0] * 3})
+              for (b, lr), v in at_chance.items()]
+    study = StudyData("grid", "0", None, groups, [("eval/tarr", "maximize")], ["optim.batch_size", "optim.lr_g"])
+    return study, build_table("grid", groups, study.objectives, [groups[0]], "baseline", REFERENCE)
+
+
+def test_a_study_at_chance_gets_no_direction_verdict(capsys):
+    from bench.cli.report import print_verdicts
+    from bench.report.judge import NOT_JUDGEABLE
+    from bench.report.published import scale_note, summary_counts
+
+    study, table = chance_study()
+    c = compare_table(study, table, PublishedTable.model_validate({**PUBLISHED, "epochs": 10}))
+    judged = [cell for r in c.rows for cell in r.cells.values() if cell.diff is not None]
+    assert judged and all(cell.verdict.startswith(NOT_JUDGEABLE) for cell in judged)
+    assert all("the report's scale (10 epochs on 60,000 images)" in cell.verdict for cell in judged)
+    assert summary_counts([c]) == {NOT_JUDGEABLE: len(judged)}
+    assert scale_note(c) == (f"Judged at 1 epoch on 6,000 images, 1.0% of the report's 10 epochs on 60,000 "
+                             f"images: 0 claim(s) judged, {len(judged)} not judgeable at this scale.")
+    print_verdicts([c])
+    printed = capsys.readouterr().out
+    assert NOT_JUDGEABLE in printed
+    for direction in ("same direction", "reversed", "no measured difference"):
+        assert f": {direction}" not in printed, printed
+
+
+def test_what_the_report_s_scale_would_cost_comes_from_the_runs_own_timing():
+    study, table = chance_study(epochs=1, subset=6000)
+    c = compare_table(study, table, PublishedTable.model_validate({**PUBLISHED, "epochs": 10}))
+    # 6 runs (row + baseline) x (60 s x 100 + 10 s x 10) = 36,600 s
+    assert "about 10.2 h for these 6 runs on this machine" in cell(c, 32, 2e-3, "eval/tarr").verdict
+
+
+def test_a_published_collapse_needs_the_report_s_epochs_but_ours_learned():
+    study, table = fixture_study()  # ours learned (TARR 0.5-0.8); the report's lr 2e-3 cell collapsed (0.1)
+    for g in study.groups:
+        for r in g.runs:
+            r.params.update({"optim.epochs": "1", "data.dataset": "mnist"})
+    c = compare_table(study, table, PublishedTable.model_validate({**PUBLISHED, "epochs": 10}))
+    collapse = cell(c, 32, 2e-3, "eval/is")  # published IS 1.0 vs 9.0; ours 8.2 after 1 epoch
+    assert collapse.verdict.startswith("not judgeable at this scale: a collapse over training: needs the "
+                                       "report's 10 epochs (ours: 1)")
+    assert cell(c, 64, 2e-3, "eval/tarr").verdict == "same direction, significant"  # learned: judged as before
