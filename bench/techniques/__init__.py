@@ -287,6 +287,7 @@ _MODULES = (
     "hinge",
     "wgan_gp",
     "r1",
+    "r2",
     "ttur",
     "spectral_norm",
     "ema",
