@@ -266,7 +266,7 @@ class MlflowTracker:
         all_tags = {k: str(v) for k, v in (tags or {}).items()}
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-        run = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+        run = with_retries(lambda: self.client.create_run(experiment_id, run_name=run_name, tags=all_tags))
         self.run_id = run.info.run_id
         self.experiment_id = experiment_id
         self.artifact_uri = run.info.artifact_uri
@@ -283,12 +283,14 @@ class MlflowTracker:
 
         items = [Param(k, "None" if v is None else str(v)) for k, v in params.items()]
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
+            chunk = items[i:i + MAX_PARAMS_PER_BATCH]
+            with_retries(lambda: self.client.log_batch(self.run_id, params=chunk))
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        with_retries(lambda: self.client.log_batch(self.run_id, tags=items))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -312,16 +314,16 @@ class MlflowTracker:
         with_retries(lambda: self.client.log_image(self.run_id, image, key=key, step=step))
 
     def log_figure(self, figure, artifact_file: str) -> None:
-        self.client.log_figure(self.run_id, figure, artifact_file)
+        with_retries(lambda: self.client.log_figure(self.run_id, figure, artifact_file))
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        with_retries(lambda: self.client.log_text(self.run_id, text, artifact_file))
 
     def log_dict(self, data: dict, artifact_file: str) -> None:
-        self.client.log_dict(self.run_id, data, artifact_file)
+        with_retries(lambda: self.client.log_dict(self.run_id, data, artifact_file))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        with_retries(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
     def log_torch(self, obj: Any, artifact_file: str) -> None:
         import torch
@@ -335,7 +337,7 @@ class MlflowTracker:
     def end(self, status: str = "FINISHED") -> None:
         self.flush()
         self.stop_system_metrics()
-        self.client.set_terminated(self.run_id, status=status)
+        with_retries(lambda: self.client.set_terminated(self.run_id, status=status))
 
     def stop_system_metrics(self) -> None:
         if self._system is not None:
@@ -354,8 +356,10 @@ class MlflowTracker:
         killed = issubclass(exc_type, self._killed_on)
         steps = [self.flush, self.stop_system_metrics]
         if not killed:
-            steps.append(lambda: self.client.set_tag(self.run_id, "error", f"{exc_type.__name__}: {exc}"[:5000]))
-        steps.append(lambda: self.client.set_terminated(self.run_id, status="KILLED" if killed else "FAILED"))
+            error = f"{exc_type.__name__}: {exc}"[:5000]
+            steps.append(lambda: with_retries(lambda: self.client.set_tag(self.run_id, "error", error)))
+        status = "KILLED" if killed else "FAILED"
+        steps.append(lambda: with_retries(lambda: self.client.set_terminated(self.run_id, status=status)))
         for step in steps:
             try:
                 step()

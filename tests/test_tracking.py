@@ -117,3 +117,71 @@ def test_a_run_prints_where_to_watch_it_as_it_starts():
     text = watch_text("sqlite:///mlruns/mlflow.db", "3", "abc123")
     assert "abc123" in text and "gan-bench ui" in text and "http://127.0.0.1:5000/#/experiments/3/runs/abc123" in text
     assert "http://10.0.0.5:5000/#/experiments/3/runs/abc123" in watch_text("http://10.0.0.5:5000/", "3", "abc123")
+
+
+class LockedEveryOtherCall:
+    """An MlflowClient whose writes fail with SQLite's "database is locked" on every other call (the first
+    of each pair), as when several study workers share one store; reads and everything else pass through."""
+
+    WRITES = ("create_run", "log_batch", "set_tag", "set_terminated", "log_text", "log_dict", "log_artifact",
+              "log_figure", "log_image")
+
+    def __init__(self, real):
+        self.real = real
+        self.calls = dict.fromkeys(self.WRITES, 0)
+
+    def __getattr__(self, name):
+        method = getattr(self.real, name)
+        if name not in self.WRITES:
+            return method
+
+        def call(*args, **kwargs):
+            from mlflow.exceptions import MlflowException
+
+            self.calls[name] += 1
+            if self.calls[name] % 2:
+                raise MlflowException("(sqlite3.OperationalError) database is locked")
+            return method(*args, **kwargs)
+        return call
+
+
+def test_every_write_of_a_run_is_retried_through_a_locked_database(store, monkeypatch, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    clients = []
+    real_client = tracking.client
+    monkeypatch.setattr(tracking, "client", lambda uri: clients.append(LockedEveryOtherCall(real_client(uri)))
+                        or clients[-1])
+    t = tracking.MlflowTracker(store, "locked", system_metrics=False)
+    locked = t.client
+    t.log_params({"lr": 0.1})
+    t.set_tags({"kind": "test"})
+    t.log_metrics({"a": 1.0}, step=0)
+    t.flush()
+    t.log_text("hello", "notes.txt")
+    t.log_dict({"k": 1}, "d.json")
+    (tmp_path / "f.txt").write_text("x")
+    t.log_artifact(tmp_path / "f.txt")
+    fig = plt.figure()
+    t.log_figure(fig, "fig.png")
+    plt.close(fig)
+    t.end()
+    assert locked.calls == {"create_run": 2, "log_batch": 6, "set_tag": 0, "set_terminated": 2, "log_text": 2,
+                            "log_dict": 2, "log_artifact": 2, "log_figure": 2, "log_image": 0}
+    run = MlflowClient(store).get_run(t.run_id)
+    assert run.info.status == "FINISHED" and run.data.params == {"lr": "0.1"} and run.data.tags["kind"] == "test"
+    assert run.data.metrics == {"a": 1.0}
+    assert {f.path for f in MlflowClient(store).list_artifacts(t.run_id)} == {"notes.txt", "d.json", "f.txt",
+                                                                              "fig.png"}
+
+    # A failing run: its error tag and FAILED status get through the lock too.
+    with pytest.raises(ValueError):
+        with tracking.MlflowTracker(store, "locked", system_metrics=False) as failing:
+            raise ValueError("boom")
+    assert failing.client.calls["set_tag"] == 2 and failing.client.calls["set_terminated"] == 2
+    run = MlflowClient(store).get_run(failing.run_id)
+    assert run.info.status == "FAILED" and run.data.tags["error"] == "ValueError: boom"

@@ -8,7 +8,8 @@ evaluators and `gan-bench analyze retrain` reuse.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,32 @@ EVAL_BATCH = 2000
 # (with shifts and dropout kept, 4 more epochs reached IS 9.81; see README).
 REFERENCE_RECIPE = {"epochs": 12, "batch_size": 128, "lr": 2e-3, "shift": 2, "seed": 0,
                     "polish_epochs": 8, "polish_lr": 1e-3, "polish_dropout": False}
+
+
+@contextlib.contextmanager
+def no_tf32() -> Iterator[None]:
+    """Full fp32 matmuls and convolutions inside the block (no TF32 on CUDA), the previous settings after it.
+
+    Scores are comparable across machines only if the evaluator computes the same thing everywhere:
+    with TF32 (cuDNN's default for convolutions), an Ampere-or-later GPU would round its inputs to 10
+    mantissa bits. A setting made with `torch.set_float32_matmul_precision` comes back as it was.
+    """
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    precision = None
+    if matmul:
+        with contextlib.suppress(RuntimeError):  # settings made through both of torch's APIs: no single name
+            precision = torch.get_float32_matmul_precision()
+        torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = cudnn
+        if matmul:
+            if precision in ("high", "medium"):
+                torch.set_float32_matmul_precision(precision)
+            else:
+                torch.backends.cuda.matmul.allow_tf32 = True
 
 
 class Evaluator:
@@ -54,6 +81,7 @@ class Evaluator:
         return {f"evaluator.{k}": str(self.meta[k]) for k in ("version", "sha256", "source") if k in self.meta}
 
     @torch.inference_mode()
+    @no_tf32()
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(probabilities (N, C), penultimate features (N, F)) for images in [-1, 1]."""
         probs, feats = [], []
@@ -75,6 +103,7 @@ class Evaluator:
 
 
 @torch.inference_mode()
+@no_tf32()
 def accuracy(evaluator: Evaluator, data: DeviceDataset) -> float:
     images, labels = data.head(len(data))
     probs, _ = evaluator(images)

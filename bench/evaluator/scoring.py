@@ -1,5 +1,8 @@
 """Scoring with the evaluator: a GAN's per-epoch `eval/*` metrics, and real data's reference row.
 
+Both run in full fp32 (`no_tf32`: no TF32 on CUDA), as does every call of the evaluator network, so a
+score means the same on any GPU.
+
 What only depends on the real images (their features, moments, k-NN manifold, per-class moments)
 is computed once and kept in the evaluator's real-reference cache.
 """
@@ -11,7 +14,7 @@ import torch
 from bench import metrics
 from bench.config import EvalConfig
 from bench.data import DeviceDataset
-from bench.evaluator.classifier import EVAL_BATCH, Evaluator, accuracy
+from bench.evaluator.classifier import EVAL_BATCH, Evaluator, accuracy, no_tf32
 from bench.models import GAN, as_trained, sample_latent
 
 
@@ -48,6 +51,7 @@ def fid_to_real(feats: torch.Tensor, ref: dict) -> float:
     return metrics.frechet_distance(*metrics.feature_moments(feats).compute(), *ref["moments"].compute())
 
 
+@no_tf32()
 def real_scores(evaluator: Evaluator, train: DeviceDataset, test: DeviceDataset, cfg: EvalConfig) -> dict:
     """The reference row: what real data scores (the ceiling for every GAN)."""
     ref = evaluator.real_reference(test, min(cfg.n_real, len(test)))
@@ -81,6 +85,7 @@ def generate(gan: GAN, n: int, latent_dim: int, device, gen: torch.Generator,
 
 
 @torch.inference_mode()
+@no_tf32()
 def evaluate_gan(gan: GAN, evaluator: Evaluator, test: DeviceDataset, cfg: EvalConfig,
                  latent_dim: int, seed: int = 0) -> dict[str, float]:
     """Every per-epoch `eval/*` metric for the GAN's current weights.

@@ -56,6 +56,8 @@ def build_step(cfg, data: DeviceDataset, *, ref_gen: torch.Generator | None = No
     `ref_gen` (default: seeded with cfg.seed + 1, as every run draws them).
     """
     device = data.device
+    if device.type == "cuda":  # fixed shapes every step: let cuDNN pick its fastest kernels once
+        torch.backends.cudnn.benchmark = True
     gan = build_gan(cfg, num_classes=data.num_classes)
     gan.generator.to(device)
     gan.discriminator.to(device)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+
+import torch
 from pydantic import Field
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bench.techniques import Technique, register
 
@@ -14,7 +16,9 @@ class Ema(Technique):
     (1 - d) * theta; evaluation, sample grids and the saved model use the averaged G, which
     smooths out the oscillation of the raw weights. Training itself is unchanged.
 
-    Uses PyTorch's `torch.optim.swa_utils.AveragedModel`; batch-norm statistics are averaged too.
+    The arithmetic of PyTorch's `AveragedModel` with `get_ema_multi_avg_fn` and `use_buffers=True`
+    (batch-norm statistics are averaged too), and its checkpoint format, without its host sync: the
+    count of updates is a Python int, so an update is device work only.
     """
 
     name = "ema"
@@ -25,18 +29,53 @@ class Ema(Technique):
 
     def __init__(self, values, info):
         super().__init__(values, info)
-        self.ema = AveragedModel(info.G, multi_avg_fn=get_ema_multi_avg_fn(values.ema_decay), use_buffers=True)
+        self.module = copy.deepcopy(info.G)  # the averaged G
+        self.n_averaged = 0  # updates so far, on the host: the first one copies G
 
     def after_step(self, net):
         if net == "g":
-            self.ema.update_parameters(self.info.G)
+            ema_update(_tensors(self.module), _tensors(self.info.G), self.values.ema_decay, self.n_averaged == 0)
+            self.n_averaged += 1
 
     def eval_generator(self):
-        return self.ema.module
+        return self.module
 
     def state_dict(self):
-        return self.ema.state_dict()
+        """As `AveragedModel.state_dict()` wrote it: "module.<name>" and "n_averaged" (a CPU int64 tensor)."""
+        state = {"n_averaged": torch.tensor(self.n_averaged, dtype=torch.long)}
+        state.update({f"module.{k}": v for k, v in self.module.state_dict().items()})
+        return state
 
     def load_state_dict(self, state):
         if state:
-            self.ema.load_state_dict(state)
+            self.module.load_state_dict({k.removeprefix("module."): v for k, v in state.items()
+                                         if k.startswith("module.")})
+            self.n_averaged = int(state["n_averaged"])
+
+
+def _tensors(net: torch.nn.Module) -> list[torch.Tensor]:
+    """A net's parameters then its buffers (what `AveragedModel(use_buffers=True)` averages)."""
+    return [*net.parameters(), *net.buffers()]
+
+
+@torch.no_grad()
+def ema_update(averaged: list[torch.Tensor], current: list[torch.Tensor], decay: float, first: bool) -> None:
+    """averaged <- decay * averaged + (1 - decay) * current, in place (`first`: copy current instead).
+
+    Floating tensors in one `_foreach_lerp_` per dtype and device; others (batch norm's step count) as
+    `AveragedModel` does them. No host sync.
+    """
+    if first:
+        torch._foreach_copy_(averaged, [c.detach() for c in current])
+        return
+    groups: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+    for a, c in zip(averaged, current, strict=True):
+        mine, theirs = groups.setdefault((a.device, a.dtype), ([], []))
+        mine.append(a.detach())
+        theirs.append(c.detach().to(a.device))
+    for (_, dtype), (mine, theirs) in groups.items():
+        if dtype.is_floating_point or dtype.is_complex:
+            torch._foreach_lerp_(mine, theirs, 1 - decay)
+        else:
+            for a, c in zip(mine, theirs):
+                a.copy_(a * decay + c * (1 - decay))
