@@ -142,10 +142,10 @@ def test_failing_trial_is_recorded_and_study_completes(tmp_path, store, tiny, mo
 
     train = experiment.train
 
-    def crashing(cfg, *args, **kwargs):
-        if cfg.optim.batch_size == 64:
+    def crashing(step, members, **kwargs):
+        if members[0].cfg.optim.batch_size == 64:
             raise ValueError("batch_size 64: a crash inside training")
-        return train(cfg, *args, **kwargs)
+        return train(step, members, **kwargs)
     monkeypatch.setattr(experiment, "train", crashing)
     path = write(tmp_path, """
         name = "crash"
