@@ -54,7 +54,7 @@ def budget_scales(args: argparse.Namespace, specs: list) -> dict[str, dict]:
     plan = budget.plan([r for rs in rows.values() for r in rs], len(ctx.train_full), budget_s,
                        time.perf_counter() - t0, epochs=args.epochs, train_images=args.train_subset)
     print(plan.text(), flush=True)
-    scales = {name: plan.overrides(max(r.epochs for r in rs)) for name, rs in rows.items()}
+    scales = {name: plan.overrides(rs) for name, rs in rows.items()}
     kept.parent.mkdir(parents=True, exist_ok=True)
     kept.write_text(json.dumps(scales, indent=1))
     return scales

@@ -1,9 +1,11 @@
 """Planning a run of studies to a time budget: the largest scale whose estimated time fits.
 
-A scale is (epochs, training images). The study files carry the report's scale: its epochs on the whole
-training set. A budget shrinks the epochs first and keeps the whole set, so every cell keeps the
-report's relative number of steps (batch 32 still takes 4x the steps of batch 128); only when one
-epoch of the whole set does not fit does it train on a class-balanced subset. Times come from
+A scale is (epochs, training images, evaluation samples). The study files carry the report's scale: its
+epochs on the whole training set, evaluated on the study's sample counts. Evaluation is held to at most
+a third of the time (its sample counts shrink, down to a tenth, when one evaluation per run would take
+more). Then a budget shrinks the epochs first and keeps the whole set, so every cell keeps the report's
+relative number of steps (batch 32 still takes 4x the steps of batch 128); only when one epoch of the
+whole set does not fit does it train on a class-balanced subset. Times come from
 `bench.perf.estimate` (measured throughput on this machine), so the plan is an estimate and says so.
 """
 
@@ -17,6 +19,8 @@ from bench.perf.estimate import Estimate, fmt_duration
 
 UNITS_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
 MIN_IMAGES = 1000  # the smallest subset a plan trains on (100 digits per class)
+EVAL_SHARE = 1 / 3  # evaluation may take at most this share of the time left
+MIN_EVAL_FRACTION = 0.1  # evaluation sample counts shrink at most to a tenth (1,000 of 10,000 images)
 
 
 def parse_duration(text: str, field: str = "--budget") -> float:
@@ -31,10 +35,12 @@ def parse_duration(text: str, field: str = "--budget") -> float:
 class Scale:
     epochs: int
     train_images: int | None = None  # None: the whole training set
+    eval_fraction: float = 1.0  # of the study's evaluation sample counts
 
     def text(self, full_images: int) -> str:
         images = f"{self.train_images:,} of {full_images:,}" if self.train_images else f"all {full_images:,}"
-        return f"{self.epochs} epoch{'s' * (self.epochs != 1)} on {images} training images"
+        evaluated = "" if self.eval_fraction == 1 else f"; evaluated on {self.eval_fraction:.0%} of the study's samples"
+        return f"{self.epochs} epoch{'s' * (self.epochs != 1)} on {images} training images{evaluated}"
 
 
 def epochs_at(row: Estimate, scale: Scale) -> int:
@@ -48,7 +54,7 @@ def run_seconds(row: Estimate, scale: Scale, full_images: int) -> float:
     images = scale.train_images or full_images
     iters = max(1, images // row.batch_size // row.d_steps)
     evals = len({*range(row.eval_every, e + 1, row.eval_every), e})
-    return e * iters * row.iter_s + evals * row.eval_s
+    return e * iters * row.iter_s + evals * row.eval_s * scale.eval_fraction
 
 
 def seconds_at(rows: list[Estimate], scale: Scale, full_images: int) -> float:
@@ -76,11 +82,17 @@ class Plan:
     def runs(self) -> int:
         return sum(r.runs for r in self.rows)
 
-    def overrides(self, study_epochs: int) -> dict:
-        """The dotted overrides that train one study (whose file says `study_epochs`) at this scale."""
-        out: dict = {"optim.epochs": min(self.scale.epochs, study_epochs)}
+    def overrides(self, study_rows: list[Estimate]) -> dict:
+        """The dotted overrides that train one study (its configurations' estimates) at this scale."""
+        out: dict = {"optim.epochs": min(self.scale.epochs, max(r.epochs for r in study_rows))}
         if self.scale.train_images:
             out["data.train_subset"] = self.scale.train_images
+        f = self.scale.eval_fraction
+        if f < 1:
+            sizes = study_rows[0].eval_sizes
+            out["eval.n_samples"] = max(sizes["splits"], round(sizes["n_samples"] * f))
+            out["eval.n_real"] = max(sizes["splits"], round(sizes["n_real"] * f))
+            out["eval.n_per_class"] = max(2, round(sizes["n_per_class"] * f))
         return out
 
     def text(self) -> str:
@@ -101,22 +113,32 @@ def plan(rows: list[Estimate], full_images: int, budget_s: float, spent_s: float
     """The largest scale that fits: most epochs on the whole set, else one epoch (or the given epochs) on the
     largest subset. `epochs` / `train_images`: fixed by the user; only the other is planned."""
     left = budget_s - spent_s
+    f = eval_fraction(rows, left)
     if epochs is not None and train_images is not None:
-        return Plan(Scale(epochs, train_images), rows, full_images, budget_s, spent_s)
+        return Plan(Scale(epochs, train_images, f), rows, full_images, budget_s, spent_s)
     most = max(r.epochs for r in rows)
     images = train_images if train_images is not None and train_images < full_images else None
     for e in ([epochs] if epochs is not None else range(most, 0, -1)):
-        if seconds_at(rows, Scale(e, images), full_images) <= left:
-            return Plan(Scale(e, images), rows, full_images, budget_s, spent_s)
+        if seconds_at(rows, Scale(e, images, f), full_images) <= left:
+            return Plan(Scale(e, images, f), rows, full_images, budget_s, spent_s)
     if train_images is not None:  # the user fixed the images: one epoch of them, even over the budget
-        return Plan(Scale(epochs or 1, images), rows, full_images, budget_s, spent_s)
+        return Plan(Scale(epochs or 1, images, f), rows, full_images, budget_s, spent_s)
     e = epochs or 1
     lo, hi = MIN_IMAGES, full_images
-    if seconds_at(rows, Scale(e, lo), full_images) > left:
-        need = seconds_at(rows, Scale(e, lo), full_images) + spent_s
+    if seconds_at(rows, Scale(e, lo, f), full_images) > left:
+        need = seconds_at(rows, Scale(e, lo, f), full_images) + spent_s
         raise InputError(f"--budget={fmt_duration(budget_s)}: too small for these studies here; the smallest scale "
-                         f"({Scale(e, lo).text(full_images)}) needs about {fmt_duration(need)}")
+                         f"({Scale(e, lo, f).text(full_images)}) needs about {fmt_duration(need)}")
     while hi - lo > 100:  # bisect the subset size to the nearest 100 images
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if seconds_at(rows, Scale(e, mid), full_images) <= left else (lo, mid)
-    return Plan(Scale(e, lo // 100 * 100), rows, full_images, budget_s, spent_s)
+        lo, hi = (mid, hi) if seconds_at(rows, Scale(e, mid, f), full_images) <= left else (lo, mid)
+    return Plan(Scale(e, lo // 100 * 100, f), rows, full_images, budget_s, spent_s)
+
+
+def eval_fraction(rows: list[Estimate], left_s: float) -> float:
+    """The share of the study's evaluation samples that keeps one evaluation per run within EVAL_SHARE of the
+    time left (1: all of them), in steps of 5%, never under MIN_EVAL_FRACTION."""
+    one_each = sum(r.runs * r.eval_s for r in rows)
+    if one_each <= EVAL_SHARE * left_s:
+        return 1.0
+    return max(MIN_EVAL_FRACTION, int(EVAL_SHARE * left_s / one_each * 20) / 20)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -41,6 +41,8 @@ class Estimate:
     batch_size: int = 1
     d_steps: int = 1  # batches per iteration
     eval_every: int = 1
+    eval_sizes: dict = field(default_factory=lambda: {"n_samples": 10_000, "n_per_class": 1_000, "n_real": 10_000,
+                                                      "splits": 10})
 
     @property
     def run_s(self) -> float:
@@ -105,7 +107,8 @@ def estimate(spec: StudySpec, overrides: dict, train_full: DeviceDataset, test: 
         epochs = cfg.optim.epochs
         evals = len({*range(cfg.eval.every, epochs + 1, cfg.eval.every), epochs})
         out.append(Estimate(label, runs, cache[step_key], iterations_per_epoch(cfg, data), epochs, cache[eval_key],
-                            evals, cfg.optim.batch_size, cfg.techniques.d_steps, cfg.eval.every))
+                            evals, cfg.optim.batch_size, cfg.techniques.d_steps, cfg.eval.every,
+                            {k: getattr(cfg.eval, k) for k in ("n_samples", "n_per_class", "n_real", "splits")}))
     return out
 
 
