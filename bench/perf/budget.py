@@ -21,6 +21,10 @@ UNITS_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 864
 MIN_IMAGES = 1000  # the smallest subset a plan trains on (100 digits per class)
 EVAL_SHARE = 1 / 3  # evaluation may take at most this share of the time left
 MIN_EVAL_FRACTION = 0.1  # evaluation sample counts shrink at most to a tenth (1,000 of 10,000 images)
+# What a run costs besides its iterations and evaluations (MLflow run, model summary, sample grids, curve
+# plots, checkpoints), and the report at the end: measured on the build machine (see README).
+RUN_OVERHEAD_S = 4.0
+REPORT_S = 60.0
 
 
 def parse_duration(text: str, field: str = "--budget") -> float:
@@ -58,7 +62,7 @@ def run_seconds(row: Estimate, scale: Scale, full_images: int) -> float:
 
 
 def seconds_at(rows: list[Estimate], scale: Scale, full_images: int) -> float:
-    return sum(r.runs * run_seconds(r, scale, full_images) for r in rows)
+    return REPORT_S + sum(r.runs * (run_seconds(r, scale, full_images) + RUN_OVERHEAD_S) for r in rows)
 
 
 def report_fraction(row: Estimate, scale: Scale, full_images: int) -> float:

@@ -17,6 +17,15 @@ def row(batch: int, iter_s: float = 0.01, eval_s: float = 0.5, epochs: int = 10,
 ROWS = [row(32), row(128)]  # batch 32: 1875 iterations per epoch, batch 128: 468
 
 
+@pytest.fixture(autouse=True)
+def no_fixed_costs(monkeypatch):
+    """The arithmetic below counts iterations and evaluations only; one test puts the fixed costs back."""
+    from bench.perf import budget
+
+    monkeypatch.setattr(budget, "RUN_OVERHEAD_S", 0.0)
+    monkeypatch.setattr(budget, "REPORT_S", 0.0)
+
+
 def test_seconds_at_counts_iterations_and_evaluations():
     one_epoch = 3 * (1875 * 0.01 + 0.5) + 3 * (468 * 0.01 + 0.5)
     assert seconds_at(ROWS, Scale(1), FULL) == pytest.approx(one_epoch)
@@ -93,3 +102,12 @@ def test_evaluation_shrinks_to_a_third_of_the_time_before_training_does():
     assert plan([row(128, iter_s=0.0001, eval_s=1000.0)], FULL, budget_s=900).scale.eval_fraction == 0.1  # the floor
     with pytest.raises(InputError, match="evaluated on 10% of the study's samples"):
         plan([row(128, iter_s=0.0001, eval_s=6000.0)], FULL, budget_s=900)  # not even at the floor
+
+
+def test_each_run_and_the_report_cost_a_fixed_time_too(monkeypatch):
+    from bench.perf import budget
+
+    bare = seconds_at(ROWS, Scale(1), FULL)
+    monkeypatch.setattr(budget, "RUN_OVERHEAD_S", 4.0)
+    monkeypatch.setattr(budget, "REPORT_S", 60.0)
+    assert seconds_at(ROWS, Scale(1), FULL) == pytest.approx(bare + 6 * 4.0 + 60.0)
