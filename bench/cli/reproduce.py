@@ -61,7 +61,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         run_args = argparse.Namespace(**{**vars(args), "file": str(path), "n_trials": None, "timeout": None,
                                         "force_new": False, "budget": None,
                                         "epochs": scale.get("optim.epochs", args.epochs),
-                                        "train_subset": scale.get("data.train_subset", args.train_subset)})
+                                        "train_subset": scale.get("data.train_subset", args.train_subset),
+                                        "overrides": [*args.overrides, *(f"{k}={v}" for k, v in scale.items()
+                                                                         if k.startswith("eval."))]})
         code = cmd_run(run_args)
         if code != 0:
             return code

@@ -62,7 +62,7 @@ def untestable(metric: str, published_row: float, published_base: float, measure
     if floor(metric) is None:
         return None
     if at_floor(metric, measured_base):
-        return "not learned at this scale (our baseline is at its chance floor)"
+        return "nothing learned (our baseline is at its chance floor)"
     if at_floor(metric, published_row) and not at_floor(metric, published_base):  # a published collapse
         if at_floor(metric, measured_row):
             return None  # ours collapsed too: testable at any scale
@@ -70,5 +70,5 @@ def untestable(metric: str, published_row: float, published_base: float, measure
             return f"a collapse over training: needs the report's {report.epochs} epochs (ours: {ours.epochs})"
         return None
     if at_floor(metric, measured_row) and not at_floor(metric, published_row):
-        return "not learned at this scale (this row is at its chance floor)"
+        return "nothing learned (this row is at its chance floor; the report's row learned)"
     return None
