@@ -34,8 +34,7 @@ def analysis_options(items: list[str], names: list[str]) -> dict[str, dict]:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from bench.report.build import build_report
     from bench.report.common import ReportError
-    from bench.report.judge import NOT_JUDGEABLE
-    from bench.report.published import summary_counts
+    from bench.report.published import claim_counts, summary_counts
     from bench.tracking import client as make_client, safe_name
 
     if args.workers <= 0:
@@ -88,8 +87,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print_verdicts(comparisons)
     counts = summary_counts(comparisons)
     print("verdicts: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none"))
-    beyond = counts.get(NOT_JUDGEABLE, 0)
-    print(f"claims: {sum(counts.values()) - beyond} judged, {beyond} not judgeable at this scale")
+    judged, beyond = claim_counts(comparisons)
+    print(f"claims: {judged} judged, {beyond} not judgeable at this scale")
     print(f"\nreport: {files['html'].resolve()}\nmarkdown: {files['md']}  published: "
           f"{files.get('published_csv', '-')}  table: {files['csv']}")
     return 0

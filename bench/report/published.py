@@ -40,6 +40,7 @@ from bench.report.table import Table, p_text
 from bench.studies.spec import PublishedTable, short_label as row_label, with_report_epochs
 
 OUR_REFERENCE_KEY = {"is": "is", "accuracy": "test_accuracy"}  # bench.evaluator.real_scores keys
+NOT_MEASURED = "not measured"
 
 
 def ceiling_kind(metric: str) -> str | None:
@@ -79,7 +80,11 @@ class Cell:
     @property
     def judged(self) -> bool:
         """A direction verdict was given (not a baseline, not unmeasured, not beyond this scale)."""
-        return self.diff is not None and not self.verdict.startswith(judge.NOT_JUDGEABLE)
+        return self.diff is not None and not self.verdict.startswith((judge.NOT_JUDGEABLE, NOT_MEASURED))
+
+    @property
+    def beyond_scale(self) -> bool:
+        return self.verdict.startswith(judge.NOT_JUDGEABLE)
 
 
 @dataclass
@@ -211,7 +216,7 @@ def _judge(cell: Cell, base_value: float, base_stat: Stat, groups: list[Group], 
            report: judge.Scale | None) -> None:
     """Give the cell its verdict: beyond this scale (and what would test it), or same / reversed."""
     if not math.isfinite(cell.diff.diff):
-        cell.verdict = "not measured (no finished run logged it)"
+        cell.verdict = f"{NOT_MEASURED} (no finished run logged it)"
         return
     why = (judge.untestable(cell.metric, cell.published, base_value, cell.measured.mean, base_stat.mean, ours, report)
            if ours and report else None)
@@ -252,7 +257,7 @@ def compare_table(study: StudyData, table: Table, spec: PublishedTable) -> Compa
             if r.is_baseline:
                 cell.verdict = "baseline"
             elif r.group is None:
-                cell.verdict = "not measured (no such configuration in the study's runs)"
+                cell.verdict = f"{NOT_MEASURED} (no such configuration in the study's runs)"
             elif base_group is None:
                 cell.verdict = "no verdict: the study has no baseline configuration"
             elif metric not in base_values:
@@ -321,17 +326,22 @@ def summary_counts(comparisons: list[Comparison]) -> dict[str, int]:
             for cell in r.cells.values():
                 if cell.diff is None:
                     continue
-                kind = judge.NOT_JUDGEABLE if not cell.judged else cell.verdict.split(" (no test")[0]
+                kind = judge.NOT_JUDGEABLE if cell.beyond_scale else cell.verdict.split(" (no test")[0]
                 out[kind] = out.get(kind, 0) + 1
     return out
+
+
+def claim_counts(comparisons: list[Comparison]) -> tuple[int, int]:
+    """(claims given a direction verdict, claims not judgeable at the runs' scale)."""
+    cells = [cell for c in comparisons for r in c.rows for cell in r.cells.values()]
+    return sum(cell.judged for cell in cells), sum(cell.beyond_scale for cell in cells)
 
 
 def scale_note(c: Comparison) -> str:
     """At what scale the verdicts were judged, against the report's."""
     if c.scale is None or c.report_scale is None:
         return ""
-    judged = sum(cell.judged for r in c.rows for cell in r.cells.values())
-    beyond = sum(cell.diff is not None and not cell.judged for r in c.rows for cell in r.cells.values())
+    judged, beyond = claim_counts([c])
     return (f"Judged at {c.scale.text()}, {c.scale.fraction_of(c.report_scale):.1%} of the report's "
             f"{c.report_scale.text()}: {judged} claim(s) judged, {beyond} not judgeable at this scale.")
 

@@ -345,3 +345,16 @@ def test_a_published_collapse_needs_the_report_s_epochs_but_ours_learned():
     assert collapse.verdict.startswith("not judgeable at this scale: a collapse over training: needs the "
                                        "report's 10 epochs (ours: 1)")
     assert cell(c, 64, 2e-3, "eval/tarr").verdict == "same direction, significant"  # learned: judged as before
+
+
+def test_claim_counts_leave_out_what_was_not_measured():
+    from bench.report.published import claim_counts
+
+    study, table = fixture_study()
+    c = compare_table(study, table, PublishedTable.model_validate(PUBLISHED))
+    judged, beyond = claim_counts([c])
+    # rows x metrics with a baseline value: (32, 2e-3) x2, (64, 2e-4) x2, (64, 2e-3) x1 judged; (128, 2e-4) not run
+    assert (judged, beyond) == (5, 0)
+    study, table = chance_study()
+    assert claim_counts([compare_table(study, table, PublishedTable.model_validate({**PUBLISHED, "epochs": 10}))]) \
+        == (0, 5)
