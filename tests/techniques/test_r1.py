@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from bench.techniques import Batch
@@ -15,20 +16,25 @@ def test_r1_penalty_is_half_gamma_times_the_squared_gradient_norm_on_real_data(l
     assert torch.allclose(s.d_loss(b) - plain, 10.0 / 2 * w.pow(2).sum(), rtol=1e-5)
 
 
-def test_r1_acts_on_real_images_only(linear_stack):
+@pytest.mark.parametrize("key,on_real", [("r1_gamma", True), ("r2_gamma", False)])
+def test_r1_acts_on_real_images_only_and_r2_on_fakes_only(linear_stack, key, on_real):
     # A D whose gradient differs by input: D(x) = sum(x^2) has gradient 2x, so the penalty is
-    # 4 * mean ||x_real||^2 and does not depend on the fakes.
+    # gamma / 2 * 4 * mean ||x||^2 over its own side (real for R1, fake for R2), whatever the other side.
     class Square(torch.nn.Module):
         def forward(self, x, y=None):
             return x.flatten(1).pow(2).sum(1)
 
-    s = linear_stack(torch.zeros(1), r1_gamma=2.0)
+    s = linear_stack(torch.zeros(1), **{key: 2.0})
     s.info.D = Square()
-    real, _ = images(4, 1)
-    r1 = s.items[0]
-    penalties = [r1.d_penalty(Batch(real, images(4, seed)[0], None, None, torch.zeros(4))) for seed in (2, 3)]
-    assert torch.equal(penalties[0], penalties[1])  # the fakes play no part
-    assert torch.allclose(penalties[0], 2.0 / 2 * 4 * real.flatten(1).pow(2).sum(1).mean(), rtol=1e-5)
+    own, _ = images(4, 1)
+
+    def batch(seed):
+        other = images(4, seed)[0]
+        return Batch(own, other, None, None, torch.zeros(4)) if on_real else Batch(other, own, None, None,
+                                                                                    torch.zeros(4))
+    penalties = [s.items[0].d_penalty(batch(seed)) for seed in (2, 3)]
+    assert torch.equal(penalties[0], penalties[1])  # the other side plays no part
+    assert torch.allclose(penalties[0], 2.0 / 2 * (2 * own).flatten(1).pow(2).sum(1).mean(), rtol=1e-5)
 
 
 def test_r1_step_trains(gan_step):
