@@ -6,6 +6,7 @@
   losses.py    the plain GAN's losses, where no technique replaces them
   device.py    device and precision
   factory.py   `build_gan`, `build_step`: nets on the device, references, Adams, the step
+  member_adam.py  Adam over K members' stacked parameters with per-member rates and betas (for a grouped step)
 """
 
 from bench.step.device import autocast_dtype, has_batch_stats, resolve_device
