@@ -178,9 +178,7 @@ def _start(step: Step, r: _Progress) -> _Progress:
         r.first_epoch, r.global_step = saved["epoch"] + 1, saved["global_step"]
         step.load_state_dict(r.k, saved["step"])
         r.gen.set_state(saved["data_rng"])
-        torch.set_rng_state(saved["torch_rng"])
-        if "cuda_rng" in saved and step.device.type == "cuda":
-            torch.cuda.set_rng_state(saved["cuda_rng"], step.device)
+        step.set_rng_state(r.k, saved)
         r.history, r.last_eval = History(**saved["history"]), saved["last_eval"]
         r.train_s, r.eval_s = saved["train_s"], saved["eval_s"]
         _replay(r.history, m.tracker)
@@ -217,10 +215,8 @@ def _end_epoch(step: Step, r: _Progress, epoch: int, bar) -> None:
             return
     if m.checkpoint is not None:
         state = {"epoch": epoch, "global_step": r.global_step, "step": step.state_dict(r.k),
-                 "data_rng": r.gen.get_state(), "torch_rng": torch.get_rng_state(),
+                 "data_rng": r.gen.get_state(), **step.rng_state(r.k),  # torch_rng (and cuda_rng)
                  "history": asdict(r.history), "last_eval": r.last_eval, "train_s": r.train_s, "eval_s": r.eval_s}
-        if step.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(step.device)
         m.checkpoint.save(state)
     if m.samples is not None:  # sample grids and pruning see the evaluated generator
         m.tracker.log_image(m.samples(step.evaluated(r.k)), key="samples", step=epoch)

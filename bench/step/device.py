@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -49,9 +49,9 @@ def has_batch_stats(net: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def frozen(net: nn.Module) -> Iterator[None]:
-    """No parameter gradients for `net` inside the block (gradients still flow through it)."""
-    params = [p for p in net.parameters() if p.requires_grad]
+def frozen(params: Iterable[torch.Tensor]) -> Iterator[None]:
+    """No gradients for `params` (a net's parameters) inside the block; gradients still flow through the net."""
+    params = [p for p in params if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
     try:
@@ -59,3 +59,17 @@ def frozen(net: nn.Module) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """The global RNG states a step on `device` draws from, under the names checkpoints keep them by."""
+    state = {"torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(device: torch.device, state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)

@@ -13,8 +13,9 @@ from bench import techniques
 from bench.config import OptimConfig
 from bench.data import DeviceDataset
 from bench.models import GAN, build_nets, sample_latent, uses_reference
-from bench.step.device import autocast_dtype, has_batch_stats
+from bench.step.device import autocast_dtype, has_batch_stats, rng_state
 from bench.step.hooks import Hooks
+from bench.step.grouped import GroupedStep, grouping_refusal
 from bench.step.single import GANStep
 
 
@@ -81,3 +82,20 @@ def build_step(cfg, data: DeviceDataset, *, ref_gen: torch.Generator | None = No
     return GANStep(gan, opt_g, opt_d, hooks, latent_dim=cfg.model.latent_dim, d_steps=cfg.techniques.d_steps,
                    g_steps=cfg.techniques.g_steps, joint_d=joint_d, freeze_d_in_g=t.fast,
                    precision=autocast_dtype(t, device), g_fwd=g_fwd, d_fwd=d_fwd)
+
+
+def build_grouped_step(cfgs, data: list[DeviceDataset], *, ref_gens: list[torch.Generator] | None = None) -> GroupedStep:
+    """One step training every config in `cfgs` together (check `grouping_refusal(cfgs)` first).
+
+    Each member is built as its sequential run builds it: the global RNG seeded with its `cfg.seed`,
+    then `build_step`; the RNG state that leaves is the one its training draws continue from.
+    """
+    reason = grouping_refusal(cfgs)
+    if reason is not None:
+        raise ValueError(f"these runs cannot train as one group: {reason}")
+    steps, states = [], []
+    for k, (cfg, d) in enumerate(zip(cfgs, data, strict=True)):
+        torch.manual_seed(cfg.seed)
+        steps.append(build_step(cfg, d, ref_gen=ref_gens[k] if ref_gens is not None else None))
+        states.append(rng_state(d.device))
+    return GroupedStep(steps, states)

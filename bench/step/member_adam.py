@@ -26,6 +26,10 @@ class MemberAdam(torch.optim.Optimizer):
         if bad:
             raise ValueError(f"every parameter must be stacked along a first dimension of {k} members, got {bad}")
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+        for p in params:  # made now, not at the first step: a member's checkpoint may be loaded into it first
+            self.state[p] = {"step": torch.zeros((), dtype=torch.float32, device=p.device),
+                             "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                             "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -36,10 +40,6 @@ class MemberAdam(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 state = self.state[p]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
                 shape = (-1,) + (1,) * (p.ndim - 1)  # the member dimension broadcast over the rest
                 b1, b2, lr_k = beta1.view(shape), beta2.view(shape), lr.view(shape)
                 g, m, v = p.grad, state["exp_avg"], state["exp_avg_sq"]

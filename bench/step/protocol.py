@@ -43,3 +43,8 @@ class Step(Protocol):
         """A copy of the member's training state: nets, optimizers, techniques' state, iteration count."""
 
     def load_state_dict(self, member: int, state: dict) -> None: ...
+
+    def rng_state(self, member: int) -> dict:
+        """The RNG states the member's draws come from ("torch_rng", and "cuda_rng" on CUDA), for its checkpoint."""
+
+    def set_rng_state(self, member: int, state: dict) -> None: ...

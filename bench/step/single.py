@@ -16,7 +16,7 @@ import torch
 
 from bench import techniques
 from bench.models import GAN, sample_latent
-from bench.step.device import frozen
+from bench.step.device import frozen, rng_state, set_rng_state
 from bench.step.hooks import Hooks
 from bench.step.protocol import Feed
 
@@ -51,7 +51,7 @@ class GANStep:
         self.tags = {"train.precision": str(self.precision or torch.float32).removeprefix("torch."),
                      "train.joint_d": str(self.joint_d).lower()}
 
-    def _noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         z = sample_latent(n, self.latent_dim, self.gan.latent_prior, device=self.device)
         y = torch.randint(self.gan.num_classes, (n,), device=self.device) if self.gan.conditional else None
         return z, y
@@ -60,7 +60,7 @@ class GANStep:
         """One D update; returns [loss, mean D(real), mean D(fake), accuracy on real, accuracy on fake]."""
         n = real.shape[0]
         real_y = labels if self.gan.conditional else None
-        z, fake_y = self._noise(n)
+        z, fake_y = self.noise(n)
         with torch.no_grad(), self.autocast:
             fake = self.g_fwd(z, fake_y)
         real_t, fake_t = self.hooks.d_targets(n, n, self.device)
@@ -85,8 +85,8 @@ class GANStep:
 
     def g_step(self, real: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One G update on a fresh batch of noise; `real` is there for losses that compare with data."""
-        z, y = self._noise(real.shape[0])
-        d_frozen = frozen(self.D) if self.freeze_d_in_g else contextlib.nullcontext()
+        z, y = self.noise(real.shape[0])
+        d_frozen = frozen(self.D.parameters()) if self.freeze_d_in_g else contextlib.nullcontext()
         with d_frozen, self.autocast:  # the graph is recorded without D's parameters
             fake = self.hooks.d_input(self.g_fwd(z, y), False)
             b = techniques.Batch(real, fake, labels if self.gan.conditional else None, y, self.d_fwd(fake, y).float())
@@ -132,3 +132,9 @@ class GANStep:
         self.hooks.load_state_dict(state.get("techniques", {}))
         if "iteration" in state:
             self.info.iteration.copy_(state["iteration"])
+
+    def rng_state(self, member: int) -> dict:
+        return rng_state(self.device)  # one member: it draws from the global RNG
+
+    def set_rng_state(self, member: int, state: dict) -> None:
+        set_rng_state(self.device, state)

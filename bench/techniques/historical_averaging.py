@@ -17,6 +17,7 @@ class HistoricalAveraging(Technique):
     """
 
     name = "historical_averaging"
+    groupable = False  # its hooks call the nets (or it rewires them): not batched in a group
     label_key = "histavg"
     paper = "Salimans et al. 2016"
     study = "historical-averaging"

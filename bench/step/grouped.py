@@ -1,0 +1,283 @@
+"""`GroupedStep`: K members with the same shapes trained in the same kernels (HFTA's idea, by `torch.func`).
+
+Each member is first built as an ordinary `GANStep` (`bench.step.build_grouped_step`), so it has its
+own nets, techniques' hooks, learning rates and RNG state, exactly as a sequential run would. Then
+the members' parameters and buffers are stacked, shape (K, ...), and each member's modules are
+re-pointed at its slice: the nets a member's evaluation, sample grids, hooks and checkpoint see are
+ordinary modules whose weights are views of the stacked ones. A forward pass of all members is one
+`vmap(functional_call)` (convolutions become grouped convolutions, batch norm keeps per-member
+statistics); one `MemberAdam` updates all of them with per-member rates and betas.
+
+What stays per member, in a Python loop over K: drawing noise and everything random the techniques
+do (under the member's own RNG state, in the order a sequential run draws it) and the loss hooks on
+the member's slice, so every technique's arithmetic is the one a sequential run does. Members share
+no parameters, so the gradient of the sum of their losses is each member's own gradient.
+
+Not grouped (`grouping_refusal` says why, and the caller trains sequentially): randomness inside the
+nets (dropout: vmap cannot draw it as K sequential runs would), and techniques that call the nets
+themselves or change their structure (`Technique.groupable`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from bench import techniques
+from bench.models import GAN
+from bench.step.device import frozen, rng_state, set_rng_state
+from bench.step.member_adam import MemberAdam
+from bench.step.protocol import Feed
+from bench.step.single import GANStep
+
+
+def grouping_refusal(cfgs: Sequence) -> str | None:
+    """Why these configs cannot train as one group (None: they can)."""
+    first = cfgs[0]
+    for cfg in cfgs:
+        if cfg.model.d_dropout > 0:
+            return f"model.d_dropout={cfg.model.d_dropout}: dropout draws inside the nets"
+        off = [t.name for t in techniques.TECHNIQUES.values() if t.active(cfg) and not t.groupable]
+        if off:
+            return f"technique {off[0]} calls or changes the nets itself"
+    for section in ("model", "data", "train"):
+        if any(getattr(c, section) != getattr(first, section) for c in cfgs[1:]):
+            return f"the members' {section} sections differ (shapes, data or training mode)"
+    for key in ("batch_size", "epochs"):
+        if any(getattr(c.optim, key) != getattr(first.optim, key) for c in cfgs[1:]):
+            return f"the members' optim.{key} differ"
+    for t in techniques.TECHNIQUES.values():
+        if not t.varies_per_member and any(t.read_values(c) != t.read_values(first) for c in cfgs[1:]):
+            return f"the members' {t.name} values differ (they set the shape of the step)"
+    return None
+
+
+class GroupedStep:
+    """The `bench.step.Step` protocol for K members in one batched model. Build it with `build_grouped_step`."""
+
+    def __init__(self, steps: Sequence[GANStep], rng_states: Sequence[dict]):
+        self.steps = list(steps)
+        self.members = len(self.steps)
+        first = self.steps[0]
+        self.device, self.batches_per_iteration = first.device, first.batches_per_iteration
+        self.d_steps, self.g_steps, self.joint_d = first.d_steps, first.g_steps, first.joint_d
+        self.freeze_d_in_g, self.autocast = first.freeze_d_in_g, first.autocast
+        self.tags = {**first.tags, "train.group_size": str(self.members)}
+        self.rng = [dict(s) for s in rng_states]
+        self.live = [True] * self.members
+        self.G, self.g_params, self.g_buffers = _stack([s.G for s in self.steps])
+        self.D, self.d_params, self.d_buffers = _stack([s.D for s in self.steps])
+        self.opt_g = _member_adam(self.g_params, [s.opt_g for s in self.steps])
+        self.opt_d = _member_adam(self.d_params, [s.opt_d for s in self.steps])
+
+    # -- per member: randomness and hooks ------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _rng(self, k: int) -> Iterator[None]:
+        """Member k's RNG state as the global one inside the block, as its sequential run would have it."""
+        saved = rng_state(self.device)
+        set_rng_state(self.device, self.rng[k])
+        try:
+            yield
+        finally:
+            self.rng[k] = rng_state(self.device)
+            set_rng_state(self.device, saved)
+
+    def _noises(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        draws = []
+        for k, s in enumerate(self.steps):
+            with self._rng(k):
+                draws.append(s.noise(n))
+        z = torch.stack([d[0] for d in draws])
+        y = torch.stack([d[1] for d in draws]) if self.steps[0].gan.conditional else None
+        return z, y
+
+    def _d_input(self, x: torch.Tensor, real: bool) -> torch.Tensor:
+        out = []
+        for k, s in enumerate(self.steps):
+            with self._rng(k):
+                out.append(s.hooks.d_input(x[k], real))
+        return torch.stack(out)
+
+    def _after_step(self, net: str) -> None:
+        for s, live in zip(self.steps, self.live):
+            if live:  # a dropped member's averages stay as it left them
+                s.hooks.after_step(net)
+
+    def _sum_live(self, losses: list[torch.Tensor]) -> torch.Tensor:
+        return sum(loss for loss, live in zip(losses, self.live) if live)
+
+    # -- the two updates ----------------------------------------------------------------------
+
+    def _g(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return _batched(self.G, self.g_params, self.g_buffers, z, y)
+
+    def _d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return _batched(self.D, self.d_params, self.d_buffers, x, y)
+
+    def d_step(self, real: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One D update of every member; returns (K, 5) as `GANStep.d_step` does per member."""
+        n, conditional = real.shape[1], self.steps[0].gan.conditional
+        real_y = labels if conditional else None
+        z, fake_y = self._noises(n)
+        with torch.no_grad(), self.autocast:
+            fake = self._g(z, fake_y)
+        targets = []
+        for k, s in enumerate(self.steps):
+            with self._rng(k):
+                targets.append(s.hooks.d_targets(n, n, self.device))
+        with self.autocast:
+            real, fake = self._d_input(real, True), self._d_input(fake.to(real.dtype), False)
+            if self.joint_d:
+                y = torch.cat([real_y, fake_y], dim=1) if conditional else None
+                logits = self._d(torch.cat([real, fake], dim=1), y).float()
+                real_logits, fake_logits = logits[:, :n], logits[:, n:]
+            else:
+                real_logits, fake_logits = self._d(real, real_y).float(), self._d(fake, fake_y).float()
+            losses = [s.hooks.d_loss(techniques.Batch(real[k], fake[k], _at(real_y, k), _at(fake_y, k), fake_logits[k],
+                                                      real_logits[k], *targets[k]))
+                      for k, s in enumerate(self.steps)]
+        self.opt_d.zero_grad(set_to_none=True)
+        self._sum_live(losses).backward()
+        self.opt_d.step()
+        self._after_step("d")
+        with torch.no_grad():
+            return torch.stack([torch.stack(losses).detach(), torch.sigmoid(real_logits).mean(1),
+                                torch.sigmoid(fake_logits).mean(1), (real_logits > 0).float().mean(1),
+                                (fake_logits <= 0).float().mean(1)], dim=1)
+
+    def g_step(self, real: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One G update of every member on fresh noise; returns the (K,) losses."""
+        conditional = self.steps[0].gan.conditional
+        z, y = self._noises(real.shape[1])
+        d_frozen = frozen(self.d_params.values()) if self.freeze_d_in_g else contextlib.nullcontext()
+        with d_frozen, self.autocast:
+            fake = self._d_input(self._g(z, y), False)
+            logits = self._d(fake, y).float()
+            losses = [s.hooks.g_loss(techniques.Batch(real[k], fake[k], _at(labels, k) if conditional else None,
+                                                      _at(y, k), logits[k]))
+                      for k, s in enumerate(self.steps)]
+        self.opt_g.zero_grad(set_to_none=True)
+        self._sum_live(losses).backward()
+        self.opt_g.step()
+        self._after_step("g")
+        return torch.stack(losses).detach()
+
+    # -- the loop's protocol ------------------------------------------------------------------
+
+    def iteration(self, feeds: Sequence[Feed]) -> torch.Tensor:
+        d_stats = 0
+        for _ in range(self.d_steps):
+            batches = [next(f) for f in feeds]
+            real, labels = torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
+            d_stats = d_stats + self.d_step(real, labels) / self.d_steps
+        g_loss = sum(self.g_step(real, labels) for _ in range(self.g_steps)) / self.g_steps
+        for s, live in zip(self.steps, self.live):
+            if live:
+                s.info.iteration.add_(1)
+        return torch.cat([d_stats[:, :1], g_loss.unsqueeze(1), d_stats[:, 1:]], dim=1)
+
+    def drop(self, member: int) -> None:
+        """The member's modules get their own copies of its weights (later group updates no longer reach
+        them) and its slice stops learning; the others' arithmetic is untouched (members share nothing)."""
+        if not self.live[member]:
+            return
+        self.live[member] = False
+        for net in (self.steps[member].G, self.steps[member].D):
+            _own_copies(net)
+        for opt in (self.opt_g, self.opt_d):
+            opt.param_groups[0]["lr"][member] = 0.0
+
+    def gan_of(self, member: int) -> GAN:
+        return self.steps[member].gan
+
+    def evaluated(self, member: int) -> GAN:
+        return self.steps[member].evaluated(0)
+
+    def state_dict(self, member: int) -> dict:
+        """As the member's sequential `GANStep.state_dict()` writes it (torch Adam's optimizer format)."""
+        s = self.steps[member]
+        if self.live[member]:
+            _to_member_adam(self.opt_g, s.opt_g, member, load=False)
+            _to_member_adam(self.opt_d, s.opt_d, member, load=False)
+        state = s.state_dict()
+        for net in ("G", "D"):  # a member's tensors are views of the group's: keep its slice only
+            state[net] = {k: v.clone() for k, v in state[net].items()}
+        return state
+
+    def load_state_dict(self, member: int, state: dict) -> None:
+        s = self.steps[member]
+        s.load_state_dict(0, state)  # into the member's modules: views of the group's tensors while it is live
+        if self.live[member]:
+            _to_member_adam(self.opt_g, s.opt_g, member, load=True)
+            _to_member_adam(self.opt_d, s.opt_d, member, load=True)
+
+    def rng_state(self, member: int) -> dict:
+        return {k: v.clone() for k, v in self.rng[member].items()}
+
+    def set_rng_state(self, member: int, state: dict) -> None:
+        self.rng[member] = {k: state[k].clone() for k in self.rng[member]}
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _batched(template: nn.Module, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor | None):
+    """Every member's forward pass at once: member k's weights on x[k] (and labels y[k])."""
+    call = lambda p, b, x, y: functional_call(template, (p, b), (x, y))  # noqa: E731
+    return vmap(call, in_dims=(0, 0, 0, None if y is None else 0))(params, buffers, x, y)
+
+
+def _at(t: torch.Tensor | None, k: int) -> torch.Tensor | None:
+    return None if t is None else t[k]
+
+
+def _stack(nets: list[nn.Module]) -> tuple[nn.Module, dict, dict]:
+    """A shapes-only template of the nets, their stacked parameters and buffers, and each net re-pointed
+    at its slice (so evaluating, saving or averaging a member's net reads the group's current weights)."""
+    params, buffers = stack_module_state(nets)
+    for k, net in enumerate(nets):
+        for name, p in net.named_parameters():
+            p.data = params[name].detach()[k]
+        for name, b in list(net.named_buffers()):
+            owner, _, leaf = name.rpartition(".")
+            setattr(net.get_submodule(owner), leaf, buffers[name][k])
+    template = copy.deepcopy(nets[0]).to("meta")
+    return template, params, buffers
+
+
+def _own_copies(net: nn.Module) -> None:
+    with torch.no_grad():
+        for p in net.parameters():
+            p.data = p.data.clone()
+        for name, b in list(net.named_buffers()):
+            owner, _, leaf = name.rpartition(".")
+            setattr(net.get_submodule(owner), leaf, b.clone())
+
+
+def _member_adam(params: dict, opts: list[torch.optim.Optimizer]) -> MemberAdam:
+    groups = [o.param_groups[0] for o in opts]
+    device = next(iter(params.values())).device
+    lr = torch.tensor([g["lr"] for g in groups], device=device)
+    betas = tuple(torch.tensor([g["betas"][i] for g in groups], device=device) for i in (0, 1))
+    return MemberAdam(params.values(), lr=lr, betas=betas, eps=groups[0]["eps"])
+
+
+def _to_member_adam(group: MemberAdam, own: torch.optim.Optimizer, member: int, *, load: bool) -> None:
+    """Copy member `member`'s Adam state between the group's stacked optimizer and its own torch Adam
+    (the one its sequential run would have, kept so its state dict has torch's format)."""
+    for stacked, p in zip(group.param_groups[0]["params"], own.param_groups[0]["params"], strict=True):
+        mine, theirs = group.state[stacked], own.state.get(p)
+        if load:
+            if theirs:  # a fresh member has no state yet: the group's zeros are right
+                mine["exp_avg"][member].copy_(theirs["exp_avg"])
+                mine["exp_avg_sq"][member].copy_(theirs["exp_avg_sq"])
+                mine["step"].copy_(theirs["step"])
+        elif mine["step"] > 0:
+            own.state[p] = {"step": mine["step"].clone(), "exp_avg": mine["exp_avg"][member].clone(),
+                            "exp_avg_sq": mine["exp_avg_sq"][member].clone()}
