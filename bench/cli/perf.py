@@ -15,6 +15,7 @@ from bench.errors import InputError
 from bench.perf.benchmark import format_benchmark, run_benchmark
 from bench.perf.common import (DEFAULT_EVAL_N, DEFAULT_ROUNDS, DEFAULT_STEPS, DEFAULT_TRACK_SUBSET, DEFAULT_WARMUP,
                                PARITY_MODEL)
+from bench.perf.groups import DEFAULT_GROUP_STEPS
 from bench.perf.parity import format_parity, run_parity
 
 
@@ -56,6 +57,10 @@ def register_cli(subparsers) -> None:
     p.add_argument("--track-repeats", type=positive_int, default=2, help="tracked/untracked trial pairs (default: %(default)s)")
     p.add_argument("--concurrency", type=_levels, help="concurrent trials to measure, e.g. 1,2,4,8 "
                    "(default: 1,2,4,8 on GPU; powers of 2 up to the core count on CPU)")
+    p.add_argument("--groups", type=_levels, help="group sizes K to time against K sequential runs, e.g. 1,3,9 "
+                   "(default: 1,3,9,27 on GPU; 1,3,9 on CPU)")
+    p.add_argument("--group-steps", type=positive_int, default=DEFAULT_GROUP_STEPS,
+                   help="iterations per member in the group section (default: %(default)s)")
     p.add_argument("--ablate", action="store_true",
                    help="also time the harness with each fast-path switch flipped (fast, joint_d, channels_last, amp)")
     p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's, the core count); "
@@ -74,7 +79,7 @@ def register_cli(subparsers) -> None:
 _DEFAULTS: dict = {}
 PARITY_ONLY = ("seeds", "epochs", "train_subset")
 BENCHMARK_ONLY = ("steps", "warmup", "rounds", "textbook_workers", "eval_n", "eval_model", "track_subset",
-                  "track_epochs", "track_eval_n", "track_repeats", "concurrency", "ablate")
+                  "track_epochs", "track_eval_n", "track_repeats", "concurrency", "ablate", "groups", "group_steps")
 
 
 def _refuse_unused(args: argparse.Namespace) -> None:
@@ -121,7 +126,7 @@ def _perf(args: argparse.Namespace, cfg: RunConfig) -> int:
                                track_subset=args.track_subset, track_epochs=args.track_epochs,
                                track_eval_n=args.track_eval_n, track_repeats=args.track_repeats,
                                levels=args.concurrency, ablate=args.ablate, rounds=args.rounds,
-                               progress=progress)
+                               groups=args.groups, group_steps=args.group_steps, progress=progress)
         text = format_benchmark(result)
         out = Path(args.out or "perf.json")
     print(text)

@@ -22,6 +22,7 @@ from bench.perf.common import (ABLATIONS, DEFAULT_EVAL_N, DEFAULT_ROUNDS, DEFAUL
 from bench.perf.compute import compute_use
 from bench.perf.concurrency import concurrency
 from bench.perf.evaluation import eval_timing, timing_evaluator, tracking_overhead
+from bench.perf.groups import DEFAULT_GROUP_STEPS, format_groups, group_throughput
 from bench.perf.loops import harness_loop, textbook_loop
 
 
@@ -42,13 +43,15 @@ def run_benchmark(cfg: RunConfig, *, steps: int = DEFAULT_STEPS, warmup: int = D
                   eval_n: int = DEFAULT_EVAL_N, eval_model: str = PARITY_MODEL, textbook_workers: int = 2,
                   track_subset: int = DEFAULT_TRACK_SUBSET, track_epochs: int = 2, track_eval_n: int = 1000,
                   track_repeats: int = 2, levels: list[int] | None = None, ablate: bool = False,
-                  rounds: int = DEFAULT_ROUNDS,
-                  progress: bool = True) -> dict:
+                  rounds: int = DEFAULT_ROUNDS, groups: list[int] | None = None,
+                  group_steps: int = DEFAULT_GROUP_STEPS, progress: bool = True) -> dict:
     """Every figure of `gan-bench perf` for cfg (model, batch size, device, data), as a JSON-able dict."""
     device = resolve_device(cfg.device)
     cores = os.cpu_count() or 1
     if levels is None:
         levels = [1, 2, 4, 8] if device.type == "cuda" else [2**i for i in range(cores.bit_length()) if 2**i <= cores]
+    if groups is None:
+        groups = [1, 3, 9, 27] if device.type == "cuda" else [1, 3, 9]
     out: dict[str, Any] = {
         "device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
         "host": platform.node(), "cpu_count": cores, "threads": torch.get_num_threads(),
@@ -68,14 +71,14 @@ def run_benchmark(cfg: RunConfig, *, steps: int = DEFAULT_STEPS, warmup: int = D
     train_full, test = _load(cfg, device)
     section_done("load")
 
-    say(progress, f"perf [1/4] throughput: {cfg.model.name}, batch {cfg.optim.batch_size}, {steps} steps "
+    say(progress, f"perf [1/5] throughput: {cfg.model.name}, batch {cfg.optim.batch_size}, {steps} steps "
                    f"(+{warmup} warm-up) per loop, best of {rounds} round(s)")
     out["throughput"] = _throughput(cfg, train_full, steps, warmup, textbook_workers, ablate, rounds, memory, progress)
     say(progress, "  compute: FLOPs per image and the device's conv peak")
     out["compute"] = compute_use(cfg, train_full, out["throughput"])
     section_done("throughput")
 
-    say(progress, f"perf [2/4] evaluation: {eval_model}, {eval_n:,} generated + {min(eval_n, len(test)):,} real")
+    say(progress, f"perf [2/5] evaluation: {eval_model}, {eval_n:,} generated + {min(eval_n, len(test)):,} real")
     ecfg = apply_overrides(cfg, {"model.name": eval_model})
     evaluator = timing_evaluator(ecfg, train_full, test)
     with cuda_peak(device, memory, "cuda_peak_allocated_mb_eval"):
@@ -83,16 +86,21 @@ def run_benchmark(cfg: RunConfig, *, steps: int = DEFAULT_STEPS, warmup: int = D
     say(progress, f"  evaluation: {out['eval']['seconds']:.2f} s")
     section_done("eval")
 
-    say(progress, f"perf [3/4] tracking overhead: {cfg.model.name}, {track_epochs} epoch(s) on "
+    say(progress, f"perf [3/5] tracking overhead: {cfg.model.name}, {track_epochs} epoch(s) on "
                    f"{track_subset} images, x{track_repeats}")
     out["tracking"] = _tracking(cfg, train_full, test, evaluator, track_subset, track_epochs, track_eval_n,
                                 track_repeats, progress)
     say(progress, f"  tracking overhead: {out['tracking']['overhead_pct']:.2f}%")
     section_done("tracking")
 
-    say(progress, f"perf [4/4] concurrent trials: {levels}")
+    say(progress, f"perf [4/5] concurrent trials: {levels}")
     out["concurrency"] = concurrency(cfg, device, levels, steps, warmup, progress)
     section_done("concurrency")
+
+    say(progress, f"perf [5/5] groups: K = {groups} members in one model vs K sequential runs, {group_steps} steps")
+    with cuda_peak(device, memory, "cuda_peak_allocated_mb_groups"):
+        out["groups"] = group_throughput(cfg, train_full, groups, group_steps, progress=progress)
+    section_done("groups")
 
     memory["host_peak_rss_mb"] = peak_rss_mb()
     memory["workers_peak_rss_mb"] = max(r["peak_rss_mb_max"] for r in out["concurrency"]["levels"])
@@ -191,6 +199,7 @@ def format_benchmark(r: dict) -> str:
     for lv in r["concurrency"]["levels"]:
         rows.append((f"{lv['trials']} concurrent trial(s)", f"{lv['images_per_s']:.1f} images/s",
                      f"{lv['vs_first']:.2f}x one trial; {lv['threads_each']} thread(s) each"))
+    rows += format_groups(r["groups"]) if "groups" in r else []
     rows.append(("peak host RSS", f"{m['host_peak_rss_mb']:.0f} MB",
                  f"this process; largest concurrent worker {m['workers_peak_rss_mb']:.0f} MB"))
     if "cuda_peak_allocated_mb" in m:

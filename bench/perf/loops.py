@@ -120,7 +120,8 @@ def textbook_loop(cfg: RunConfig, device: torch.device, steps: int, warmup: int,
             "dataloader_workers": workers}
 
 
-def _first(data: DeviceDataset, n: int) -> DeviceDataset:
+def first_images(data: DeviceDataset, n: int) -> DeviceDataset:
+    """The first n images of data (a fixed, cheap subset for timing)."""
     return DeviceDataset(data.images[:n], data.labels[:n], data.device, data.num_classes)
 
 
@@ -135,8 +136,8 @@ def harness_loop(cfg: RunConfig, train_full: DeviceDataset, steps: int, warmup: 
     step = build_step(cfg, train_full)
     if warmup:  # kernels and allocator caches warm, as in the textbook loop's untimed first steps
         warm_cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"epochs": 1})})
-        train(step, [Member(warm_cfg, _first(train_full, warmup * draws), NullTracker())], progress=False)
+        train(step, [Member(warm_cfg, first_images(train_full, warmup * draws), NullTracker())], progress=False)
     run_cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"epochs": epochs})})
-    (result,) = train(step, [Member(run_cfg, _first(train_full, per_epoch * draws), NullTracker())], progress=progress)
+    (result,) = train(step, [Member(run_cfg, first_images(train_full, per_epoch * draws), NullTracker())], progress=progress)
     n = epochs * per_epoch
     return {"steps": n, "batch_size": batch, "seconds": result.train_s, "images_per_s": n * batch / result.train_s}

@@ -15,7 +15,8 @@ from tests.conftest import random_data
 
 TINY_PERF = ["--device", "cpu", "--steps", "3", "--warmup", "1", "--eval-n", "100", "--track-subset", "64",
              "--track-epochs", "1", "--track-eval-n", "40", "--track-repeats", "1", "--textbook-workers", "0",
-             "--concurrency", "1,2", "--threads", "1", "--quiet", "--set", "data.download=false"]
+             "--concurrency", "1,2", "--groups", "1,2", "--group-steps", "2", "--threads", "1", "--quiet",
+             "--set", "data.download=false"]
 # One torch thread: on a shared 2-core machine two threads per process mostly wait for each other.
 
 FIGURES = [
@@ -54,9 +55,16 @@ def test_perf_tiny_every_figure_present_and_positive(data_root, tmp_path, capsys
     assert [lv["threads_each"] for lv in levels] == [max(1, min(r["threads"], r["cpu_count"] // k)) for k in (1, 2)]
     for lv in levels:
         assert lv["images_per_s"] > 0 and lv["seconds"] > 0
+    for model, rows in r["groups"]["models"].items():  # the report-000 DCGAN and report 002's CGAN
+        assert [row["members"] for row in rows] == [1, 2], model
+        for row in rows:
+            for key in ("grouped_images_per_s", "grouped_images_per_s_per_member", "sequential_images_per_s", "speedup"):
+                assert math.isfinite(row[key]) and row[key] > 0, (model, row)
+    assert len(r["groups"]["models"]) == 2
     printed = capsys.readouterr().out
     for label in ("textbook loop", "harness loop", "evaluation", "tracking overhead", "2 concurrent trial(s)",
-                  "peak host RSS", "conv peak", "compute, harness loop", str(out)):
+                  "peak host RSS", "conv peak", "compute, harness loop", "group cgan-conv (report 002), K=2",
+                  "group dcgan-report000, K=1", str(out)):
         assert label in printed, label
 
 
