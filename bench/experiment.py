@@ -23,7 +23,7 @@ from bench.evaluator import Evaluator, evaluate_gan, load_or_train
 from bench.models import GAN, MODELS, count_params, sample_latent, summary
 from bench.plots import curves_figure
 from bench.run_config import RunConfig, params
-from bench.step import build_step, resolve_device
+from bench.step import build_grouped_step, build_step, resolve_device
 from bench.tracking import TAG_CONFIG_ID, TAG_DIVERGED, MlflowTracker, NullTracker, ensure_experiment, git_commit
 from bench.train import Checkpoint, EpochHook, Member, TrainResult, train
 
@@ -108,6 +108,18 @@ def sample_grid(gan: GAN, noise: torch.Tensor, labels: torch.Tensor | None) -> n
     return (grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
+@dataclass
+class MemberRun:
+    """One run of a group: its config and what the caller wants it logged with (as `run`'s arguments)."""
+
+    cfg: RunConfig
+    name: str | None = None
+    tags: dict[str, Any] | None = None
+    hooks: Sequence[EpochHook] = ()
+    on_run_start: Callable[[str], None] | None = None
+    checkpoint_path: Path | None = None
+
+
 def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-bench",
         context: Context | None = None, name: str | None = None, tags: dict[str, Any] | None = None,
         parent_run_id: str | None = None, hooks: Sequence[EpochHook] = (), progress: bool = True,
@@ -118,52 +130,107 @@ def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-benc
 
     `announce`: print the run id and where to watch it in the MLflow UI as soon as the run exists.
     """
-    ctx = context or prepare(cfg, progress, tracking_uri, experiment)
-    torch.manual_seed(cfg.seed)
+    (result,) = run_group([MemberRun(cfg, name, tags, hooks, on_run_start, checkpoint_path)],
+                          tracking_uri=tracking_uri, experiment=experiment, context=context,
+                          parent_run_id=parent_run_id, progress=progress, log_checkpoints=log_checkpoints,
+                          killed_on=killed_on, announce=announce)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def run_group(runs: Sequence[MemberRun], *, tracking_uri: str | None, experiment: str = "gan-bench",
+              context: Context | None = None, parent_run_id: str | None = None, progress: bool = True,
+              log_checkpoints: bool = True, killed_on: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
+              announce: bool = False) -> list[RunResult | BaseException]:
+    """Train several configs together (one `GroupedStep`; check `bench.step.grouping_refusal` first), each
+    logged as its own MLflow run exactly as `run` logs it, plus the tag `train.group_size`.
+
+    Returns one entry per run: its result, or what stopped it (what one of its hooks raised, e.g. a pruned
+    trial; its MLflow run ends as `killed_on` says). The others go on.
+    """
+    ctx = context or prepare(runs[0].cfg, progress, tracking_uri, experiment)
     device = ctx.device
+    parts = [_member_parts(r.cfg, ctx) for r in runs]
+    if len(runs) == 1:
+        torch.manual_seed(runs[0].cfg.seed)
+        step = build_step(runs[0].cfg, parts[0].data, ref_gen=parts[0].ref_gen)
+    else:
+        step = build_grouped_step([r.cfg for r in runs], [p.data for p in parts], ref_gens=[p.ref_gen for p in parts])
+    trackers = []
+    try:
+        for k, (r, part) in enumerate(zip(runs, parts)):
+            tracker = (NullTracker() if tracking_uri is None else
+                       MlflowTracker(tracking_uri, experiment, run_name=r.name or run_name(r.cfg),
+                                     tags={**run_tags(r.cfg, device), **ctx.evaluator.tags(), **(r.tags or {})},
+                                     parent_run_id=parent_run_id, killed_on=killed_on))
+            trackers.append(tracker)
+            if r.on_run_start is not None and tracker.run_id is not None:
+                r.on_run_start(tracker.run_id)
+            if announce and tracker.run_id is not None:
+                print(watch_text(tracking_uri, tracker.experiment_id, tracker.run_id), flush=True)
+            _log_setup(tracker, r.cfg, step.gan_of(k), part)
+        members = [Member(r.cfg, p.data, t, evaluate=p.evaluate, samples=p.samples, hooks=r.hooks,
+                          checkpoint=Checkpoint(r.checkpoint_path) if r.checkpoint_path else None)
+                   for r, p, t in zip(runs, parts, trackers)]
+        results = train(step, members, progress=progress)
+    except BaseException as e:  # every run started so far ends with the error (FAILED, or KILLED on Ctrl-C)
+        for tracker in trackers:
+            tracker.__exit__(type(e), e, e.__traceback__)
+        raise
+    return [_finish(r, result, tracker, log_checkpoints) for r, result, tracker in zip(runs, results, trackers)]
+
+
+@dataclass
+class _Parts:
+    """What a run trains on and how it is evaluated and drawn, made before its nets (the RNG order counts)."""
+
+    data: data_mod.DeviceDataset
+    ref_gen: torch.Generator
+    evaluate: Callable[[GAN], dict[str, float]]
+    samples: Callable[[GAN], np.ndarray]
+    grid: tuple[torch.Tensor, torch.Tensor | None]
+
+
+def _member_parts(cfg: RunConfig, ctx: Context) -> _Parts:
     train_data = ctx.train_full
     if cfg.data.train_subset is not None:
         train_data = train_data.subset(cfg.data.train_subset, seed=cfg.seed)
-
     # The grid's noise, then VBN's reference batches, come from one generator seeded apart from training.
     ref_gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)
     n_classes = train_data.num_classes
     conditional = MODELS[cfg.model.name].conditional
-    grid_labels = torch.arange(n_classes).repeat_interleave(GRID_COLUMNS).to(device) if conditional else None
+    grid_labels = torch.arange(n_classes).repeat_interleave(GRID_COLUMNS).to(ctx.device) if conditional else None
     grid_noise = sample_latent(GRID_COLUMNS * (n_classes if conditional else 8), cfg.model.latent_dim,
-                               cfg.model.latent_prior, generator=ref_gen, device=device)
-    step = build_step(cfg, train_data, ref_gen=ref_gen)
-    gan = step.gan
+                               cfg.model.latent_prior, generator=ref_gen, device=ctx.device)
+    return _Parts(train_data, ref_gen,
+                  evaluate=lambda g: evaluate_gan(g, ctx.evaluator, ctx.test, cfg.eval, cfg.model.latent_dim,
+                                                  seed=cfg.seed),
+                  samples=lambda g: sample_grid(g, grid_noise, grid_labels), grid=(grid_noise, grid_labels))
 
-    tracker = (NullTracker() if tracking_uri is None else
-               MlflowTracker(tracking_uri, experiment, run_name=name or run_name(cfg),
-                             tags={**run_tags(cfg, device), **ctx.evaluator.tags(), **(tags or {})}, parent_run_id=parent_run_id,
-                             killed_on=killed_on))
-    if on_run_start is not None and tracker.run_id is not None:
-        on_run_start(tracker.run_id)
-    if announce and tracker.run_id is not None:
-        print(watch_text(tracking_uri, tracker.experiment_id, tracker.run_id), flush=True)
-    with tracker:
-        n_g, n_d = count_params(gan.generator), count_params(gan.discriminator)
-        tracker.log_params({**params(cfg), "model/g_params": n_g, "model/d_params": n_d,
-                            "model/conditional": gan.conditional})
-        tracker.log_dict(cfg.model_dump(), "config.json")
-        z1 = grid_noise[:2]
-        y1 = grid_labels[:2] if grid_labels is not None else None
-        tracker.log_text(f"Generator ({n_g:,} parameters)\n{summary(gan.generator, z1, y1)}\n\n"
-                         f"Discriminator ({n_d:,} parameters)\n"
-                         f"{summary(gan.discriminator, train_data.sample(2, ref_gen)[0], y1)}\n",
-                         "model_summary.txt")
 
-        member = Member(cfg, train_data, tracker,
-                        evaluate=lambda g: evaluate_gan(g, ctx.evaluator, ctx.test, cfg.eval, cfg.model.latent_dim,
-                                                        seed=cfg.seed),
-                        samples=lambda g: sample_grid(g, grid_noise, grid_labels), hooks=hooks,
-                        checkpoint=Checkpoint(checkpoint_path) if checkpoint_path else None)
-        (result,) = train(step, [member], progress=progress)
-        if result.raised is not None:
-            raise result.raised
-        gan = result.gan  # the generator it evaluated (e.g. averaged weights) is the one kept
+def _log_setup(tracker, cfg: RunConfig, gan: GAN, part: _Parts) -> None:
+    """Params, the config and the nets' summary: what a run logs before it trains."""
+    n_g, n_d = count_params(gan.generator), count_params(gan.discriminator)
+    tracker.log_params({**params(cfg), "model/g_params": n_g, "model/d_params": n_d,
+                        "model/conditional": gan.conditional})
+    tracker.log_dict(cfg.model_dump(), "config.json")
+    grid_noise, grid_labels = part.grid
+    z1 = grid_noise[:2]
+    y1 = grid_labels[:2] if grid_labels is not None else None
+    tracker.log_text(f"Generator ({n_g:,} parameters)\n{summary(gan.generator, z1, y1)}\n\n"
+                     f"Discriminator ({n_d:,} parameters)\n"
+                     f"{summary(gan.discriminator, part.data.sample(2, part.ref_gen)[0], y1)}\n",
+                     "model_summary.txt")
+
+
+def _finish(r: MemberRun, result: TrainResult, tracker, log_checkpoints: bool) -> RunResult | BaseException:
+    """End one run: what stopped it, or its plots and the weights it keeps (the evaluated ones)."""
+    if result.raised is not None:
+        tracker.__exit__(type(result.raised), result.raised, result.raised.__traceback__)
+        return result.raised
+    gan = result.gan
+    try:
         if result.diverged:
             tracker.set_tags({TAG_DIVERGED: "true", "diverged_reason": result.stop_reason})
         for fig_name, fig in curves_figure(result.history).items():
@@ -171,8 +238,12 @@ def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-benc
         if log_checkpoints:
             tracker.log_torch(gan.generator.state_dict(), "checkpoints/generator.pt")
             tracker.log_torch(gan.discriminator.state_dict(), "checkpoints/discriminator.pt")
-    if checkpoint_path:
-        Checkpoint(checkpoint_path).remove()  # the run completed: nothing left to resume
+    except BaseException as e:
+        tracker.__exit__(type(e), e, e.__traceback__)
+        raise
+    tracker.__exit__(None, None, None)
+    if r.checkpoint_path:
+        Checkpoint(r.checkpoint_path).remove()  # the run completed: nothing left to resume
     metrics = {**{f"eval/{k}": v for k, v in result.metrics.items()},
                "time/train_s": result.train_s, "time/eval_s": result.eval_s}
     return RunResult(tracker.run_id, metrics, result, gan)
