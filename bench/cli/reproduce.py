@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.cli.args import add_run_options, overrides_from_args, parse_overrides, tracking_uri_from_args
 from bench.cli.report import print_verdicts, save_report
-from bench.cli.study import add_budget_option, budget_scales, cmd_run
+from bench.cli.study import add_budget_option, add_group_options, budget_scales, cmd_run
 from bench.errors import InputError
 from bench.reproduce import default_studies_dir, find_studies, needed_analyses, run_analyses
 
@@ -118,5 +118,6 @@ def register_cli(subparsers) -> None:
                    help="with --analyze: an option of the analysis, e.g. epochs=10 or real_size=6000 (repeatable)")
     add_run_options(p)
     add_budget_option(p)
+    add_group_options(p)
     p.set_defaults(func=cmd_reproduce)
 

@@ -20,6 +20,36 @@ def add_budget_option(p) -> None:
                         "one side of the plan")
 
 
+GPU_GROUP_SIZE = 27  # runs per group on a GPU by default: Table 1's 27 runs at once where shapes allow
+
+
+def add_group_options(p) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--group-size", type=int, metavar="K",
+                   help="train up to K runs (a trial's seeds, and queued trials with the same shapes and batch "
+                        f"size) as one batched model (default: {GPU_GROUP_SIZE} on a GPU; on a CPU runs train one by "
+                        "one, where a group is slower)")
+    g.add_argument("--no-group", action="store_true", help="train runs one by one (the sequential path)")
+
+
+def group_size(args: argparse.Namespace, cfg) -> int:
+    """--group-size / --no-group, else the device's default (printed when grouping is off by default)."""
+    from bench.step import resolve_device
+
+    if getattr(args, "no_group", False):
+        return 1
+    given = getattr(args, "group_size", None)
+    if given is not None:
+        if given < 1:
+            raise InputError(f"--group-size={given}: must be positive")
+        return given
+    if resolve_device(cfg.device).type == "cuda":
+        return GPU_GROUP_SIZE
+    print("grouping: off on the CPU, where a group trains slower than its runs one by one (gan-bench perf's group "
+          "section); --group-size K groups anyway", flush=True)
+    return 1
+
+
 def budget_scales(args: argparse.Namespace, specs: list) -> dict[str, dict]:
     """--budget: the epochs and subset each study trains at, planned to fit the budget on this machine ({}
     without --budget). Throughput is measured as `study estimate` measures it; the plan is printed, and
@@ -63,6 +93,7 @@ def budget_scales(args: argparse.Namespace, specs: list) -> dict[str, dict]:
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.studies import summary
     from bench.studies.invocation import best_text, counts, run_study
+    from bench.run_config import build_config
     from bench.studies.preparation import Plan, prepare
     from bench.studies.storage import default_storage
     from bench.tracking import mask_uri
@@ -78,6 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec, text = load_study_file(args.file, overrides)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
+    size = group_size(args, build_config(spec.base, overrides))
     uri = tracking_uri_from_args(args)
     storage = args.storage or default_storage(uri)
     started = time.time()  # --timeout counts from here, once for all workers
@@ -98,7 +130,8 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"storage {mask_uri(storage)}; MLflow {mask_uri(uri)} (parent run {parent_id})")
     plan = Plan(spec=spec, storage_url=storage, tracking_uri=uri, overrides=overrides,
                 parent_run_id=parent_id, max_trials=args.n_trials, timeout=args.timeout or spec.budget.timeout,
-                workers=args.workers, progress=not args.quiet, started=started)
+                workers=args.workers, group_size=size,
+                progress=not args.quiet, started=started)
     try:
         after = run_study(plan, study)
     except KeyboardInterrupt:
@@ -182,6 +215,7 @@ def register_cli(subparsers) -> None:
                         "its MLflow runs (soft delete), then start again")
     add_run_options(r)
     add_budget_option(r)
+    add_group_options(r)
     r.set_defaults(func=cmd_run)
 
     e = sub.add_parser("estimate", help="how long study files will take on this machine (measured throughput)",

@@ -12,7 +12,7 @@ bounds Optuna to the versions tested (5.0).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +44,28 @@ def enqueued_params(trial: FrozenTrial) -> dict[str, Any] | None:
     return trial.system_attrs.get(ENQUEUED_PARAMS_ATTR)
 
 
-def claim_waiting(study: optuna.Study) -> optuna.Trial | None:
+def claim_waiting(study: optuna.Study, accept: Callable[[FrozenTrial], bool] | None = None) -> optuna.Trial | None:
     """Atomically take one WAITING trial (now RUNNING, owned by this process), or None when none waits.
 
+    `accept`: take only a trial it accepts (a grouped worker takes the trials that fit its group).
     `Study.ask()` would create a new trial when the queue is empty; workers sharing a fixed budget
-    must stop instead. Relies on `Study._pop_waiting_trial_id` (WAITING -> RUNNING through
-    `set_trial_state_values`, which loses to another process's claim) and on constructing
+    must stop instead. Relies on what `Study._pop_waiting_trial_id` does (WAITING -> RUNNING through the
+    storage's `set_trial_state_values`, which loses to another process's claim) and on constructing
     `optuna.Trial(study, trial_id)` for a trial that is RUNNING, as `Study.ask` does.
     """
-    tid = study._pop_waiting_trial_id()
-    return None if tid is None else optuna.Trial(study, tid)
+    if accept is None:
+        tid = study._pop_waiting_trial_id()
+        return None if tid is None else optuna.Trial(study, tid)
+    storage = storage_of(study)
+    for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        if not accept(t):
+            continue
+        try:
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, t._trial_id)
+        except UpdateFinishedTrialError:
+            continue
+    return None
 
 
 def set_trial_user_attr(study: optuna.Study, tid: int, key: str, value: Any) -> None:

@@ -48,6 +48,7 @@ class Plan:
     max_trials: int | None = None
     timeout: float | None = None
     workers: int = 1
+    group_size: int = 1  # runs (trials x seeds) a worker trains as one group; 1: one run at a time
     progress: bool = True
     retried: list[int] = field(default_factory=list)
     # `timeout` counts once for the invocation, from its start (the CLI passes when it began, before

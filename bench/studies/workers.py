@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -54,10 +55,15 @@ def claim(study: optuna.Study) -> optuna.Trial | None:
     """Atomically take one WAITING trial (or None when the queue is empty)."""
     trial = optuna_adapter.claim_waiting(study)
     if trial is not None:
-        for key, value in {"worker_host": socket.gethostname(), "worker_pid": os.getpid(),
-                           "heartbeat": time.time()}.items():
-            trial.set_user_attr(key, value)
+        _claimed(trial)
     return trial
+
+
+def _claimed(trial: optuna.Trial) -> None:
+    """Who runs the trial: stale-trial recovery reads these."""
+    for key, value in {"worker_host": socket.gethostname(), "worker_pid": os.getpid(),
+                       "heartbeat": time.time()}.items():
+        trial.set_user_attr(key, value)
 
 
 def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
@@ -75,47 +81,79 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
     return params
 
 
-def objective(trial: optuna.Trial, plan: Plan, contexts: dict) -> list[float]:
-    """Train the trial's configuration with `repeats` seeds; the objective is their mean."""
+def trial_configs(spec: StudySpec, params: dict[str, Any], plan: Plan) -> list:
+    """The run configurations of a trial with `params`: one per seed (`repeats`)."""
+    base = build_config(spec.base, plan.overrides)
+    return [build_config(base.model_dump(), {**spec.config_overrides(params, plan.overrides), "seed": base.seed + k})
+            for k in range(spec.repeats)]
+
+
+def _context(cfg, plan: Plan, contexts: dict):
+    """Data and evaluator for cfg, loaded once per worker and shared by its trials."""
+    from bench import experiment
+
+    key = (cfg.device, cfg.data.dataset, cfg.data.root, cfg.eval.evaluator, cfg.eval.evaluator_epochs,
+           cfg.eval.evaluator_subset)
+    if key not in contexts:
+        contexts[key] = experiment.prepare(cfg, progress=plan.progress and plan.workers == 1)
+    return contexts[key]
+
+
+def member_runs(trial: optuna.Trial, params: dict[str, Any], plan: Plan) -> list:
+    """The trial's runs (one per seed) as `bench.experiment.MemberRun`s: names, tags, pruning hook, checkpoints."""
     from bench import experiment
 
     spec = plan.spec
-    params = suggest(trial, spec)
-    base = build_config(spec.base, plan.overrides)
     label = spec.short_label(params)
     run_ids: list[str] = []
-    per_seed: list[list[float]] = []
-    for k in range(spec.repeats):
-        cfg = build_config(base.model_dump(), {**spec.config_overrides(params, plan.overrides), "seed": base.seed + k})
-        key = (cfg.device, cfg.data.dataset, cfg.data.root, cfg.eval.evaluator, cfg.eval.evaluator_epochs,
-               cfg.eval.evaluator_subset)
-        if key not in contexts:
-            contexts[key] = experiment.prepare(cfg, progress=plan.progress and plan.workers == 1)
+    tags = {TAG_STUDY: spec.name, TAG_ROLE: "trial", TAG_TRIAL: trial.number, TAG_CONFIG: label,
+            **{f"param.{p}": v for p, v in params.items()}}
+    if VARIANT_KEY in params:
+        tags[VARIANT_KEY] = params[VARIANT_KEY]
+
+    def started(run_id: str) -> None:
+        run_ids.append(run_id)
+        trial.set_user_attr("mlflow_run_ids", list(run_ids))
+
+    # Keyed by the trial's lineage (a retry continues its original's file), never shared by two trials.
+    origin = trial.user_attrs.get("retry_of", trial.number)
+    runs = []
+    for k, cfg in enumerate(trial_configs(spec, params, plan)):
         hooks = [_pruning_hook(trial, spec.objective.watched)] if k == 0 and spec.pruner.type != "none" else []
-        tags = {TAG_STUDY: spec.name, TAG_ROLE: "trial", TAG_TRIAL: trial.number, TAG_CONFIG: label,
-                **{f"param.{p}": v for p, v in params.items()}}
-        if VARIANT_KEY in params:
-            tags[VARIANT_KEY] = params[VARIANT_KEY]
-
-        def started(run_id: str) -> None:
-            run_ids.append(run_id)
-            trial.set_user_attr("mlflow_run_ids", list(run_ids))
-
-        # Keyed by the trial's lineage (a retry continues its original's file), never shared by two trials.
-        origin = trial.user_attrs.get("retry_of", trial.number)
         ckpt = checkpoint_dir(plan) / f"{experiment.config_id(cfg)}-t{origin}-seed{cfg.seed}.pt"
-        result = experiment.run(cfg, tracking_uri=plan.tracking_uri, experiment=spec.name, context=contexts[key],
-                                name=run_name(label, cfg.seed), tags=tags, parent_run_id=plan.parent_run_id,
-                                hooks=hooks, progress=plan.progress and plan.workers == 1,
-                                killed_on=(KeyboardInterrupt, optuna.TrialPruned), on_run_start=started,
-                                checkpoint_path=ckpt)
+        runs.append(experiment.MemberRun(cfg, run_name(label, cfg.seed), tags, hooks, started, ckpt))
+    return runs
+
+
+def trial_value(trial: optuna.Trial, plan: Plan, results: list) -> list[float]:
+    """The trial's objective, the mean over its seeds; raises what stopped one of its runs."""
+    per_seed = []
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
         if result.result.diverged:
             trial.set_user_attr("diverged", result.result.stop_reason)
-        missing = [m for m in spec.objective.metrics if m not in result.metrics]
+        missing = [m for m in plan.spec.objective.metrics if m not in result.metrics]
         if missing:
             raise RuntimeError(f"run {result.run_id} did not produce {missing}")
-        per_seed.append([result.metrics[m] for m in spec.objective.metrics])
+        per_seed.append([result.metrics[m] for m in plan.spec.objective.metrics])
     return [sum(vals) / len(vals) for vals in zip(*per_seed)]
+
+
+def _run(runs: list, plan: Plan, contexts: dict) -> list:
+    """Train runs (one group when there are several), logged under the study's parent run."""
+    from bench import experiment
+
+    return experiment.run_group(runs, tracking_uri=plan.tracking_uri, experiment=plan.spec.name,
+                                context=_context(runs[0].cfg, plan, contexts), parent_run_id=plan.parent_run_id,
+                                progress=plan.progress and plan.workers == 1,
+                                killed_on=(KeyboardInterrupt, optuna.TrialPruned))
+
+
+def objective(trial: optuna.Trial, plan: Plan, contexts: dict) -> list[float]:
+    """Train the trial's configuration with `repeats` seeds, one after another; the objective is their mean."""
+    runs = member_runs(trial, suggest(trial, plan.spec), plan)
+    return trial_value(trial, plan, [r for run in runs for r in _run([run], plan, contexts)])
 
 
 def run_name(label: str, seed: int) -> str:
@@ -148,20 +186,129 @@ def run_one(study: optuna.Study, trial: optuna.Trial, plan: Plan, contexts: dict
     with _Heartbeat(study, optuna_adapter.trial_id(trial)):
         try:
             values = objective(trial, plan, contexts)
-        except KeyboardInterrupt:  # Ctrl-C: mark it now, as the next run's stale-trial recovery would
-            with _sigint_ignored(), contextlib.suppress(Exception):  # a second Ctrl-C does not cut this short
-                retire(study, optuna_adapter.fresh_trial(study, optuna_adapter.trial_id(trial)), "interrupted (Ctrl-C)",
-                       plan.tracking_uri)
+        except KeyboardInterrupt:
+            _retire_interrupted(study, [trial], plan)
             raise
-        except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
-            return TrialState.PRUNED
         except Exception as e:  # a crash in one trial must not lose the others
-            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
-            study.tell(trial, state=TrialState.FAIL)
-            return TrialState.FAIL
-    study.tell(trial, values)
+            return _tell(study, trial, e)
+    return _tell(study, trial, values)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, outcome: list[float] | BaseException) -> TrialState:
+    if isinstance(outcome, optuna.TrialPruned):
+        study.tell(trial, state=TrialState.PRUNED)
+        return TrialState.PRUNED
+    if isinstance(outcome, BaseException):
+        trial.set_user_attr("error", f"{type(outcome).__name__}: {outcome}"[:2000])
+        study.tell(trial, state=TrialState.FAIL)
+        return TrialState.FAIL
+    study.tell(trial, outcome)
     return TrialState.COMPLETE
+
+
+def _retire_interrupted(study: optuna.Study, trials: list[optuna.Trial], plan: Plan) -> None:
+    """Ctrl-C: mark the trials now, as the next run's stale-trial recovery would."""
+    with _sigint_ignored():  # a second Ctrl-C does not cut this short
+        for trial in trials:
+            with contextlib.suppress(Exception):
+                retire(study, optuna_adapter.fresh_trial(study, optuna_adapter.trial_id(trial)),
+                       "interrupted (Ctrl-C)", plan.tracking_uri)
+
+
+def run_grouped(study: optuna.Study, trials: list[optuna.Trial], plan: Plan, contexts: dict) -> list[TrialState]:
+    """Claimed trials whose runs train as one group: every seed of every trial in one `GroupedStep`.
+
+    Each trial still gets its own outcome (a pruned or failed run stops its trial only). If the group as a
+    whole fails (not one member's hook), its trials are trained again one by one, so a crash that grouping
+    causes costs time, not results.
+    """
+    with contextlib.ExitStack() as beats:
+        for trial in trials:
+            beats.enter_context(_Heartbeat(study, optuna_adapter.trial_id(trial)))
+        runs = [member_runs(trial, suggest(trial, plan.spec), plan) for trial in trials]
+        from bench.step import grouping_refusal
+
+        cfgs = [r.cfg for rs in runs for r in rs]
+        reason = grouping_refusal(cfgs) if len(cfgs) > 1 else None
+        if reason is not None:
+            _say_once(f"not grouped, training runs one by one: {reason}")
+            return [_run_alone(study, trial, plan, contexts) for trial in trials]
+        try:
+            results = _run([r for rs in runs for r in rs], plan, contexts)
+        except KeyboardInterrupt:
+            _retire_interrupted(study, trials, plan)
+            raise
+        except Exception as e:
+            print(f"warning: the group of trials {[t.number for t in trials]} failed ({type(e).__name__}: {e}); "
+                  "training them one by one", file=sys.stderr, flush=True)
+            return [_run_alone(study, trial, plan, contexts) for trial in trials]
+        outcomes, at = [], 0
+        for trial, rs in zip(trials, runs):
+            mine, at = results[at:at + len(rs)], at + len(rs)
+            try:
+                outcomes.append(trial_value(trial, plan, mine))
+            except Exception as e:
+                outcomes.append(e)
+    return [_tell(study, trial, outcome) for trial, outcome in zip(trials, outcomes)]
+
+
+def _run_alone(study: optuna.Study, trial: optuna.Trial, plan: Plan, contexts: dict) -> TrialState:
+    """A claimed trial whose parameters are drawn, trained seed by seed, and its outcome told."""
+    try:
+        values = trial_value(trial, plan, [r for run in member_runs(trial, trial.params, plan)
+                                           for r in _run([run], plan, contexts)])
+    except KeyboardInterrupt:
+        _retire_interrupted(study, [trial], plan)
+        raise
+    except Exception as e:
+        return _tell(study, trial, e)
+    return _tell(study, trial, values)
+
+
+def claim_group(study: optuna.Study, first: optuna.Trial, plan: Plan, budget: Budget) -> list[optuna.Trial]:
+    """`first` and the WAITING trials that can train with it as one group, up to `plan.group_size` runs.
+
+    A queued trial joins when its parameters are known (a grid cell; a sampled trial's are drawn only
+    when it starts) and its runs have the group's shapes, batch size and loop (`grouping_refusal`).
+    """
+    from bench.step import grouping_refusal
+
+    spec = plan.spec
+    cfgs = trial_configs(spec, suggest(first, spec), plan)
+    group = [first]
+    if len(cfgs) > 1 and grouping_refusal(cfgs) is not None:
+        return group
+
+    def fits(t) -> bool:
+        params = optuna_adapter.enqueued_params(t)
+        if not params or any(k not in params for k in _needed(spec, params)):
+            return False
+        more = trial_configs(spec, params, plan)
+        return len(cfgs) + len(more) <= plan.group_size and grouping_refusal(cfgs + more) is None
+
+    while len(cfgs) + spec.repeats <= plan.group_size and budget.take():
+        trial = optuna_adapter.claim_waiting(study, accept=fits)
+        if trial is None:
+            budget.give_back()
+            break
+        _claimed(trial)
+        group.append(trial)
+        cfgs += trial_configs(spec, suggest(trial, spec), plan)
+    return group
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+    if line not in _SAID:
+        _SAID.add(line)
+        print(line, file=sys.stderr, flush=True)
+
+
+def _needed(spec: StudySpec, params: dict[str, Any]) -> list[str]:
+    """The space's parameters a trial with `params` has (conditional ones only where their `when` holds)."""
+    return [k for k, p in spec.search_space.items() if not p.when or all(params.get(a) == v for a, v in p.when.items())]
 
 
 @contextlib.contextmanager
@@ -224,7 +371,10 @@ def work(plan: Plan, budget: Budget, on_trial_end: Callable[[], None] | None = N
         if trial is None:
             budget.give_back()
             return
-        run_one(study, trial, plan, contexts)
+        if plan.group_size > 1:
+            run_grouped(study, claim_group(study, trial, plan, budget), plan, contexts)
+        else:
+            run_one(study, trial, plan, contexts)
         if on_trial_end:
             on_trial_end()
 

@@ -1,0 +1,100 @@
+"""A study trained in groups gives what the same study trained run by run gives: the same Optuna trials
+(params, values) and the same MLflow runs (params, metric keys and curves, tags, artifacts), plus a tag
+naming each run's group size."""
+
+import math
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from bench.cli import main
+from tests.studies.test_runner import load, study_args, write
+
+GRID = """
+name = "grouped"
+description = "two learning rates x two real targets, two seeds each: 8 runs, one group"
+repeats = 2
+[base]
+model.name = "cgan-mlp"
+model.g_norm = "none"
+model.d_norm = "none"
+model.d_dropout = 0.0
+[space]
+"optim.lr" = { choices = [2e-4, 1e-3] }
+"techniques.real_target" = { choices = [1.0, 0.9] }
+[sampler]
+type = "grid"
+[objective]
+metrics = ["eval/tarr"]
+directions = ["maximize"]
+"""
+# Tags that differ between any two runs of the same configuration (ids, times, machine load).
+VOLATILE = {"mlflow.runName", "mlflow.parentRunId", "train.group_size", "host", "mlflow.source.git.commit"}
+
+
+def _trials(store):
+    study = load(store, "grouped")
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    return {tuple(sorted(t.params.items())): t.values[0] for t in study.trials}
+
+
+def _runs(store):
+    c = MlflowClient(store)
+    exp = c.get_experiment_by_name("grouped")
+    runs = c.search_runs([exp.experiment_id], filter_string="tags.role = 'trial'")
+    out = {}
+    for r in runs:
+        key = (r.data.tags["config_label"], r.data.tags["seed"])
+        artifacts = sorted(f.path for f in c.list_artifacts(r.info.run_id))
+        curve = [m.value for m in c.get_metric_history(r.info.run_id, "train/loss_d")]
+        out[key] = (r, artifacts, curve)
+    return out
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory, tiny):
+    stores = {}
+    for mode, flag in (("sequential", "--no-group"), ("grouped", "--group-size=8")):
+        tmp = tmp_path_factory.mktemp(mode)
+        store = f"sqlite:///{tmp / 'store' / 'mlflow.db'}"
+        assert main(study_args(write(tmp, GRID), store, tiny, flag)) == 0
+        stores[mode] = store
+    return stores
+
+
+def test_the_same_trials(both):
+    seq, grp = _trials(both["sequential"]), _trials(both["grouped"])
+    assert seq.keys() == grp.keys() and len(seq) == 4
+    for params, value in seq.items():  # TARR on 200 samples: one digit more or less is 0.005
+        assert math.isclose(value, grp[params], abs_tol=0.02), (params, value, grp[params])
+
+
+def test_the_same_runs(both):
+    seq, grp = _runs(both["sequential"]), _runs(both["grouped"])
+    assert seq.keys() == grp.keys() and len(seq) == 8
+    for key, (a, a_files, a_curve) in seq.items():
+        b, b_files, b_curve = grp[key]
+        assert b.data.tags["train.group_size"] == "8" and "train.group_size" not in a.data.tags
+        assert {k: v for k, v in a.data.tags.items() if k not in VOLATILE} == \
+               {k: v for k, v in b.data.tags.items() if k not in VOLATILE}
+        assert a.data.params == b.data.params
+        logged = lambda run: {k for k in run.data.metrics if not k.startswith("system/")}  # noqa: E731 (sampled by time)
+        assert logged(a) == logged(b)
+        assert a_files == b_files and "checkpoints" in a_files
+        assert len(a_curve) == len(b_curve)
+        for x, y in zip(a_curve, b_curve):
+            assert math.isclose(x, y, rel_tol=1e-2, abs_tol=1e-4), key
+
+
+def test_grouping_is_off_by_default_on_the_cpu_and_says_so(tmp_path, store, tiny, capsys):
+    path = write(tmp_path, GRID.replace('choices = [1.0, 0.9]', 'choices = [1.0]').replace("repeats = 2", "repeats = 1"))
+    assert main(study_args(path, store, tiny)) == 0
+    assert "grouping: off on the CPU" in capsys.readouterr().out
+
+
+def test_a_bad_group_size_is_refused_before_anything_is_written(tmp_path, store, tiny, capsys):
+    path = write(tmp_path, GRID)
+    assert main(study_args(path, store, tiny, "--group-size=0")) == 2
+    assert "--group-size=0" in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()
