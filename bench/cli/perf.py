@@ -66,10 +66,16 @@ def register_cli(subparsers) -> None:
     p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's, the core count); "
                    "concurrent trials split them")
     p.add_argument("--parity", action="store_true", help="instead: the fast vs plain path parity comparison")
+    p.add_argument("--gpu-check", action="store_true",
+                   help="instead: the figures to take on a GPU in at most 8 minutes (single DCGAN eager / compiled, "
+                        "groups at K = 9 and 27, report 002 Table 1 at its full budget with its report)")
+    p.add_argument("--tiny", action="store_true", help="--gpu-check: every part at a tiny scale (a dry run, e.g. on a CPU)")
+    p.add_argument("--studies", metavar="DIR", help="--gpu-check: folder of study files (default: ./studies)")
     p.add_argument("--seeds", type=positive_int, default=3, help="--parity: seeds per path (default: %(default)s)")
     p.add_argument("--epochs", type=positive_int, default=1, help="--parity: epochs per run (default: %(default)s)")
     p.add_argument("--train-subset", type=int_at_least(0), default=0, help="--parity: training images per run (0: all) (default: %(default)s)")
-    p.add_argument("--out", default=None, help="JSON output file (default: perf.json, or parity.json with --parity)")
+    p.add_argument("--out", default=None, help="JSON output file (default: perf.json, or parity.json with --parity; "
+                                               "with --gpu-check a folder, default gpu-check/)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_perf)
     _DEFAULTS.update({a.dest: a.default for a in p._actions})
@@ -78,11 +84,18 @@ def register_cli(subparsers) -> None:
 # Flags that only one mode reads: given to the other, they are refused rather than ignored.
 _DEFAULTS: dict = {}
 PARITY_ONLY = ("seeds", "epochs", "train_subset")
+GPU_CHECK_ONLY = ("tiny", "studies")
 BENCHMARK_ONLY = ("steps", "warmup", "rounds", "textbook_workers", "eval_n", "eval_model", "track_subset",
                   "track_epochs", "track_eval_n", "track_repeats", "concurrency", "ablate", "groups", "group_steps")
 
 
 def _refuse_unused(args: argparse.Namespace) -> None:
+    if args.gpu_check and args.parity:
+        raise InputError("--gpu-check and --parity: choose one")
+    if not args.gpu_check:
+        for name in GPU_CHECK_ONLY:
+            if getattr(args, name) != _DEFAULTS.get(name):
+                raise InputError(f"--{name}={getattr(args, name)}: only read with --gpu-check")
     unused = BENCHMARK_ONLY if args.parity else PARITY_ONLY
     for name in unused:
         if name in _DEFAULTS and getattr(args, name) != _DEFAULTS[name]:
@@ -116,7 +129,16 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
 def _perf(args: argparse.Namespace, cfg: RunConfig) -> int:
     progress = not args.quiet
-    if args.parity:
+    if args.gpu_check:
+        from bench.perf.gpu_check import format_gpu_check, run_gpu_check
+        from bench.reproduce import default_studies_dir
+
+        out_dir = Path(args.out or "gpu-check")
+        result = run_gpu_check(cfg, Path(args.studies) if args.studies else default_studies_dir(), out_dir,
+                               tiny=args.tiny, progress=progress)
+        text = format_gpu_check(result)
+        out = out_dir / "gpu-check.json"
+    elif args.parity:
         result = run_parity(cfg, [cfg.seed + i for i in range(args.seeds)], progress=progress)
         text = format_parity(result)
         out = Path(args.out or "parity.json")

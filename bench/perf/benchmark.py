@@ -32,7 +32,8 @@ def _device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
-def _load(cfg: RunConfig, device: torch.device) -> tuple[DeviceDataset, DeviceDataset]:
+def load_splits(cfg: RunConfig, device: torch.device) -> tuple[DeviceDataset, DeviceDataset]:
+    """The training and test splits of cfg's dataset, on the device."""
     root = data_mod.resolve_root(cfg.data.root)
     kw = dict(device=device, download=cfg.data.download)
     return (data_mod.load_dataset(root, cfg.data.dataset, "train", **kw),
@@ -68,7 +69,7 @@ def run_benchmark(cfg: RunConfig, *, steps: int = DEFAULT_STEPS, warmup: int = D
         t_section = now
 
     say(progress, f"perf: loading {cfg.data.dataset} onto {device}")
-    train_full, test = _load(cfg, device)
+    train_full, test = load_splits(cfg, device)
     section_done("load")
 
     say(progress, f"perf [1/5] throughput: {cfg.model.name}, batch {cfg.optim.batch_size}, {steps} steps "

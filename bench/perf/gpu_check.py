@@ -1,0 +1,109 @@
+"""`gan-bench perf --gpu-check`: the figures a session lent a GPU should take, in one command of at most 8 minutes.
+
+1. A single report-000 DCGAN at batch 32: images/s eager, compiled (`train.compile`, CUDA only) and graphed
+   (a CUDA graph of the whole iteration: not built yet, reported as such);
+2. the group section at K = 9 and 27 (`bench.perf.groups`);
+3. report 002 Table 1 (`studies/batch-lr-grid.toml`) at its full budget, 10 epochs and 3 seeds, through
+   `gan-bench study run` (grouped on a GPU by default), then `gan-bench report`: the measured wall time
+   of both, with the report written.
+
+`--tiny` shrinks every part (a few steps, K = 2 and 3, Table 1 on 128 images at width 8 for one epoch), so
+the script itself can be checked on a CPU: `gan-bench perf --gpu-check --device cpu --tiny`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.perf.benchmark import load_splits
+from bench.perf.common import say
+from bench.perf.groups import group_throughput
+from bench.perf.loops import harness_loop
+from bench.run_config import RunConfig, apply_overrides
+
+TABLE1 = "batch-lr-grid"
+# --tiny: what makes each part take seconds on a CPU
+TINY_TABLE1 = {"data.train_subset": 128, "optim.epochs": 1, "model.width": 8, "eval.n_samples": 100,
+               "eval.n_per_class": 10, "eval.n_real": 100, "eval.splits": 2}
+
+
+def run_gpu_check(cfg: RunConfig, studies: Path, out_dir: Path, tiny: bool = False, progress: bool = True) -> dict:
+    """Every figure of the GPU check as a JSON-able dict (cfg: device, data root, the report-000 DCGAN)."""
+    steps, warmup = (4, 1) if tiny else (200, 20)
+    out: dict[str, Any] = {"device": cfg.device, "tiny": tiny,
+                           "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+    t0 = time.perf_counter()
+
+    train_full, _ = load_splits(cfg, torch.device(_device(cfg)))
+    say(progress, f"gpu-check [1/3] one report-000 DCGAN, batch 32, {steps} steps: eager, compiled, graphed")
+    single = {"eager": harness_loop(apply_overrides(cfg, {"train.compile": "off"}), train_full, steps, warmup)}
+    if _device(cfg) == "cuda":
+        single["compiled"] = harness_loop(apply_overrides(cfg, {"train.compile": "default"}), train_full, steps, warmup)
+    single["graphed"] = None  # CUDA graphs of the whole iteration are not built yet
+    out["single"] = single
+    sizes = [2, 3] if tiny else [9, 27]
+    say(progress, f"gpu-check [2/3] groups: K = {sizes}")
+    out["groups"] = group_throughput(cfg, train_full, sizes, steps=steps, progress=progress)
+    say(progress, f"gpu-check [3/3] report 002 Table 1 ({TABLE1}) at {'a tiny scale' if tiny else 'its full budget'}")
+    out["table1"] = _table1(cfg, studies / f"{TABLE1}.toml", out_dir, tiny)
+    out["total_s"] = time.perf_counter() - t0
+    return out
+
+
+def _device(cfg: RunConfig) -> str:
+    from bench.step import resolve_device
+
+    return resolve_device(cfg.device).type
+
+
+def _table1(cfg: RunConfig, study_file: Path, out_dir: Path, tiny: bool) -> dict[str, Any]:
+    """`study run` then `report` on Table 1's study, in a fresh store under out_dir; their wall times."""
+    from bench.cli import main
+
+    store = out_dir / "mlruns"
+    uri = f"sqlite:///{store.resolve() / 'mlflow.db'}"
+    sets = {"data.root": cfg.data.root, "data.download": cfg.data.download, **(TINY_TABLE1 if tiny else {})}
+    args = ["study", "run", str(study_file), "--tracking-uri", uri, "--device", _device(cfg), "--quiet"]
+    for k, v in sets.items():
+        if v is not None:
+            args += ["--set", f"{k}={v}"]
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        code = main(args)
+    train_s = time.perf_counter() - t0
+    if code != 0:
+        raise RuntimeError(f"Table 1's study failed (exit {code}):\n{printed.getvalue()[-2000:]}")
+    report_dir = out_dir / "report"
+    t1 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main(["report", TABLE1, "--tracking-uri", uri, "--out", str(report_dir), "--no-log",
+                     *(["--data-root", cfg.data.root] if cfg.data.root else [])])
+    report_s = time.perf_counter() - t1
+    if code != 0:
+        raise RuntimeError(f"Table 1's report failed (exit {code})")
+    return {"study_s": train_s, "report_s": report_s, "total_s": train_s + report_s,
+            "report": str(report_dir / "report.html"), "store": uri}
+
+
+def format_gpu_check(r: dict) -> str:
+    s, t = r["single"], r["table1"]
+    lines = [f"gan-bench perf --gpu-check on {r['device']} ({r['device_name']}){', tiny' if r['tiny'] else ''}",
+             f"  single report-000 DCGAN, batch 32: eager {s['eager']['images_per_s']:.0f} images/s; "
+             + (f"compiled {s['compiled']['images_per_s']:.0f} images/s; " if "compiled" in s else "compiled: CUDA only; ")
+             + "graphed: not built (no CUDA graph of the iteration yet)"]
+    for name, rows in r["groups"]["models"].items():
+        for row in rows:
+            lines.append(f"  group {name}, K={row['members']}: "
+                         + (f"{row['grouped_images_per_s']:.0f} images/s ({row['speedup']:.2f}x {row['members']} "
+                            f"sequential runs)" if row["grouped_s"] else "out of memory"))
+    lines.append(f"  report 002 Table 1{' (tiny)' if r['tiny'] else ', 10 epochs x 3 seeds'}: {t['total_s']:.0f} s "
+                 f"end to end ({t['study_s']:.0f} s training and evaluation, {t['report_s']:.0f} s report); "
+                 f"report: {t['report']}")
+    lines.append(f"  total {r['total_s']:.0f} s")
+    return "\n".join(lines)
