@@ -98,3 +98,17 @@ def test_a_bad_group_size_is_refused_before_anything_is_written(tmp_path, store,
     assert main(study_args(path, store, tiny, "--group-size=0")) == 2
     assert "--group-size=0" in capsys.readouterr().err
     assert not (tmp_path / "store").exists()
+
+
+def test_a_group_that_fails_as_a_whole_is_trained_again_run_by_run(tmp_path, store, tiny, monkeypatch, capsys):
+    from bench import experiment
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a kernel the group needs is missing")
+
+    monkeypatch.setattr(experiment, "build_grouped_step", broken)
+    path = write(tmp_path, GRID.replace('choices = [1.0, 0.9]', 'choices = [1.0]').replace("repeats = 2", "repeats = 1"))
+    assert main(study_args(path, store, tiny, "--group-size=2")) == 0
+    study = load(store, "grouped")
+    assert len(study.trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert "failed (RuntimeError: a kernel the group needs is missing); training them one by one" in capsys.readouterr().err
