@@ -87,7 +87,7 @@ def test_lr_and_latent_prior_reach_the_training_step():
     assert s.opt_g.param_groups[0]["lr"] == s.opt_d.param_groups[0]["lr"] == 2e-3
     s = step({"optim.lr": 2e-3, "optim.lr_g": 1e-4})
     assert (s.opt_g.param_groups[0]["lr"], s.opt_d.param_groups[0]["lr"]) == (1e-4, 2e-3)
-    z, _ = step({"model.latent_prior": "uniform"})._noise(2000)
+    z, _ = step({"model.latent_prior": "uniform"}).noise(2000)
     assert z.min() >= -1 and z.max() <= 1 and abs(z.norm(dim=1).mean().item() - 5.77) < 0.2
-    z, _ = step({})._noise(2000)
+    z, _ = step({}).noise(2000)
     assert abs(z.norm(dim=1).mean().item() - 10) < 0.3

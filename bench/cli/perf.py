@@ -134,8 +134,9 @@ def _perf(args: argparse.Namespace, cfg: RunConfig) -> int:
         from bench.reproduce import default_studies_dir
 
         out_dir = Path(args.out or "gpu-check")
-        result = run_gpu_check(cfg, Path(args.studies) if args.studies else default_studies_dir(), out_dir,
-                               tiny=args.tiny, progress=progress)
+        study_file = (Path(args.studies) if args.studies else default_studies_dir()) / "batch-lr-grid.toml"
+        result = run_gpu_check(cfg, lambda c, tiny: _table1(c, study_file, out_dir, tiny), tiny=args.tiny,
+                               progress=progress)
         text = format_gpu_check(result)
         out = out_dir / "gpu-check.json"
     elif args.parity:
@@ -156,3 +157,37 @@ def _perf(args: argparse.Namespace, cfg: RunConfig) -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written: {out}")
     return 0
+
+
+def _table1(cfg: RunConfig, study_file: Path, out_dir: Path, tiny: bool) -> dict:
+    """--gpu-check's third part: `study run` then `report` on Table 1's study in a fresh store under out_dir,
+    as a user runs them; their wall times."""
+    import contextlib
+    import io
+    import time
+
+    from bench.cli import main
+    from bench.perf.gpu_check import TINY_TABLE1, device_type
+
+    uri = f"sqlite:///{(out_dir / 'mlruns').resolve() / 'mlflow.db'}"
+    sets = {"data.root": cfg.data.root, "data.download": cfg.data.download, **(TINY_TABLE1 if tiny else {})}
+    args = ["study", "run", str(study_file), "--tracking-uri", uri, "--device", device_type(cfg), "--quiet"]
+    for k, v in sets.items():
+        if v is not None:
+            args += ["--set", f"{k}={v}"]
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        code = main(args)
+    study_s = time.perf_counter() - t0
+    if code != 0:
+        raise RuntimeError(f"Table 1's study failed (exit {code}):\n{printed.getvalue()[-2000:]}")
+    report_dir = out_dir / "report"
+    t1 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main(["report", study_file.stem, "--tracking-uri", uri, "--out", str(report_dir), "--no-log",
+                     *(["--data-root", cfg.data.root] if cfg.data.root else [])])
+    report_s = time.perf_counter() - t1
+    if code != 0:
+        raise RuntimeError(f"Table 1's report failed (exit {code})")
+    return {"study_s": study_s, "report_s": report_s, "total_s": study_s + report_s,
+            "report": str(report_dir / "report.html"), "store": uri}

@@ -5,7 +5,7 @@
 2. the group section at K = 9 and 27 (`bench.perf.groups`);
 3. report 002 Table 1 (`studies/batch-lr-grid.toml`) at its full budget, 10 epochs and 3 seeds, through
    `gan-bench study run` (grouped on a GPU by default), then `gan-bench report`: the measured wall time
-   of both, with the report written.
+   of both, with the report written (the command line runs this part: `bench.cli.perf`).
 
 `--tiny` shrinks every part (a few steps, K = 2 and 3, Table 1 on 128 images at width 8 for one epoch), so
 the script itself can be checked on a CPU: `gan-bench perf --gpu-check --device cpu --tiny`.
@@ -13,10 +13,8 @@ the script itself can be checked on a CPU: `gan-bench perf --gpu-check --device 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,68 +25,43 @@ from bench.perf.groups import group_throughput
 from bench.perf.loops import harness_loop
 from bench.run_config import RunConfig, apply_overrides
 
-TABLE1 = "batch-lr-grid"
 # --tiny: what makes each part take seconds on a CPU
 TINY_TABLE1 = {"data.train_subset": 128, "optim.epochs": 1, "model.width": 8, "eval.n_samples": 100,
                "eval.n_per_class": 10, "eval.n_real": 100, "eval.splits": 2}
 
 
-def run_gpu_check(cfg: RunConfig, studies: Path, out_dir: Path, tiny: bool = False, progress: bool = True) -> dict:
-    """Every figure of the GPU check as a JSON-able dict (cfg: device, data root, the report-000 DCGAN)."""
+def run_gpu_check(cfg: RunConfig, table1: Callable[[RunConfig, bool], dict], tiny: bool = False,
+                  progress: bool = True) -> dict:
+    """Every figure of the GPU check as a JSON-able dict (cfg: device, data root, the report-000 DCGAN).
+
+    `table1(cfg, tiny)` trains and reports Table 1's study and returns its timings; the command line
+    passes one that runs `gan-bench study run` and `gan-bench report` (`bench.cli.perf`).
+    """
     steps, warmup = (4, 1) if tiny else (200, 20)
     out: dict[str, Any] = {"device": cfg.device, "tiny": tiny,
                            "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
     t0 = time.perf_counter()
 
-    train_full, _ = load_splits(cfg, torch.device(_device(cfg)))
+    train_full, _ = load_splits(cfg, torch.device(device_type(cfg)))
     say(progress, f"gpu-check [1/3] one report-000 DCGAN, batch 32, {steps} steps: eager, compiled, graphed")
     single = {"eager": harness_loop(apply_overrides(cfg, {"train.compile": "off"}), train_full, steps, warmup)}
-    if _device(cfg) == "cuda":
+    if device_type(cfg) == "cuda":
         single["compiled"] = harness_loop(apply_overrides(cfg, {"train.compile": "default"}), train_full, steps, warmup)
     single["graphed"] = None  # CUDA graphs of the whole iteration are not built yet
     out["single"] = single
     sizes = [2, 3] if tiny else [9, 27]
     say(progress, f"gpu-check [2/3] groups: K = {sizes}")
     out["groups"] = group_throughput(cfg, train_full, sizes, steps=steps, progress=progress)
-    say(progress, f"gpu-check [3/3] report 002 Table 1 ({TABLE1}) at {'a tiny scale' if tiny else 'its full budget'}")
-    out["table1"] = _table1(cfg, studies / f"{TABLE1}.toml", out_dir, tiny)
+    say(progress, f"gpu-check [3/3] report 002 Table 1 at {'a tiny scale' if tiny else 'its full budget'}")
+    out["table1"] = table1(cfg, tiny)
     out["total_s"] = time.perf_counter() - t0
     return out
 
 
-def _device(cfg: RunConfig) -> str:
+def device_type(cfg: RunConfig) -> str:
     from bench.step import resolve_device
 
     return resolve_device(cfg.device).type
-
-
-def _table1(cfg: RunConfig, study_file: Path, out_dir: Path, tiny: bool) -> dict[str, Any]:
-    """`study run` then `report` on Table 1's study, in a fresh store under out_dir; their wall times."""
-    from bench.cli import main
-
-    store = out_dir / "mlruns"
-    uri = f"sqlite:///{store.resolve() / 'mlflow.db'}"
-    sets = {"data.root": cfg.data.root, "data.download": cfg.data.download, **(TINY_TABLE1 if tiny else {})}
-    args = ["study", "run", str(study_file), "--tracking-uri", uri, "--device", _device(cfg), "--quiet"]
-    for k, v in sets.items():
-        if v is not None:
-            args += ["--set", f"{k}={v}"]
-    t0 = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()) as printed:
-        code = main(args)
-    train_s = time.perf_counter() - t0
-    if code != 0:
-        raise RuntimeError(f"Table 1's study failed (exit {code}):\n{printed.getvalue()[-2000:]}")
-    report_dir = out_dir / "report"
-    t1 = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
-        code = main(["report", TABLE1, "--tracking-uri", uri, "--out", str(report_dir), "--no-log",
-                     *(["--data-root", cfg.data.root] if cfg.data.root else [])])
-    report_s = time.perf_counter() - t1
-    if code != 0:
-        raise RuntimeError(f"Table 1's report failed (exit {code})")
-    return {"study_s": train_s, "report_s": report_s, "total_s": train_s + report_s,
-            "report": str(report_dir / "report.html"), "store": uri}
 
 
 def format_gpu_check(r: dict) -> str:

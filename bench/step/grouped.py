@@ -241,13 +241,13 @@ def _stack(nets: list[nn.Module]) -> tuple[nn.Module, dict, dict]:
     """A shapes-only template of the nets, their stacked parameters and buffers, and each net re-pointed
     at its slice (so evaluating, saving or averaging a member's net reads the group's current weights)."""
     params, buffers = stack_module_state(nets)
+    template = copy.deepcopy(nets[0]).to("meta")  # before re-pointing: a copy of a view would copy the group
     for k, net in enumerate(nets):
         for name, p in net.named_parameters():
             p.data = params[name].detach()[k]
         for name, b in list(net.named_buffers()):
             owner, _, leaf = name.rpartition(".")
             setattr(net.get_submodule(owner), leaf, buffers[name][k])
-    template = copy.deepcopy(nets[0]).to("meta")
     return template, params, buffers
 
 

@@ -35,6 +35,7 @@ CASES = {
                                    "techniques.d_steps": 2, "techniques.instance_noise_std": 0.5,
                                    "techniques.ema_decay": 0.9, "techniques.diffaug": "translation,cutout"},
     "dcgan-hinge": {"model.name": "dcgan", "techniques.hinge": True, "techniques.g_steps": 2},
+    "dcgan-report000-uniform": {"model.name": "dcgan-report000", "model.latent_prior": "uniform"},
     "vanilla-saturating": {"model.name": "vanilla", "techniques.g_loss": "saturating"},
 }
 REL = 1e-2

@@ -30,6 +30,8 @@ metrics = ["eval/tarr"]
 directions = ["maximize"]
 """
 # Tags that differ between any two runs of the same configuration (ids, times, machine load).
+SMALLER = {"data.train_subset": 128, "eval.n_samples": 100, "eval.n_per_class": 10, "eval.n_real": 100,
+           "eval.splits": 2}  # 16 runs in all: each as small as it can be and still evaluate
 VOLATILE = {"mlflow.runName", "mlflow.parentRunId", "train.group_size", "host", "mlflow.source.git.commit"}
 
 
@@ -54,6 +56,7 @@ def _runs(store):
 
 @pytest.fixture(scope="module")
 def both(tmp_path_factory, tiny):
+    tiny = {**tiny, **SMALLER}
     stores = {}
     for mode, flag in (("sequential", "--no-group"), ("grouped", "--group-size=8")):
         tmp = tmp_path_factory.mktemp(mode)
@@ -66,8 +69,8 @@ def both(tmp_path_factory, tiny):
 def test_the_same_trials(both):
     seq, grp = _trials(both["sequential"]), _trials(both["grouped"])
     assert seq.keys() == grp.keys() and len(seq) == 4
-    for params, value in seq.items():  # TARR on 200 samples: one digit more or less is 0.005
-        assert math.isclose(value, grp[params], abs_tol=0.02), (params, value, grp[params])
+    for params, value in seq.items():  # TARR on 100 samples: one digit more or less is 0.01
+        assert math.isclose(value, grp[params], abs_tol=0.03), (params, value, grp[params])
 
 
 def test_the_same_runs(both):
