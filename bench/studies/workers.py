@@ -151,9 +151,14 @@ def _run(runs: list, plan: Plan, contexts: dict) -> list:
 
 
 def objective(trial: optuna.Trial, plan: Plan, contexts: dict) -> list[float]:
-    """Train the trial's configuration with `repeats` seeds, one after another; the objective is their mean."""
-    runs = member_runs(trial, suggest(trial, plan.spec), plan)
-    return trial_value(trial, plan, [r for run in runs for r in _run([run], plan, contexts)])
+    """Train the trial's configuration with `repeats` seeds, one after another; the objective is their mean.
+    A seed that is pruned or fails ends the trial before the next seed trains."""
+    results = []
+    for run in member_runs(trial, suggest(trial, plan.spec), plan):
+        results += _run([run], plan, contexts)
+        if isinstance(results[-1], BaseException):
+            break
+    return trial_value(trial, plan, results)
 
 
 def run_name(label: str, seed: int) -> str:
@@ -184,14 +189,7 @@ def _pruning_hook(trial: optuna.Trial, metric: str) -> Callable[[int, dict], Non
 def run_one(study: optuna.Study, trial: optuna.Trial, plan: Plan, contexts: dict) -> TrialState:
     """Run a claimed trial and record its outcome; an exception fails this trial, never the study."""
     with _Heartbeat(study, optuna_adapter.trial_id(trial)):
-        try:
-            values = objective(trial, plan, contexts)
-        except KeyboardInterrupt:
-            _retire_interrupted(study, [trial], plan)
-            raise
-        except Exception as e:  # a crash in one trial must not lose the others
-            return _tell(study, trial, e)
-    return _tell(study, trial, values)
+        return _run_alone(study, trial, plan, contexts)
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, outcome: list[float] | BaseException) -> TrialState:
@@ -253,14 +251,13 @@ def run_grouped(study: optuna.Study, trials: list[optuna.Trial], plan: Plan, con
 
 
 def _run_alone(study: optuna.Study, trial: optuna.Trial, plan: Plan, contexts: dict) -> TrialState:
-    """A claimed trial whose parameters are drawn, trained seed by seed, and its outcome told."""
+    """Train a claimed trial seed by seed and tell its outcome (under the caller's heartbeat)."""
     try:
-        values = trial_value(trial, plan, [r for run in member_runs(trial, trial.params, plan)
-                                           for r in _run([run], plan, contexts)])
+        values = objective(trial, plan, contexts)
     except KeyboardInterrupt:
         _retire_interrupted(study, [trial], plan)
         raise
-    except Exception as e:
+    except Exception as e:  # a crash in one trial must not lose the others
         return _tell(study, trial, e)
     return _tell(study, trial, values)
 
