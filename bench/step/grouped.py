@@ -8,14 +8,17 @@ ordinary modules whose weights are views of the stacked ones. A forward pass of 
 `vmap(functional_call)` (convolutions become grouped convolutions, batch norm keeps per-member
 statistics); one `MemberAdam` updates all of them with per-member rates and betas.
 
-What stays per member, in a Python loop over K: drawing noise and everything random the techniques
-do (under the member's own RNG state, in the order a sequential run draws it) and the loss hooks on
-the member's slice, so every technique's arithmetic is the one a sequential run does. Members share
-no parameters, so the gradient of the sum of their losses is each member's own gradient.
+What stays per member, in a Python loop over K: drawing noise, dropout masks and everything random
+the techniques do (under the member's own RNG state, in the order a sequential run draws it) and the
+loss hooks on the member's slice, so every technique's arithmetic is the one a sequential run does.
+Dropout inside the batched forward pass multiplies by masks drawn that way before the pass (vmap
+itself would draw one stream for all members). A hook that calls D itself (the gradient penalties,
+feature matching) calls the member's own module on its slice of the stacked parameters, so its
+gradient reaches the group's optimizer. Members share no parameters, so the gradient of the sum of
+their losses is each member's own gradient.
 
-Not grouped (`grouping_refusal` says why, and the caller trains sequentially): randomness inside the
-nets (dropout: vmap cannot draw it as K sequential runs would), and techniques that call the nets
-themselves or change their structure (`Technique.groupable`).
+Not grouped (`grouping_refusal` says why, and the caller trains sequentially): techniques that change
+the nets' structure or keep their own copies of the weights (`Technique.groupable`).
 """
 
 from __future__ import annotations
@@ -40,11 +43,9 @@ def grouping_refusal(cfgs: Sequence) -> str | None:
     """Why these configs cannot train as one group (None: they can)."""
     first = cfgs[0]
     for cfg in cfgs:
-        if cfg.model.d_dropout > 0:
-            return f"model.d_dropout={cfg.model.d_dropout}: dropout draws inside the nets"
         off = [t.name for t in techniques.TECHNIQUES.values() if t.active(cfg) and not t.groupable]
         if off:
-            return f"technique {off[0]} calls or changes the nets itself"
+            return f"technique {off[0]} re-parametrizes or copies the weights"
     for section in ("model", "data", "train"):
         if any(getattr(c, section) != getattr(first, section) for c in cfgs[1:]):
             return f"the members' {section} sections differ (shapes, data or training mode)"
@@ -72,6 +73,9 @@ class GroupedStep:
         self.live = [True] * self.members
         self.G, self.g_params, self.g_buffers = _stack([s.G for s in self.steps])
         self.D, self.d_params, self.d_buffers = _stack([s.D for s in self.steps])
+        for k, s in enumerate(self.steps):  # the hooks' D: gradients through it reach the group's parameters
+            s.info.D = _MemberNet(s.D, self.d_params, k)
+        self.g_dropout, self.d_dropout = _MemberDropout(self.G), _MemberDropout(self.D)
         self.opt_g = _member_adam(self.g_params, [s.opt_g for s in self.steps])
         self.opt_d = _member_adam(self.d_params, [s.opt_d for s in self.steps])
 
@@ -114,11 +118,25 @@ class GroupedStep:
 
     # -- the two updates ----------------------------------------------------------------------
 
+    def _masks(self, dropout: _MemberDropout, x: torch.Tensor, y: torch.Tensor | None) -> dict | None:
+        """Each member's dropout masks for one forward pass, drawn from its own RNG stream."""
+        if not dropout.layers:
+            return None
+        draws = []
+        for k in range(self.members):
+            with self._rng(k):
+                draws.append(dropout.draw(x[k], _at(y, k)))
+        return {name: torch.stack([d[name] for d in draws]) for name in draws[0]}
+
     def _g(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return _batched(self.G, self.g_params, self.g_buffers, z, y)
+        return _batched(self.G, self.g_params, self.g_buffers, z, y, self._masks(self.g_dropout, z, y))
 
     def _d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return _batched(self.D, self.d_params, self.d_buffers, x, y)
+        return _batched(self.D, self.d_params, self.d_buffers, x, y, self._masks(self.d_dropout, x, y))
+
+    def _hook(self, k: int, hook, b: techniques.Batch) -> torch.Tensor:
+        with self._rng(k):  # a penalty draws (interpolates) and calls D (dropout) from the member's stream
+            return hook(b)
 
     def d_step(self, real: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One D update of every member; returns (K, 5) as `GANStep.d_step` does per member."""
@@ -139,8 +157,8 @@ class GroupedStep:
                 real_logits, fake_logits = logits[:, :n], logits[:, n:]
             else:
                 real_logits, fake_logits = self._d(real, real_y).float(), self._d(fake, fake_y).float()
-            losses = [s.hooks.d_loss(techniques.Batch(real[k], fake[k], _at(real_y, k), _at(fake_y, k), fake_logits[k],
-                                                      real_logits[k], *targets[k]))
+            losses = [self._hook(k, s.hooks.d_loss, techniques.Batch(
+                          real[k], fake[k], _at(real_y, k), _at(fake_y, k), fake_logits[k], real_logits[k], *targets[k]))
                       for k, s in enumerate(self.steps)]
         self.opt_d.zero_grad(set_to_none=True)
         self._sum_live(losses).backward()
@@ -159,8 +177,8 @@ class GroupedStep:
         with d_frozen, self.autocast:
             fake = self._d_input(self._g(z, y), False)
             logits = self._d(fake, y).float()
-            losses = [s.hooks.g_loss(techniques.Batch(real[k], fake[k], _at(labels, k) if conditional else None,
-                                                      _at(y, k), logits[k]))
+            losses = [self._hook(k, s.hooks.g_loss, techniques.Batch(
+                          real[k], fake[k], _at(labels, k) if conditional else None, _at(y, k), logits[k]))
                       for k, s in enumerate(self.steps)]
         self.opt_g.zero_grad(set_to_none=True)
         self._sum_live(losses).backward()
@@ -227,10 +245,86 @@ class GroupedStep:
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _batched(template: nn.Module, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor | None):
-    """Every member's forward pass at once: member k's weights on x[k] (and labels y[k])."""
-    call = lambda p, b, x, y: functional_call(template, (p, b), (x, y))  # noqa: E731
-    return vmap(call, in_dims=(0, 0, 0, None if y is None else 0))(params, buffers, x, y)
+def _batched(template: nn.Module, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor | None,
+             masks: dict | None = None):
+    """Every member's forward pass at once: member k's weights on x[k] (and labels y[k], dropout masks[k])."""
+    def call(p, b, x, y, masks):
+        _MaskedDropout.masks = masks
+        try:
+            return functional_call(template, (p, b), (x, y))
+        finally:
+            _MaskedDropout.masks = None
+    return vmap(call, in_dims=(0, 0, 0, None if y is None else 0, None if masks is None else 0))(
+        params, buffers, x, y, masks)
+
+
+class _MaskedDropout(nn.Module):
+    """A dropout layer of the batched template: it multiplies by the member's mask that the step drew
+    beforehand (already scaled by 1 / (1 - p), as dropout scales it)."""
+
+    masks: dict | None = None  # set around one batched forward pass (vmap runs it in this thread)
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * _MaskedDropout.masks[self.name].to(x.dtype)
+
+
+class _MemberDropout:
+    """The dropout layers of a net, and how to draw one member's masks for one forward pass exactly as
+    the member's own net would (same function, shapes and order, so the same RNG draws)."""
+
+    def __init__(self, template: nn.Module):
+        self.template = template
+        self.layers = {name: m for name, m in template.named_modules()
+                       if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0}
+        self._calls: dict[tuple, list[tuple[str, torch.Size]]] = {}
+        if self.layers:
+            self.probe = copy.deepcopy(template)  # keeps the real dropout layers, on the meta device
+            for name in self.layers:
+                owner, _, leaf = name.rpartition(".")
+                setattr(template.get_submodule(owner), leaf, _MaskedDropout(name))
+
+    def _order(self, x: torch.Tensor, y: torch.Tensor | None) -> list[tuple[str, torch.Size]]:
+        """The dropout layers a forward pass on inputs of these shapes calls, in order, with their input shapes."""
+        key = (tuple(x.shape), None if y is None else tuple(y.shape))
+        if key not in self._calls:
+            calls: list[tuple[str, torch.Size]] = []
+            handles = [self.probe.get_submodule(name).register_forward_pre_hook(
+                lambda _m, args, name=name: calls.append((name, args[0].shape))) for name in self.layers]
+            try:
+                with torch.no_grad():
+                    self.probe(x.to("meta"), None if y is None else y.to("meta"))
+            finally:
+                for h in handles:
+                    h.remove()
+            if len({name for name, _ in calls}) != len(calls):
+                raise ValueError("a dropout layer runs twice in one forward pass: its masks cannot be drawn ahead")
+            self._calls[key] = calls
+        return self._calls[key]
+
+    def draw(self, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """{layer: mask} for one member's forward pass on x, from the global RNG (the caller's member stream)."""
+        masks = {}
+        for name, shape in self._order(x, y):
+            layer = self.layers[name]
+            masks[name] = type(layer)(layer.p)(torch.ones(shape, device=x.device))  # draws as the layer would
+        return masks
+
+
+class _MemberNet(nn.Module):
+    """Member k's own net run on its slice of the group's parameters (its buffers are already views of the
+    group's): for hooks that call a net themselves, so their gradients reach the group's optimizer."""
+
+    def __init__(self, net: nn.Module, params: dict, k: int):
+        super().__init__()
+        self.net, self.k = net, k
+        self._stacked = params
+
+    def forward(self, *args):
+        return functional_call(self.net, {n: p[self.k] for n, p in self._stacked.items()}, args, strict=False)
 
 
 def _at(t: torch.Tensor | None, k: int) -> torch.Tensor | None:

@@ -13,8 +13,8 @@ Its declaration, read from a run's config:
 * `wrap_models(gan, cfg)`: changes to the built nets (layer wrappers, init);
 * `varies_per_member` / `changes_shapes`: whether its values may differ between the members a
   grouped step trains together, and whether they change the nets' shapes (then members must agree);
-  `groupable`: False when its hooks call the nets themselves or it rewires them (penalties on D's
-  gradients, spectral norm), which a grouped step cannot batch: such runs train one by one.
+  `groupable`: False when it re-parametrizes the nets' weights (spectral norm) or keeps its own
+  copy of them (historical averaging), which a grouped step cannot batch: such runs train one by one.
 
 Its kernels: module-level functions with the arithmetic it adds to a step, every hyperparameter
 passed in (a float, or a per-member tensor that broadcasts), and hooks that call them at the places
@@ -109,7 +109,7 @@ class Technique:
     couples_batch: ClassVar[bool] = False  # D looks across the batch: real and fake need separate passes
     varies_per_member: ClassVar[bool] = True  # its values may differ between the members of one group
     changes_shapes: ClassVar[bool] = False    # its values change the nets' structure: a group's members agree
-    groupable: ClassVar[bool] = True  # False: its hooks call the nets or it rewires them, so runs train one by one
+    groupable: ClassVar[bool] = True  # False: it re-parametrizes or copies the weights, so runs train one by one
 
     def __init__(self, values: SimpleNamespace, info: StepInfo):
         self.values, self.info = values, info

@@ -16,7 +16,6 @@ class FeatureMatching(Technique):
     """
 
     name = "feature_matching"
-    groupable = False  # its hooks call the nets (or it rewires them): not batched in a group
     label_key = "fm"
     paper = "Salimans et al. 2016"
     study = "feature-matching"

@@ -17,7 +17,7 @@ class HistoricalAveraging(Technique):
     """
 
     name = "historical_averaging"
-    groupable = False  # its hooks call the nets (or it rewires them): not batched in a group
+    groupable = False  # its penalty reads its own copy of D's weights, outside the group's
     label_key = "histavg"
     paper = "Salimans et al. 2016"
     study = "historical-averaging"

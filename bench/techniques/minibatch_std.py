@@ -20,7 +20,6 @@ class MinibatchStd(Technique):
     """
 
     name = "minibatch_std"
-    groupable = False  # its hooks call the nets (or it rewires them): not batched in a group
     label_key = "mbstd"
     section = "model"
     paper = "Karras et al. 2018"

@@ -16,7 +16,6 @@ class R1(Technique):
     """
 
     name = "r1"
-    groupable = False  # its hooks call the nets (or it rewires them): not batched in a group
     paper = "Mescheder et al. 2018"
     study = "r1"
     fields = {"r1_gamma": (float, Field(0.0, ge=0.0, le=1000.0,

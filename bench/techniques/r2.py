@@ -16,7 +16,6 @@ class R2(Technique):
     """
 
     name = "r2"
-    groupable = False  # its hooks call the nets (or it rewires them): not batched in a group
     paper = "Mescheder et al. 2018"
     study = "r2"
     fields = {"r2_gamma": (float, Field(0.0, ge=0.0, le=1000.0,

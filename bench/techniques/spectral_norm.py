@@ -20,7 +20,7 @@ class SpectralNorm(Technique):
     """
 
     name = "spectral_norm"
-    groupable = False  # its hooks call the nets (or it rewires them): not batched in a group
+    groupable = False  # a parametrization of the weights, which stacking the members would drop
     label_key = "sn"
     section = "model"
     paper = "Miyato et al. 2018"

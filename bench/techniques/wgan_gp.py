@@ -20,7 +20,6 @@ class WganGp(Technique):
     """
 
     name = "wgan_gp"
-    groupable = False  # its hooks call the nets (or it rewires them): not batched in a group
     label_key = "wgan-gp"
     paper = "Gulrajani et al. 2017"
     study = "wgan-gp"

@@ -37,6 +37,13 @@ CASES = {
     "dcgan-hinge": {"model.name": "dcgan", "techniques.hinge": True, "techniques.g_steps": 2},
     "dcgan-report000-uniform": {"model.name": "dcgan-report000", "model.latent_prior": "uniform"},
     "vanilla-saturating": {"model.name": "vanilla", "techniques.g_loss": "saturating"},
+    # randomness inside D (dropout masks) and hooks that call D themselves (penalties, feature matching)
+    "cgan-conv-dropout2d-r1": {"model.name": "cgan-conv", "model.d_dropout": 0.25, "techniques.r1_gamma": 1.0},
+    "vanilla-dropout-wgan-gp": {"model.name": "vanilla", "model.d_dropout": 0.5, "techniques.wgan_gp_lambda": 10.0,
+                                "techniques.d_steps": 2},
+    "cgan-mlp-dropout-fm-r2": {"model.name": "cgan-mlp", "model.d_dropout": 0.25, "techniques.feature_matching": True,
+                               "techniques.r2_gamma": 10.0},
+    "dcgan-minibatch-std": {"model.name": "dcgan", "model.d_minibatch_std": True},
 }
 REL = 1e-2
 NORMALIZED = {  # batch norm (report 002's conditional DCGAN) and virtual batch norm, in G and D
@@ -241,8 +248,7 @@ def test_no_host_sync_inside_a_grouped_iteration():
 
 
 @pytest.mark.parametrize("change, reason", [
-    ({"model.d_dropout": 0.25}, "model.d_dropout=0.25"),
-    ({"techniques.r1_gamma": 1.0}, "technique r1"),
+    ({"techniques.hist_avg_lambda": 1.0}, "technique historical_averaging"),
     ({"model.d_spectral_norm": True}, "technique spectral_norm"),
 ])
 def test_what_cannot_be_grouped_says_why(change, reason):
