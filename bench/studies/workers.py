@@ -262,36 +262,46 @@ def _run_alone(study: optuna.Study, trial: optuna.Trial, plan: Plan, contexts: d
     return _tell(study, trial, values)
 
 
-def claim_group(study: optuna.Study, first: optuna.Trial, plan: Plan, budget: Budget) -> list[optuna.Trial]:
-    """`first` and the WAITING trials that can train with it as one group, up to `plan.group_size` runs.
+def claim_groups(study: optuna.Study, first: optuna.Trial, plan: Plan, budget: Budget) -> list[list[optuna.Trial]]:
+    """`first` and the WAITING trials that can train with it as one group, up to `plan.group_size` runs,
+    as the groups to run in turn (the first is that group).
 
-    A queued trial joins when its parameters are known (a grid cell; a sampled trial's are drawn only
-    when it starts) and its runs have the group's shapes, batch size and loop (`grouping_refusal`).
+    A queued grid cell joins when its runs have the group's shapes, batch size and loop (`grouping_refusal`).
+    A sampled study's trials are asked for K at once (TPE's constant liar keeps them apart): each empty
+    slot gets its parameters as it is claimed and joins the first group its runs fit, else starts one.
     """
     from bench.step import grouping_refusal
 
     spec = plan.spec
-    cfgs = trial_configs(spec, suggest(first, spec), plan)
-    group = [first]
-    if len(cfgs) > 1 and grouping_refusal(cfgs) is not None:
-        return group
+    groups = [([first], trial_configs(spec, suggest(first, spec), plan))]
+    if len(groups[0][1]) > 1 and grouping_refusal(groups[0][1]) is not None:
+        return [[first]]
+    sampled = spec.sampler.type != "grid"
+    claimed = lambda: sum(len(cfgs) for _, cfgs in groups)  # noqa: E731
 
     def fits(t) -> bool:
         params = optuna_adapter.enqueued_params(t)
+        if sampled and not params:
+            return True  # an empty slot: its parameters are drawn once it is claimed
         if not params or any(k not in params for k in _needed(spec, params)):
             return False
         more = trial_configs(spec, params, plan)
-        return len(cfgs) + len(more) <= plan.group_size and grouping_refusal(cfgs + more) is None
+        return claimed() + len(more) <= plan.group_size and grouping_refusal(groups[0][1] + more) is None
 
-    while len(cfgs) + spec.repeats <= plan.group_size and budget.take():
+    while claimed() + spec.repeats <= plan.group_size and budget.take():
         trial = optuna_adapter.claim_waiting(study, accept=fits)
         if trial is None:
             budget.give_back()
             break
         _claimed(trial)
-        group.append(trial)
-        cfgs += trial_configs(spec, suggest(trial, spec), plan)
-    return group
+        more = trial_configs(spec, suggest(trial, spec), plan)
+        home = next((g for g in groups if grouping_refusal(g[1] + more) is None), None)
+        if home is None:
+            groups.append(([trial], more))
+        else:
+            home[0].append(trial)
+            home[1].extend(more)
+    return [trials for trials, _ in groups]
 
 
 _SAID: set[str] = set()
@@ -369,7 +379,12 @@ def work(plan: Plan, budget: Budget, on_trial_end: Callable[[], None] | None = N
             budget.give_back()
             return
         if plan.group_size > 1:
-            run_grouped(study, claim_group(study, trial, plan, budget), plan, contexts)
+            groups = claim_groups(study, trial, plan, budget)
+            with contextlib.ExitStack() as beats:  # the trials waiting for their turn stay alive too
+                for later in groups[1:]:
+                    beats.enter_context(_Heartbeat(study, optuna_adapter.trial_id(later[0])))
+                for group in groups:
+                    run_grouped(study, group, plan, contexts)
         else:
             run_one(study, trial, plan, contexts)
         if on_trial_end:

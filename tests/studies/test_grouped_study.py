@@ -115,3 +115,56 @@ def test_a_group_that_fails_as_a_whole_is_trained_again_run_by_run(tmp_path, sto
     study = load(store, "grouped")
     assert len(study.trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert "failed (RuntimeError: a kernel the group needs is missing); training them one by one" in capsys.readouterr().err
+
+
+TPE = """
+name = "grouped"
+description = "TPE over the learning rate (and the batch size): its trials are asked for K at once"
+repeats = 1
+[base]
+model.name = "cgan-mlp"
+model.g_norm = "none"
+model.d_norm = "none"
+model.d_dropout = 0.0
+[space]
+"optim.lr" = { type = "float", low = 1e-4, high = 1e-3, log = true }
+"optim.batch_size" = { choices = [BATCHES] }
+[sampler]
+type = "tpe"
+[budget]
+n_trials = 3
+[objective]
+metrics = ["eval/tarr"]
+directions = ["maximize"]
+"""
+
+
+def _group_sizes(store) -> list[str]:
+    c = MlflowClient(store)
+    runs = c.search_runs([c.get_experiment_by_name("grouped").experiment_id], filter_string="tags.role = 'trial'")
+    return sorted(r.data.tags.get("train.group_size", "1") for r in runs)
+
+
+def test_a_sampled_study_asks_for_a_group_of_trials_at_once(tmp_path, store, tiny):
+    tiny = {**tiny, **SMALLER}
+    assert main(study_args(write(tmp_path, TPE.replace("BATCHES", "32")), store, tiny, "--group-size=3")) == 0
+    study = load(store, "grouped")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert len({t.params["optim.lr"] for t in study.trials}) == 3  # three configurations, each its own trial
+    assert _group_sizes(store) == ["3", "3", "3"]
+
+
+def test_a_sampled_trial_that_does_not_fit_the_group_trains_after_it(tmp_path, store, tiny, monkeypatch):
+    from bench.studies import workers
+
+    real_suggest = workers.suggest
+
+    def suggest(trial, spec):  # trial 0 trains at another batch size than trials 1 and 2
+        return {**real_suggest(trial, spec), "optim.batch_size": 16 if trial.number == 0 else 32}
+
+    monkeypatch.setattr(workers, "suggest", suggest)
+    tiny = {**tiny, **SMALLER}
+    assert main(study_args(write(tmp_path, TPE.replace("BATCHES", "32")), store, tiny, "--group-size=3")) == 0
+    study = load(store, "grouped")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert _group_sizes(store) == ["1", "2", "2"]
