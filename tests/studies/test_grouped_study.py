@@ -11,23 +11,26 @@ from mlflow import MlflowClient
 from bench.cli import main
 from tests.studies.test_runner import load, study_args, write
 
-GRID = """
-name = "grouped"
-description = "two learning rates x two real targets, two seeds each: 8 runs, one group"
-repeats = 2
+COMMON = """
 [base]
 model.name = "cgan-mlp"
 model.g_norm = "none"
 model.d_norm = "none"
 model.d_dropout = 0.0
+[objective]
+metrics = ["eval/tarr"]
+directions = ["maximize"]
+"""
+GRID = """
+name = "grouped"
+description = "two learning rates x two real targets, two seeds each: 8 runs, one group"
+repeats = 2
+""" + COMMON + """
 [space]
 "optim.lr" = { choices = [2e-4, 1e-3] }
 "techniques.real_target" = { choices = [1.0, 0.9] }
 [sampler]
 type = "grid"
-[objective]
-metrics = ["eval/tarr"]
-directions = ["maximize"]
 """
 # Tags that differ between any two runs of the same configuration (ids, times, machine load).
 SMALLER = {"data.train_subset": 128, "eval.n_samples": 100, "eval.n_per_class": 10, "eval.n_real": 100,
@@ -121,11 +124,7 @@ TPE = """
 name = "grouped"
 description = "TPE over the learning rate (and the batch size): its trials are asked for K at once"
 repeats = 1
-[base]
-model.name = "cgan-mlp"
-model.g_norm = "none"
-model.d_norm = "none"
-model.d_dropout = 0.0
+""" + COMMON + """
 [space]
 "optim.lr" = { type = "float", low = 1e-4, high = 1e-3, log = true }
 "optim.batch_size" = { choices = [BATCHES] }
@@ -133,9 +132,6 @@ model.d_dropout = 0.0
 type = "tpe"
 [budget]
 n_trials = 3
-[objective]
-metrics = ["eval/tarr"]
-directions = ["maximize"]
 """
 
 
