@@ -19,7 +19,7 @@ from torchvision.utils import make_grid
 
 from bench import data as data_mod
 from bench import techniques
-from bench.evaluator import Evaluator, evaluate_gan, load_or_train
+from bench.evaluator import Evaluation, Evaluator, load_or_train
 from bench.models import GAN, MODELS, count_params, sample_latent, summary
 from bench.plots import curves_figure
 from bench.run_config import RunConfig, params
@@ -204,8 +204,7 @@ def _member_parts(cfg: RunConfig, ctx: Context) -> _Parts:
     grid_noise = sample_latent(GRID_COLUMNS * (n_classes if conditional else 8), cfg.model.latent_dim,
                                cfg.model.latent_prior, generator=ref_gen, device=ctx.device)
     return _Parts(train_data, ref_gen,
-                  evaluate=lambda g: evaluate_gan(g, ctx.evaluator, ctx.test, cfg.eval, cfg.model.latent_dim,
-                                                  seed=cfg.seed),
+                  evaluate=Evaluation(ctx.evaluator, ctx.test, cfg.eval, cfg.model.latent_dim, seed=cfg.seed),
                   samples=lambda g: sample_grid(g, grid_noise, grid_labels), grid=(grid_noise, grid_labels))
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from bench.data import DeviceDataset
+from bench.evaluator import Evaluation, evaluate_gans
 from bench.metrics.registry import progress_keys
 from bench.models import GAN
 from bench.progress import bar as progress_bar
@@ -164,6 +165,8 @@ def train(step: Step, members: Sequence[Member], *, progress: bool = True) -> li
         elapsed = _now(device) - t0
         for r in live:
             r.train_s += elapsed
+        _evaluate_all(step, [r for r in live if _eval_due(r.m, epoch)], epoch)
+        for r in live:
             _end_epoch(step, r, epoch, bar)
     bar.close()
     return [_finish(step, r) for r in runs]
@@ -205,8 +208,7 @@ def _log_window(step: Step, r: _Progress, values: dict[str, float], epoch: int, 
 def _end_epoch(step: Step, r: _Progress, epoch: int, bar) -> None:
     """Evaluate (when due) and check for collapse; save the checkpoint; log samples; call the hooks."""
     m = r.m
-    if m.evaluate is not None and (epoch % m.cfg.eval.every == 0 or epoch == m.cfg.optim.epochs):
-        _evaluate(step, r, epoch)
+    if _eval_due(m, epoch):  # evaluated already, with the group (`_evaluate_all`)
         if r.k == 0:
             bar.set_postfix({k: f"{r.last_eval[k]:.3f}" for k in progress_keys() if k in r.last_eval}, refresh=True)
         if collapsed(r.history.eval.get("sample_std", []), m.cfg.train.collapse_std, r.history.init_sample_std):
@@ -269,10 +271,33 @@ def initial_sample_std(gan: GAN, latent_dim: int, device: torch.device, seed: in
         G.train(was_training)
 
 
+def _eval_due(m: Member, epoch: int) -> bool:
+    return m.evaluate is not None and (epoch % m.cfg.eval.every == 0 or epoch == m.cfg.optim.epochs)
+
+
+def _evaluate_all(step: Step, due: list[_Progress], epoch: int) -> None:
+    """Evaluate these members; a group's together (one batched pass) when their evaluations allow it."""
+    first = due[0].m.evaluate if due else None
+    if len(due) < 2 or not all(isinstance(r.m.evaluate, Evaluation) and first.shares_with(r.m.evaluate)
+                               for r in due):
+        for r in due:
+            _evaluate(step, r, epoch)
+        return
+    t0 = _now(step.device)
+    results = evaluate_gans([step.evaluated(r.k) for r in due], [r.m.evaluate for r in due])
+    share = (_now(step.device) - t0) / len(due)
+    for r, metrics in zip(due, results):
+        _record_eval(r, metrics, epoch, share)
+
+
 def _evaluate(step: Step, r: _Progress, epoch: int) -> None:
     t0 = _now(step.device)
     metrics = r.m.evaluate(step.evaluated(r.k))
-    r.eval_s += _now(step.device) - t0
+    _record_eval(r, metrics, epoch, _now(step.device) - t0)
+
+
+def _record_eval(r: _Progress, metrics: dict[str, float], epoch: int, seconds: float) -> None:
+    r.eval_s += seconds
     r.last_eval = metrics
     r.history.epochs.append(epoch)
     for k, v in metrics.items():

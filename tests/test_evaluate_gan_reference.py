@@ -91,3 +91,37 @@ def test_the_comparison_can_fail():
 if __name__ == "__main__":  # regenerate: python tests/test_evaluate_gan_reference.py DATA_ROOT
     REFERENCE.parent.mkdir(exist_ok=True)
     REFERENCE.write_text(json.dumps({"machine": machine(), "scores": scored(Path(sys.argv[1]))}, indent=1) + "\n")
+
+
+@pytest.mark.parametrize("case", ["cgan-mlp", "vanilla"])
+def test_a_group_evaluated_together_scores_what_each_scores_alone(data_root, case):
+    """`evaluate_gans` (one batched generator pass, one evaluator pass) equals `evaluate_gan` per GAN:
+    three GANs of the same shapes with their own weights and seeds; larger batches only round differently."""
+    from bench.data import load_dataset
+    from bench.evaluator import Evaluation, evaluate_gan, evaluate_gans, load_shipped
+    from bench.run_config import build_config
+    from bench.step import build_gan
+
+    test = load_dataset(data_root, "mnist", "test", "cpu", download=False)
+    scorer = load_shipped("mnist")
+    overrides = {**SMALL, **CASES[case], "data.root": str(data_root), "eval.n_per_class": 30, "eval.n_samples": 300,
+                 "eval.n_real": 300, "model.g_norm": "batch"}
+    gans, evaluations = [], []
+    for seed in (0, 1, 2):
+        cfg = build_config(overrides={**overrides, "seed": seed})
+        torch.manual_seed(seed)
+        gan = build_gan(cfg, num_classes=test.num_classes)
+        with torch.no_grad():
+            for p in gan.generator.parameters():
+                p.mul_(G_SCALE)
+        gans.append(gan)
+        evaluations.append(Evaluation(scorer, test, cfg.eval, cfg.model.latent_dim, seed=seed))
+    together = evaluate_gans(gans, evaluations)
+    alone = [evaluate_gan(g, scorer, test, e.cfg, e.latent_dim, seed=e.seed) for g, e in zip(gans, evaluations)]
+    for k in range(3):
+        diffs = [f"{key}: {together[k][key]} != {v}" for key, v in alone[k].items()
+                 if not (math.isnan(v) and math.isnan(together[k][key]))
+                 and not math.isclose(together[k][key], v, rel_tol=1e-4, abs_tol=1e-6)]
+        assert not diffs, f"GAN {k}:\n" + "\n".join(diffs)
+    assert together[0]["is"] != together[1]["is"]  # three different GANs, not one scored three times
+    assert all(g.generator.training for g in gans)  # back in training mode

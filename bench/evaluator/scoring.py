@@ -9,7 +9,13 @@ is computed once and kept in the evaluator's real-reference cache.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import dataclasses
+
 import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
 
 from bench import metrics
 from bench.config import EvalConfig
@@ -84,39 +90,100 @@ def generate(gan: GAN, n: int, latent_dim: int, device, gen: torch.Generator,
     return torch.cat([gan.generator(zc, yc) for zc, yc in _chunks(z, y)])
 
 
-@torch.inference_mode()
-@no_tf32()
+@dataclasses.dataclass(frozen=True, eq=False)
+class Evaluation:
+    """A run's per-epoch evaluation, `evaluate_gan` with its arguments bound: call it on the run's GAN.
+
+    The runs of a group are evaluated together (`evaluate_gans`) when their evaluations share the
+    evaluator, test set, settings and latent size (`shares_with`): only their seeds differ.
+    """
+
+    evaluator: Evaluator
+    test: DeviceDataset
+    cfg: EvalConfig
+    latent_dim: int
+    seed: int = 0
+
+    def __call__(self, gan: GAN) -> dict[str, float]:
+        return evaluate_gans([gan], [self])[0]
+
+    def shares_with(self, other: object) -> bool:
+        return (isinstance(other, Evaluation) and other.evaluator is self.evaluator and other.test is self.test
+                and other.cfg == self.cfg and other.latent_dim == self.latent_dim)
+
+
 def evaluate_gan(gan: GAN, evaluator: Evaluator, test: DeviceDataset, cfg: EvalConfig,
                  latent_dim: int, seed: int = 0) -> dict[str, float]:
     """Every per-epoch `eval/*` metric for the GAN's current weights.
 
     G is in eval mode; D judges as training sees it (`models.as_trained`: dropout on).
     """
-    G = gan.generator
-    was_training = G.training
-    G.eval()
-    device = test.device
-    gen = torch.Generator(device="cpu").manual_seed(seed)  # same noise every epoch: comparable numbers
-    num_classes = test.num_classes
-    out: dict[str, float] = {}
-    try:
-        labels = torch.arange(num_classes).repeat_interleave(cfg.n_per_class) if gan.conditional else None
-        n = len(labels) if labels is not None else cfg.n_samples
-        fakes = generate(gan, n, latent_dim, device, gen, labels)
-        out["sample_std"] = fakes.float().std(dim=0).mean().item()  # ~0: every sample is the same image
-        probs, feats = evaluator(fakes)
-        out["is"], out["is_std"] = metrics.inception_score(probs, cfg.splits, seed=seed)
-        ref = evaluator.real_reference(test, min(cfg.n_real, len(test)))
-        out["fid"] = fid_to_real(feats, ref)
-        out.update(manifold_scores(feats, ref))
+    return evaluate_gans([gan], [Evaluation(evaluator, test, cfg, latent_dim, seed)])[0]
+
+
+@torch.inference_mode()
+@no_tf32()
+def evaluate_gans(gans: list[GAN], evaluations: list[Evaluation]) -> list[dict[str, float]]:
+    """`evaluate_gan` for several GANs of the same shapes (a group's members), each with its own seed:
+    their samples come from one batched pass of their generators and their class probabilities and
+    features from one pass of the evaluator, so a group costs about the kernel launches of one run.
+    The numbers are each GAN's own evaluation (up to the rounding of larger batches)."""
+    first = evaluations[0]
+    if not all(first.shares_with(e) for e in evaluations):
+        raise ValueError("evaluated together, GANs need the same evaluator, test set, settings and latent size")
+    cfg, test, evaluator, device = first.cfg, first.test, first.evaluator, first.test.device
+    gens = [torch.Generator(device="cpu").manual_seed(e.seed) for e in evaluations]  # same noise every epoch
+    conditional = gans[0].conditional
+    labels = torch.arange(test.num_classes).repeat_interleave(cfg.n_per_class) if conditional else None
+    n = len(labels) if labels is not None else cfg.n_samples
+    with eval_mode([g.generator for g in gans]):
+        fakes = generate_many(gans, n, first.latent_dim, device, gens, labels)
+    probs, feats = (t.split(n) for t in evaluator(torch.cat(fakes)))
+    ref = evaluator.real_reference(test, min(cfg.n_real, len(test)))
+    out = []
+    for k, (gan, e) in enumerate(zip(gans, evaluations)):
+        scores: dict[str, float] = {"sample_std": fakes[k].float().std(dim=0).mean().item()}  # ~0: one image
+        scores["is"], scores["is_std"] = metrics.inception_score(probs[k], cfg.splits, seed=e.seed)
+        scores["fid"] = fid_to_real(feats[k], ref)
+        scores.update(manifold_scores(feats[k], ref))
         if labels is not None:
-            out.update(_class_scores(probs.argmax(1), feats, labels.to(device), ref, num_classes))
+            scores.update(_class_scores(probs[k].argmax(1), feats[k], labels.to(device), ref, test.num_classes))
         else:
-            out.update(_coverage_scores(probs.argmax(1), num_classes))
-        out.update(_discriminator_scores(gan, ref, latent_dim, device, gen, seed))
-    finally:
-        G.train(was_training)
+            scores.update(_coverage_scores(probs[k].argmax(1), test.num_classes))
+        with eval_mode([gan.generator]):
+            scores.update(_discriminator_scores(gan, ref, e.latent_dim, device, gens[k], e.seed))
+        out.append(scores)
     return out
+
+
+@contextlib.contextmanager
+def eval_mode(nets: list[nn.Module]):
+    """The nets in eval mode inside the block, each back in its own mode after."""
+    modes = [net.training for net in nets]
+    for net in nets:
+        net.eval()
+    try:
+        yield
+    finally:
+        for net, mode in zip(nets, modes):
+            net.train(mode)
+
+
+def generate_many(gans: list[GAN], n: int, latent_dim: int, device, gens: list[torch.Generator],
+                  labels: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """`generate` for each GAN (its noise from its own `gen`); GANs of the same shapes share one batched pass."""
+    if len(gans) == 1:
+        return [generate(gans[0], n, latent_dim, device, gens[0], labels)]
+    z = torch.stack([sample_latent(n, latent_dim, g.latent_prior, generator=gen, device=device)
+                     for g, gen in zip(gans, gens)])
+    y = None if labels is None else labels.to(device)
+    params, buffers = stack_module_state([g.generator for g in gans])
+    template = copy.deepcopy(gans[0].generator).to("meta")
+    call = lambda p, b, z, y: functional_call(template, (p, b), (z, y))  # noqa: E731
+    batched = vmap(call, in_dims=(0, 0, 0, None))
+    chunks = [batched(params, buffers, z[:, i:i + EVAL_BATCH], None if y is None else y[i:i + EVAL_BATCH])
+              for i in range(0, n, EVAL_BATCH)]
+    return list(torch.cat(chunks, dim=1).unbind(0))
 
 
 def _class_scores(pred: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor, ref: dict,
