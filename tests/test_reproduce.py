@@ -239,3 +239,18 @@ def test_reproduce_with_a_budget_prints_its_plan_keeps_it_and_judges_no_claim_at
     assert main(args) == 0  # the same command again: the kept plan, nothing left to train
     again = capsys.readouterr().out
     assert "resuming the plan of this command's first run" in again and "measuring" not in again
+
+
+def test_plan_only_prints_the_plan_and_trains_nothing(tmp_path, store, tiny, data_root, capsys):
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    (folder / "rep-a.toml").write_text(textwrap.dedent(VARIANTS))
+    args = reproduce_args(folder, store, tmp_path / "out", data_root, tiny)
+    assert main([*args, "--budget", "5m", "--train-subset", "160", "--plan-only"]) == 0
+    printed = capsys.readouterr().out
+    assert "plan: 1 epoch on 160 of 60,000 training images" in printed and "runs, estimated" in printed
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("**/plans/*.json"))
+    c = MlflowClient(store)
+    assert c.get_experiment_by_name("rep-a") is None  # no study, no run
+    assert main([*args, "--plan-only"]) == 2
+    assert "--plan-only: only with --budget" in capsys.readouterr().err

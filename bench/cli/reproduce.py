@@ -54,6 +54,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
           + ", ".join(f"{s.name} ({', '.join(t.table for t in s.published if t.matches(args.report))})"
                       for _, s in studies))
     scales = budget_scales(args, [spec for _, spec in studies])
+    if args.plan_only:
+        return 0
     for path, spec in studies:
         print(f"\n== study {spec.name} ({path}) ==")
         scale = scales.get(spec.name, {})

@@ -18,6 +18,8 @@ def add_budget_option(p) -> None:
                    help="plan the largest scale that fits this much time here (e.g. 20m, 2h): most epochs on the "
                         "whole training set, else one epoch on a balanced subset; --epochs / --train-subset fix "
                         "one side of the plan")
+    p.add_argument("--plan-only", action="store_true",
+                   help="with --budget: measure, print the plan and stop (nothing trained or kept)")
 
 
 GPU_GROUP_SIZE = 27  # runs per group on a GPU by default: Table 1's 27 runs at once where shapes allow
@@ -62,6 +64,8 @@ def budget_scales(args: argparse.Namespace, specs: list) -> dict[str, dict]:
     from bench.studies.storage import default_storage
 
     if not getattr(args, "budget", None):
+        if getattr(args, "plan_only", False):
+            raise InputError("--plan-only: only with --budget")
         return {}
     budget_s = budget.parse_duration(args.budget)
     overrides = {k: v for k, v in layered_overrides(args).items() if k not in ("optim.epochs", "data.train_subset")}
@@ -69,7 +73,7 @@ def budget_scales(args: argparse.Namespace, specs: list) -> dict[str, dict]:
                      sort_keys=True, default=str)
     kept = Path(default_storage(tracking_uri_from_args(args))).parent / "plans" / \
         f"{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
-    if kept.is_file():
+    if kept.is_file() and not args.plan_only:
         scales = json.loads(kept.read_text())
         print(f"budget {args.budget}: resuming the plan of this command's first run ({kept}; delete it to plan "
               f"again): " + "; ".join(f"{name}: {s}" for name, s in scales.items()))
@@ -85,6 +89,8 @@ def budget_scales(args: argparse.Namespace, specs: list) -> dict[str, dict]:
                        time.perf_counter() - t0, epochs=args.epochs, train_images=args.train_subset)
     print(plan.text(), flush=True)
     scales = {name: plan.overrides(rs) for name, rs in rows.items()}
+    if args.plan_only:
+        return scales
     kept.parent.mkdir(parents=True, exist_ok=True)
     kept.write_text(json.dumps(scales, indent=1))
     return scales
@@ -103,7 +109,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InputError(f"{flag}={value}: must be positive")
     overrides = layered_overrides(args)  # --config FILE, then --set and the shortcuts
     if getattr(args, "budget", None):
-        overrides.update(budget_scales(args, [load_study_file(args.file, overrides)[0]]).popitem()[1])
+        scales = budget_scales(args, [load_study_file(args.file, overrides)[0]])
+        if args.plan_only:
+            return 0
+        overrides.update(scales.popitem()[1])
+    elif getattr(args, "plan_only", False):
+        raise InputError("--plan-only: only with --budget")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         spec, text = load_study_file(args.file, overrides)
