@@ -277,7 +277,6 @@ class _MemberDropout:
     the member's own net would (same function, shapes and order, so the same RNG draws)."""
 
     def __init__(self, template: nn.Module):
-        self.template = template
         self.layers = {name: m for name, m in template.named_modules()
                        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0}
         self._calls: dict[tuple, list[tuple[str, torch.Size]]] = {}
