@@ -381,8 +381,8 @@ def work(plan: Plan, budget: Budget, on_trial_end: Callable[[], None] | None = N
         if plan.group_size > 1:
             groups = claim_groups(study, trial, plan, budget)
             with contextlib.ExitStack() as beats:  # the trials waiting for their turn stay alive too
-                for later in groups[1:]:
-                    beats.enter_context(_Heartbeat(study, optuna_adapter.trial_id(later[0])))
+                for later in (t for group in groups[1:] for t in group):
+                    beats.enter_context(_Heartbeat(study, optuna_adapter.trial_id(later)))
                 for group in groups:
                     run_grouped(study, group, plan, contexts)
         else:
