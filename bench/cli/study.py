@@ -108,13 +108,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if value is not None and not value > 0:  # nan too
             raise InputError(f"{flag}={value}: must be positive")
     overrides = layered_overrides(args)  # --config FILE, then --set and the shortcuts
-    if getattr(args, "budget", None):
-        scales = budget_scales(args, [load_study_file(args.file, overrides)[0]])
+    if getattr(args, "budget", None) or getattr(args, "plan_only", False):
+        scales = budget_scales(args, [load_study_file(args.file, overrides)[0]])  # refuses --plan-only alone
         if args.plan_only:
             return 0
         overrides.update(scales.popitem()[1])
-    elif getattr(args, "plan_only", False):
-        raise InputError("--plan-only: only with --budget")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         spec, text = load_study_file(args.file, overrides)
