@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.cli.args import add_run_options, overrides_from_args, parse_overrides, tracking_uri_from_args
 from bench.cli.report import print_verdicts, save_report
-from bench.cli.study import add_budget_option, add_group_options, budget_scales, cmd_run
+from bench.cli.study import add_budget_option, add_group_options, budget_scales, cmd_run, group_size
 from bench.errors import InputError
 from bench.reproduce import default_studies_dir, find_studies, needed_analyses, run_analyses
 
@@ -33,6 +33,7 @@ def analysis_options(items: list[str], names: list[str]) -> dict[str, dict]:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from bench.report.build import build_report
+    from bench.run_config import build_config
     from bench.report.common import ReportError
     from bench.report.published import claim_counts, summary_counts
     from bench.tracking import client as make_client, safe_name
@@ -53,7 +54,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"report {args.report}: {len(studies)} stud{'y' if len(studies) == 1 else 'ies'}: "
           + ", ".join(f"{s.name} ({', '.join(t.table for t in s.published if t.matches(args.report))})"
                       for _, s in studies))
-    scales = budget_scales(args, [spec for _, spec in studies])
+    size = group_size(args, build_config(studies[0][1].base, overrides)) if args.budget else 1
+    scales = budget_scales(args, [spec for _, spec in studies], size)
     if args.plan_only:
         return 0
     for path, spec in studies:

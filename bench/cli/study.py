@@ -47,15 +47,21 @@ def group_size(args: argparse.Namespace, cfg) -> int:
         return given
     if resolve_device(cfg.device).type == "cuda":
         return GPU_GROUP_SIZE
-    print("grouping: off on the CPU, where a group trains slower than its runs one by one (gan-bench perf's group "
-          "section); --group-size K groups anyway", flush=True)
+    if not _SAID_CPU_DEFAULT:  # once per command, however many studies it runs
+        _SAID_CPU_DEFAULT.append(True)
+        print("grouping: off on the CPU, where a group trains slower than its runs one by one (gan-bench perf's "
+              "group section); --group-size K groups anyway", flush=True)
     return 1
 
 
-def budget_scales(args: argparse.Namespace, specs: list) -> dict[str, dict]:
+_SAID_CPU_DEFAULT: list[bool] = []
+
+
+def budget_scales(args: argparse.Namespace, specs: list, group: int = 1) -> dict[str, dict]:
     """--budget: the epochs and subset each study trains at, planned to fit the budget on this machine ({}
-    without --budget). Throughput is measured as `study estimate` measures it; the plan is printed, and
-    kept beside the store so that the same command, run again, resumes at the same scale."""
+    without --budget). Throughput is measured as `study estimate` measures it, for runs in groups of up to
+    `group` where grouping is on; the plan is printed, and kept beside the store so that the same command,
+    run again, resumes at the same scale."""
     import hashlib
     import json
 
@@ -69,8 +75,8 @@ def budget_scales(args: argparse.Namespace, specs: list) -> dict[str, dict]:
         return {}
     budget_s = budget.parse_duration(args.budget)
     overrides = {k: v for k, v in layered_overrides(args).items() if k not in ("optim.epochs", "data.train_subset")}
-    key = json.dumps([sorted(s.name for s in specs), args.budget, args.epochs, args.train_subset, overrides],
-                     sort_keys=True, default=str)
+    key = json.dumps([sorted(s.name for s in specs), args.budget, args.epochs, args.train_subset, overrides]
+                     + ([group] if group > 1 else []), sort_keys=True, default=str)
     kept = Path(default_storage(tracking_uri_from_args(args))).parent / "plans" / \
         f"{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
     if kept.is_file() and not args.plan_only:
@@ -83,8 +89,8 @@ def budget_scales(args: argparse.Namespace, specs: list) -> dict[str, dict]:
           f"{'y' if len(specs) == 1 else 'ies'}", flush=True)
     ctx = experiment.prepare(estimate.configurations(specs[0], overrides)[0][1], progress=False)
     cache: dict = {}
-    rows = {s.name: estimate.estimate(s, overrides, ctx.train_full, ctx.test, cache=cache, progress=not args.quiet)
-            for s in specs}
+    rows = {s.name: estimate.estimate(s, overrides, ctx.train_full, ctx.test, cache=cache, progress=not args.quiet,
+                                      group_size=group) for s in specs}
     plan = budget.plan([r for rs in rows.values() for r in rs], len(ctx.train_full), budget_s,
                        time.perf_counter() - t0, epochs=args.epochs, train_images=args.train_subset)
     print(plan.text(), flush=True)
@@ -108,17 +114,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         if value is not None and not value > 0:  # nan too
             raise InputError(f"{flag}={value}: must be positive")
     overrides = layered_overrides(args)  # --config FILE, then --set and the shortcuts
-    if getattr(args, "budget", None) or getattr(args, "plan_only", False):
-        scales = budget_scales(args, [load_study_file(args.file, overrides)[0]])  # refuses --plan-only alone
-        if args.plan_only:
-            return 0
-        overrides.update(scales.popitem()[1])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         spec, text = load_study_file(args.file, overrides)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     size = group_size(args, build_config(spec.base, overrides))
+    if getattr(args, "budget", None) or getattr(args, "plan_only", False):
+        scales = budget_scales(args, [spec], size)  # refuses --plan-only alone
+        if args.plan_only:
+            return 0
+        overrides.update(scales.popitem()[1])
+        spec, text = load_study_file(args.file, overrides)
     uri = tracking_uri_from_args(args)
     storage = args.storage or default_storage(uri)
     started = time.time()  # --timeout counts from here, once for all workers
@@ -198,7 +205,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         if key not in contexts:
             contexts[key] = experiment.prepare(cfg, progress=False)
         ctx = contexts[key]
-        rows = estimate.estimate(spec, overrides, ctx.train_full, ctx.test, steps=args.steps)
+        rows = estimate.estimate(spec, overrides, ctx.train_full, ctx.test, steps=args.steps,
+                                 group_size=group_size(args, cfg))
         print(estimate.format_table(spec, rows, ctx.device), flush=True)
         grand += estimate.total_seconds(rows)
     if len(specs) > 1:
@@ -234,6 +242,7 @@ def register_cli(subparsers) -> None:
     e.add_argument("files", nargs="+", help="study files (TOML)")
     e.add_argument("--steps", type=int, default=6, help="timed training iterations per configuration (default 6)")
     add_run_options(e)
+    add_group_options(e)
     e.set_defaults(func=cmd_estimate)
 
     s = sub.add_parser("status", help="print a study's trials table and best trial(s)")

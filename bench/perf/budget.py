@@ -109,7 +109,9 @@ class Plan:
             f"throughput, {fmt_duration(self.budget_s - self.spent_s)} left to train",
             f"plan: {self.scale.text(self.full_images)} (each study at most its report's epochs)",
             f"  {frac} of the reports' training (images seen), {self.runs} runs, "
-            f"estimated {fmt_duration(self.estimated_s)} (from measured throughput)"])
+            f"estimated {fmt_duration(self.estimated_s)} (from measured throughput)"]
+            + ([f"  runs train in groups of up to {max(r.group for r in self.rows)} (timed as groups)"]
+               if any(r.group > 1 for r in self.rows) else []))
 
 
 def plan(rows: list[Estimate], full_images: int, budget_s: float, spent_s: float = 0.0, *,

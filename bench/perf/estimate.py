@@ -4,7 +4,9 @@ For each configuration a study runs (grid cells, variants; non-grid samplers: th
 per trial of the budget) this times a few training iterations through the real loop
 (`loops.harness_loop`) and one evaluation at a fraction of the study's sample counts, then
 extrapolates: repeats x (epochs x iterations per epoch x seconds per iteration + evaluations x
-seconds per evaluation). Evaluation cost is linear in the number of images (generation and
+seconds per evaluation). With grouping on (`group_size` > 1) the runs are packed into groups as the
+study runner packs them, each group's iteration is timed as one batched step, and each run is charged its
+share of it; evaluation stays counted per run (a group's batched evaluation is not cheaper than that). Evaluation cost is linear in the number of images (generation and
 classifier passes), so a fifth of the images times five is a fair estimate. The figures are
 estimates from measured throughput, and say so; a loaded machine inflates them.
 """
@@ -22,8 +24,8 @@ from bench.run_config import build_config, RunConfig
 from bench.data import DeviceDataset
 from bench.evaluator import evaluate_gan, load_or_train
 from bench.perf.common import say, sync
-from bench.step import build_step, iterations_per_epoch
-from bench.perf.loops import harness_loop
+from bench.step import build_step, grouping_refusal, iterations_per_epoch
+from bench.perf.loops import group_loop, harness_loop
 from bench.studies.spec import StudySpec
 
 EVAL_FRACTION = 5  # evaluate 1/5 of the study's images and scale by 5
@@ -43,6 +45,7 @@ class Estimate:
     eval_every: int = 1
     eval_sizes: dict = field(default_factory=lambda: {"n_samples": 10_000, "n_per_class": 1_000, "n_real": 10_000,
                                                       "splits": 10})
+    group: int = 1  # runs in the largest group this configuration trains in (1: one by one)
 
     @property
     def run_s(self) -> float:
@@ -90,11 +93,14 @@ def _timing_key(cfg: RunConfig, *sections: str) -> str:
 
 
 def estimate(spec: StudySpec, overrides: dict, train_full: DeviceDataset, test: DeviceDataset,
-             steps: int = 6, warmup: int = 2, progress: bool = True, cache: dict | None = None) -> list[Estimate]:
+             steps: int = 6, warmup: int = 2, progress: bool = True, cache: dict | None = None,
+             group_size: int = 1) -> list[Estimate]:
     """Measured seconds per iteration and per evaluation of each configuration the study trains. `cache`
-    (shared across studies) keeps the timings of configurations that differ only in rates, seeds or epochs."""
+    (shared across studies) keeps the timings of configurations that differ only in rates, seeds or epochs.
+    `group_size` > 1: runs train in groups of up to that many (`study run --group-size`); each run's
+    seconds per iteration are then its share of its group's."""
     cache = {} if cache is None else cache
-    out = []
+    out, trials = [], []
     for label, cfg, runs in configurations(spec, overrides):
         data = train_full if cfg.data.train_subset is None else train_full.subset(cfg.data.train_subset)
         step_key, eval_key = _timing_key(cfg), _timing_key(cfg, "model", "eval")
@@ -109,7 +115,52 @@ def estimate(spec: StudySpec, overrides: dict, train_full: DeviceDataset, test: 
         out.append(Estimate(label, runs, cache[step_key], iterations_per_epoch(cfg, data), epochs, cache[eval_key],
                             evals, cfg.optim.batch_size, cfg.techniques.d_steps, cfg.eval.every,
                             {k: getattr(cfg.eval, k) for k in ("n_samples", "n_per_class", "n_real", "splits")}))
+        seeds = [cfg.model_copy(update={"seed": cfg.seed + k}) for k in range(spec.repeats)]
+        trials += [(len(out) - 1, seeds)] * (runs // spec.repeats)
+    if group_size > 1:
+        _charge_groups(out, pack_groups(trials, group_size), train_full, cache, steps, warmup, progress, spec.name)
     return out
+
+
+def pack_groups(trials: list[tuple[int, list[RunConfig]]], size: int) -> list[list[tuple[int, list[RunConfig]]]]:
+    """Trials (configuration index, its runs' configs) in queue order, packed as the study runner packs them
+    (`workers.claim_groups`): a group takes the first waiting trial, then each later one whose runs fit it
+    (`grouping_refusal`) while it has at most `size` runs. A trial whose own runs cannot group trains alone."""
+    left, groups = list(trials), []
+    while left:
+        group = [left.pop(0)]
+        runs = list(group[0][1])
+        if len(runs) == 1 or grouping_refusal(runs) is None:
+            for trial in list(left):
+                if len(runs) + len(trial[1]) <= size and grouping_refusal(runs + trial[1]) is None:
+                    group.append(trial)
+                    runs += trial[1]
+                    left.remove(trial)
+        groups.append(group)
+    return groups
+
+
+def _charge_groups(rows: list[Estimate], groups: list, train_full: DeviceDataset, cache: dict, steps: int, warmup: int,
+                   progress: bool, name: str) -> None:
+    """Each run's seconds per iteration become its share of its group's measured iteration (mean over the
+    configuration's runs). Groups that cannot train as one (a refused technique) keep the sequential times."""
+    share: dict[int, list[float]] = {}
+    for group in groups:
+        cfgs = [c for _, cs in group for c in cs]
+        if len(cfgs) == 1 or grouping_refusal(cfgs) is not None:
+            continue
+        key = json.dumps(sorted(_timing_key(c) for c in cfgs))
+        if key not in cache:
+            say(progress, f"  timing {name}: a group of {len(cfgs)} runs ({rows[group[0][0]].label}, ...)")
+            subset = cfgs[0].data.train_subset  # the same for the whole group (its data sections are equal)
+            timed = group_loop(cfgs, train_full if subset is None else train_full.subset(subset), steps, warmup)
+            cache[key] = timed["seconds"] / timed["steps"]
+        for i, cs in group:
+            share.setdefault(i, []).extend([cache[key] / len(cfgs)] * len(cs))
+            rows[i].group = max(rows[i].group, len(cfgs))
+    for i, shares in share.items():
+        r = rows[i]
+        r.iter_s = (sum(shares) + r.iter_s * (r.runs - len(shares))) / r.runs
 
 
 def fmt_duration(seconds: float) -> str:
@@ -124,10 +175,10 @@ def format_table(spec: StudySpec, rows: list[Estimate], device: torch.device) ->
     total = sum(r.total_s for r in rows)
     lines = [f"{spec.name}: estimated {fmt_duration(total)} on {device} "
              f"({sum(r.runs for r in rows)} runs; estimate from measured throughput)",
-             f"  {'configuration':<34} {'runs':>4} {'s/iter':>7} {'iters/ep':>8} {'epochs':>6} "
+             f"  {'configuration':<34} {'runs':>4} {'group':>5} {'s/iter':>7} {'iters/ep':>8} {'epochs':>6} "
              f"{'eval s':>7} {'per run':>8}"]
     for r in rows:
-        lines.append(f"  {r.label[:34]:<34} {r.runs:>4} {r.iter_s:>7.3f} {r.iters_per_epoch:>8} {r.epochs:>6} "
+        lines.append(f"  {r.label[:34]:<34} {r.runs:>4} {r.group:>5} {r.iter_s:>7.3f} {r.iters_per_epoch:>8} {r.epochs:>6} "
                      f"{r.eval_s:>7.1f} {fmt_duration(r.run_s):>8}")
     return "\n".join(lines)
 

@@ -16,7 +16,7 @@ from bench.data import DeviceDataset
 from bench.evaluator import cache_dir
 from bench.models import sample_latent
 from bench.perf.common import say, sync
-from bench.step import build_gan, build_step, set_references
+from bench.step import build_gan, build_grouped_step, build_step, set_references
 from bench.tracking import NullTracker
 from bench.train import Member, train
 
@@ -128,16 +128,29 @@ def first_images(data: DeviceDataset, n: int) -> DeviceDataset:
 def harness_loop(cfg: RunConfig, train_full: DeviceDataset, steps: int, warmup: int,
                  progress: bool = False) -> dict[str, float]:
     """`bench.train.train` (tracking off, no evaluation) for `steps` iterations of cfg's batch size."""
+    return group_loop([cfg], train_full, steps, warmup, progress)
+
+
+def group_loop(cfgs: list[RunConfig], train_full: DeviceDataset, steps: int, warmup: int,
+               progress: bool = False) -> dict[str, float]:
+    """`harness_loop` for several configs trained as one group (`build_grouped_step`; one config: the
+    sequential step). `seconds` is the whole group's time for `steps` iterations of every member."""
+    cfg = cfgs[0]
     batch = cfg.optim.batch_size
     draws = batch * cfg.techniques.d_steps  # an iteration takes d_steps batches
     per_epoch = min(steps, len(train_full) // draws)
     epochs = math.ceil(steps / per_epoch)
     torch.manual_seed(cfg.seed)
-    step = build_step(cfg, train_full)
+    step = build_step(cfg, train_full) if len(cfgs) == 1 else build_grouped_step(cfgs, [train_full] * len(cfgs))
+
+    def members(epochs: int, images: int) -> list[Member]:
+        data = first_images(train_full, images)
+        return [Member(c.model_copy(update={"optim": c.optim.model_copy(update={"epochs": epochs})}), data,
+                       NullTracker()) for c in cfgs]
+
     if warmup:  # kernels and allocator caches warm, as in the textbook loop's untimed first steps
-        warm_cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"epochs": 1})})
-        train(step, [Member(warm_cfg, first_images(train_full, warmup * draws), NullTracker())], progress=False)
-    run_cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"epochs": epochs})})
-    (result,) = train(step, [Member(run_cfg, first_images(train_full, per_epoch * draws), NullTracker())], progress=progress)
+        train(step, members(1, warmup * draws), progress=False)
+    result = train(step, members(epochs, per_epoch * draws), progress=progress)[0]
     n = epochs * per_epoch
-    return {"steps": n, "batch_size": batch, "seconds": result.train_s, "images_per_s": n * batch / result.train_s}
+    return {"steps": n, "batch_size": batch, "members": len(cfgs), "seconds": result.train_s,
+            "images_per_s": n * batch * len(cfgs) / result.train_s}
