@@ -20,7 +20,7 @@ from torchvision.utils import make_grid
 from bench import data as data_mod
 from bench import techniques
 from bench.evaluator import Evaluation, Evaluator, load_or_train
-from bench.models import GAN, MODELS, count_params, sample_latent, summary
+from bench.models import GAN, MODELS, count_params, eval_mode, sample_latent, summary
 from bench.plots import curves_figure
 from bench.run_config import RunConfig, params
 from bench.step import build_grouped_step, build_step, resolve_device
@@ -98,12 +98,8 @@ def watch_text(tracking_uri: str, experiment_id: str, run_id: str) -> str:
 
 def sample_grid(gan: GAN, noise: torch.Tensor, labels: torch.Tensor | None) -> np.ndarray:
     """HWC uint8 grid from fixed noise; conditional models get one row per class."""
-    G = gan.generator
-    was_training = G.training
-    G.eval()
-    with torch.inference_mode():
-        images = G(noise, labels).float()
-    G.train(was_training)
+    with eval_mode([gan.generator]), torch.inference_mode():
+        images = gan.generator(noise, labels).float()
     grid = make_grid(images, nrow=GRID_COLUMNS, normalize=True, value_range=(-1, 1), padding=2)
     return (grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 

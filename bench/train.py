@@ -24,7 +24,7 @@ import torch
 from bench.data import DeviceDataset
 from bench.evaluator import Evaluation, evaluate_gans
 from bench.metrics.registry import progress_keys
-from bench.models import GAN
+from bench.models import GAN, eval_mode
 from bench.progress import bar as progress_bar
 from bench.run_config import RunConfig
 from bench.step import STEP_METRICS, Step
@@ -260,15 +260,10 @@ def initial_sample_std(gan: GAN, latent_dim: int, device: torch.device, seed: in
     """Per-pixel std over n samples of G in eval mode, measured like the evaluator's `sample_std`."""
     from bench.evaluator import generate
 
-    G = gan.generator
-    was_training = G.training
-    G.eval()
-    try:
+    with eval_mode([gan.generator]):
         gen = torch.Generator(device="cpu").manual_seed(seed)
         labels = torch.arange(n) % gan.num_classes if gan.conditional else None
         return generate(gan, n, latent_dim, device, gen, labels).float().std(dim=0).mean().item()
-    finally:
-        G.train(was_training)
 
 
 def _eval_due(m: Member, epoch: int) -> bool:

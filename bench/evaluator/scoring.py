@@ -9,7 +9,6 @@ is computed once and kept in the evaluator's real-reference cache.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 
@@ -21,7 +20,7 @@ from bench import metrics
 from bench.config import EvalConfig
 from bench.data import DeviceDataset
 from bench.evaluator.classifier import EVAL_BATCH, Evaluator, accuracy, no_tf32
-from bench.models import GAN, as_trained, sample_latent
+from bench.models import GAN, as_trained, eval_mode, sample_latent
 
 
 def real_manifold(ref: dict) -> metrics.Manifold:
@@ -154,19 +153,6 @@ def evaluate_gans(gans: list[GAN], evaluations: list[Evaluation]) -> list[dict[s
             scores.update(_discriminator_scores(gan, ref, e.latent_dim, device, gens[k], e.seed))
         out.append(scores)
     return out
-
-
-@contextlib.contextmanager
-def eval_mode(nets: list[nn.Module]):
-    """The nets in eval mode inside the block, each back in its own mode after."""
-    modes = [net.training for net in nets]
-    for net in nets:
-        net.eval()
-    try:
-        yield
-    finally:
-        for net, mode in zip(nets, modes):
-            net.train(mode)
 
 
 def generate_many(gans: list[GAN], n: int, latent_dim: int, device, gens: list[torch.Generator],

@@ -29,7 +29,7 @@ from bench.models.layers import VirtualBatchNorm, WithReference, uses_reference,
 if TYPE_CHECKING:  # a ModelConfig is passed in; the class is needed for type hints only
     from bench.config import ModelConfig
 
-__all__ = ["GAN", "LATENT_PRIORS", "MODELS", "LeNet", "ModelSpec", "VirtualBatchNorm", "WithReference", "as_trained",
+__all__ = ["GAN", "LATENT_PRIORS", "MODELS", "LeNet", "ModelSpec", "VirtualBatchNorm", "WithReference", "as_trained", "eval_mode",
            "build_nets", "count_params", "register_model", "sample_latent", "summary", "uses_reference"]
 
 Builder = Callable[..., tuple[nn.Module, nn.Module]]
@@ -92,6 +92,19 @@ def build_nets(cfg: ModelConfig, num_classes: int = 10) -> GAN:
 
 
 @contextlib.contextmanager
+def eval_mode(nets: list[nn.Module]):
+    """The nets in eval mode inside the block, each back in its own mode after."""
+    modes = [net.training for net in nets]
+    for net in nets:
+        net.eval()
+    try:
+        yield
+    finally:
+        for net, mode in zip(nets, modes):
+            net.train(mode)
+
+
+@contextlib.contextmanager
 def as_trained(discriminator: nn.Module, seed: int = 0):
     """D as training sees it, for judging images: dropout on, batch norm on its running statistics.
 
@@ -145,13 +158,10 @@ def summary(module: nn.Module, *example_inputs) -> str:
     watched = [(n, m) for n, m in module.named_modules()
                if n and (not list(m.children()) or own_params(m))]
     handles = [m.register_forward_hook(hook(n)) for n, m in watched]
-    was_training = module.training
     try:
-        module.eval()
-        with torch.no_grad():
+        with eval_mode([module]), torch.no_grad():
             module(*example_inputs)
     finally:
-        module.train(was_training)
         for h in handles:
             h.remove()
 
