@@ -22,6 +22,8 @@ class RunData:
     error: str | None = None
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # metric -> [(step, value)]
     final: dict[str, float] = field(default_factory=dict)
+    start_time: int = 0
+    superseded: bool = False  # a later finished run of the same configuration and seed counts instead
 
     @property
     def diverged(self) -> bool:
@@ -29,9 +31,11 @@ class RunData:
 
     @property
     def usable(self) -> bool:
-        return self.status == "FINISHED"
+        return self.status == "FINISHED" and not self.superseded
 
     def state(self) -> str:
+        if self.superseded:
+            return "superseded (its seed trained again)"
         return {"FINISHED": "finished", "FAILED": "failed", "KILLED": "pruned/killed"}.get(
             self.status, f"unfinished ({self.status.lower()})")
 
@@ -192,7 +196,7 @@ def load_study_runs(client, name: str, runs_filter: str | None = None) -> StudyD
         params.update({k[len("param."):]: v for k, v in tags.items() if k.startswith("param.")})
         rd = RunData(run_id=r.info.run_id, name=r.info.run_name or r.info.run_id, status=r.info.status,
                      seed=tags.get("seed", params.get("seed", "?")), tags=tags, params=params,
-                     error=tags.get("error"))
+                     error=tags.get("error"), start_time=r.info.start_time or 0)
         if rd.usable:
             for metric in r.data.metrics:
                 if _wanted(metric):
@@ -230,6 +234,12 @@ def _group(runs: list[RunData], study: str) -> list[Group]:
         g.config_id = g.config_id or r.tags.get(TAG_CONFIG_ID)
     seeds = {r.seed for r in runs}
     for g in groups.values():
+        # A retried trial (its worker died) trains its seeds again: one finished run per seed counts, the latest.
+        latest: dict[str, RunData] = {}
+        for r in sorted((r for r in g.runs if r.usable), key=lambda r: r.start_time):
+            if r.seed in latest:
+                latest[r.seed].superseded = True
+            latest[r.seed] = r
         have = {r.seed for r in g.runs}
         g.missing_seeds = sorted(seeds - have, key=lambda s: (len(s), s))
         g.runs.sort(key=lambda r: (len(r.seed), r.seed, r.run_id))

@@ -103,8 +103,16 @@ def build_study(tiny: dict, store: str) -> dict:
         "mlflow.parentRunId": parent}).info.run_id
     client.log_metric(pruned, "eval/tarr", 0.5, step=1)
     client.set_terminated(pruned, "KILLED")
+    # The baseline's seed 0 finished once before: its trial was retried (a worker died) and trained the seed
+    # again. Only the later run counts, so n stays 2 and the means are those of `runs`.
+    superseded = client.create_run(exp, run_name=f"{BASELINE},seed=0", start_time=1, tags={
+        **_trial_tags(STUDY, 0, BASELINE, CONFIGS[BASELINE], 0), "mlflow.parentRunId": parent}).info.run_id
+    for metric in TABLE_METRICS:
+        client.log_metric(superseded, metric, 1e6, step=1)
+    client.set_terminated(superseded, "FINISHED")
     client.set_terminated(parent, "FINISHED")
-    return {"store": store, "parent": parent, "runs": runs, "failed": failed, "pruned": pruned}
+    return {"store": store, "parent": parent, "runs": runs, "failed": failed, "pruned": pruned,
+            "superseded": superseded}
 
 
 @pytest.fixture
@@ -221,7 +229,8 @@ def test_failed_pruned_and_missing_runs_are_marked(built):
     assert "missing seed 2" in rows[BASELINE]["runs"]
     assert rows[PRUNED]["n"] == "0" and "1 pruned/killed" in rows[PRUNED]["runs"]
     assert rows[PRUNED]["eval/tarr mean"] == ""  # a pruned run's partial value is not counted
-    for run_id in (built["failed"], built["pruned"]):
+    assert "1 superseded (its seed trained again)" in rows[BASELINE]["runs"]
+    for run_id in (built["failed"], built["pruned"], built["superseded"]):
         assert run_id in html
     assert "CUDA out of memory (simulated)" in html
     assert "⚠" in html and "Not counted: " in html
