@@ -20,6 +20,7 @@ def reproduce_commands(text: str) -> list[list[str]]:
             lines.append(line.split("#")[0].strip())
         else:
             lines += re.findall(r"`([^`]+)`", line)
+    lines = [re.sub(r"^([A-Z_]+=\S*\s+)+", "", line) for line in lines]  # OMP_NUM_THREADS=1 gan-bench ...
     return [shlex.split(line) for line in lines
             if line.startswith("gan-bench reproduce ") and not line.startswith("gan-bench reproduce REPORT")]
 
@@ -43,9 +44,10 @@ def test_readme_reproduction_commands_use_a_budget_or_whole_epochs():
 
 
 def test_the_check_can_fail():
-    text = "```bash\ngan-bench reproduce 002 --epochs 1 --train-subset 6000\n```\n`gan-bench reproduce 001`\n"
+    text = ("```bash\nOMP_NUM_THREADS=1 gan-bench reproduce 002 --epochs 1 --train-subset 6000\n```\n"
+            "`gan-bench reproduce 001`\n")
     commands = reproduce_commands(text)
-    assert len(commands) == 2
+    assert len(commands) == 2 and commands[0][:3] == ["gan-bench", "reproduce", "002"]
     assert scale_problem(commands[0]) == "trains on a subset without a --budget"
     assert scale_problem(commands[1]) is None
     assert scale_problem(shlex.split("gan-bench reproduce 002 --budget 2h --train-subset 6000")) is None
