@@ -54,7 +54,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"report {args.report}: {len(studies)} stud{'y' if len(studies) == 1 else 'ies'}: "
           + ", ".join(f"{s.name} ({', '.join(t.table for t in s.published if t.matches(args.report))})"
                       for _, s in studies))
-    size = group_size(args, build_config(studies[0][1].base, overrides)) if args.budget else 1
+    size = group_size(args, build_config(studies[0][1].base, overrides))  # decided (and said) once for all studies
     scales = budget_scales(args, [spec for _, spec in studies], size)
     if args.plan_only:
         return 0
@@ -62,7 +62,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"\n== study {spec.name} ({path}) ==")
         scale = scales.get(spec.name, {})
         run_args = argparse.Namespace(**{**vars(args), "file": str(path), "n_trials": None, "timeout": None,
-                                        "force_new": False, "budget": None,
+                                        "force_new": False, "budget": None, "group_size": size, "no_group": False,
                                         "epochs": scale.get("optim.epochs", args.epochs),
                                         "train_subset": scale.get("data.train_subset", args.train_subset),
                                         "overrides": [*args.overrides, *(f"{k}={v}" for k, v in scale.items()

@@ -47,14 +47,9 @@ def group_size(args: argparse.Namespace, cfg) -> int:
         return given
     if resolve_device(cfg.device).type == "cuda":
         return GPU_GROUP_SIZE
-    if not _SAID_CPU_DEFAULT:  # once per command, however many studies it runs
-        _SAID_CPU_DEFAULT.append(True)
-        print("grouping: off on the CPU, where a group trains slower than its runs one by one (gan-bench perf's "
-              "group section); --group-size K groups anyway", flush=True)
+    print("grouping: off on the CPU, where a group trains slower than its runs one by one (gan-bench perf's group "
+          "section); --group-size K groups anyway", flush=True)
     return 1
-
-
-_SAID_CPU_DEFAULT: list[bool] = []
 
 
 def budget_scales(args: argparse.Namespace, specs: list, group: int = 1) -> dict[str, dict]:
