@@ -29,8 +29,8 @@ from bench.models.layers import VirtualBatchNorm, WithReference, uses_reference,
 if TYPE_CHECKING:  # a ModelConfig is passed in; the class is needed for type hints only
     from bench.config import ModelConfig
 
-__all__ = ["GAN", "LATENT_PRIORS", "MODELS", "LeNet", "ModelSpec", "VirtualBatchNorm", "WithReference", "as_trained", "eval_mode",
-           "build_nets", "count_params", "register_model", "sample_latent", "summary", "uses_reference"]
+__all__ = ["GAN", "LATENT_PRIORS", "MODELS", "LeNet", "ModelSpec", "VirtualBatchNorm", "WithReference", "as_trained",
+           "build_nets", "count_params", "eval_mode", "register_model", "sample_latent", "summary", "uses_reference"]
 
 Builder = Callable[..., tuple[nn.Module, nn.Module]]
 

@@ -6,8 +6,8 @@ per trial of the budget) this times a few training iterations through the real l
 extrapolates: repeats x (epochs x iterations per epoch x seconds per iteration + evaluations x
 seconds per evaluation). With grouping on (`group_size` > 1) the runs are packed into groups as the
 study runner packs them, each group's iteration is timed as one batched step, and each run is charged its
-share of it; evaluation stays counted per run (a group's batched evaluation is not cheaper than that). Evaluation cost is linear in the number of images (generation and
-classifier passes), so a fifth of the images times five is a fair estimate. The figures are
+share of it; evaluation stays counted per run. Evaluation cost is linear in the number of images
+(generation and classifier passes), so a fifth of the images times five is a fair estimate. The figures are
 estimates from measured throughput, and say so; a loaded machine inflates them.
 """
 
@@ -140,8 +140,8 @@ def pack_groups(trials: list[tuple[int, list[RunConfig]]], size: int) -> list[li
     return groups
 
 
-def _charge_groups(rows: list[Estimate], groups: list, train_full: DeviceDataset, cache: dict, steps: int, warmup: int,
-                   progress: bool, name: str) -> None:
+def _charge_groups(rows: list[Estimate], groups: list, train_full: DeviceDataset, cache: dict, steps: int,
+                   warmup: int, progress: bool, name: str) -> None:
     """Each run's seconds per iteration become its share of its group's measured iteration (mean over the
     configuration's runs). Groups that cannot train as one (a refused technique) keep the sequential times."""
     share: dict[int, list[float]] = {}
@@ -178,8 +178,8 @@ def format_table(spec: StudySpec, rows: list[Estimate], device: torch.device) ->
              f"  {'configuration':<34} {'runs':>4} {'group':>5} {'s/iter':>7} {'iters/ep':>8} {'epochs':>6} "
              f"{'eval s':>7} {'per run':>8}"]
     for r in rows:
-        lines.append(f"  {r.label[:34]:<34} {r.runs:>4} {r.group:>5} {r.iter_s:>7.3f} {r.iters_per_epoch:>8} {r.epochs:>6} "
-                     f"{r.eval_s:>7.1f} {fmt_duration(r.run_s):>8}")
+        lines.append(f"  {r.label[:34]:<34} {r.runs:>4} {r.group:>5} {r.iter_s:>7.3f} {r.iters_per_epoch:>8} "
+                     f"{r.epochs:>6} {r.eval_s:>7.1f} {fmt_duration(r.run_s):>8}")
     return "\n".join(lines)
 
 

@@ -16,11 +16,8 @@ import torch
 
 from bench.data import DeviceDataset
 from bench.perf.common import say
-from bench.perf.loops import first_images
+from bench.perf.loops import group_loop, harness_loop
 from bench.run_config import RunConfig, apply_overrides
-from bench.step import build_grouped_step, build_step
-from bench.tracking import NullTracker
-from bench.train import Member, train
 
 MODELS = {
     "dcgan-report000": {"model.name": "dcgan-report000", "model.latent_prior": "uniform", "model.d_dropout": 0.0},
@@ -38,30 +35,9 @@ def member_configs(cfg: RunConfig, model: dict, k: int) -> list[RunConfig]:
             for i in range(k)]
 
 
-def _timed(step, cfgs: list[RunConfig], data: DeviceDataset) -> float:
-    return max(r.train_s for r in train(step, [Member(c, data, NullTracker()) for c in cfgs], progress=False))
-
-
-def _sequential(cfgs: list[RunConfig], data: DeviceDataset, warm: DeviceDataset) -> float:
-    total = 0.0
-    for cfg in cfgs:
-        torch.manual_seed(cfg.seed)
-        step = build_step(cfg, data)
-        _timed(step, [cfg], warm)
-        total += _timed(step, [cfg], data)
-    return total
-
-
-def _grouped(cfgs: list[RunConfig], data: DeviceDataset, warm: DeviceDataset) -> float:
-    step = build_grouped_step(cfgs, [data] * len(cfgs))
-    _timed(step, cfgs, warm)
-    return _timed(step, cfgs, data)
-
-
 def group_throughput(cfg: RunConfig, train_full: DeviceDataset, sizes: list[int], steps: int = DEFAULT_GROUP_STEPS,
                      warmup: int = 2, progress: bool = True) -> dict[str, Any]:
     """Images/s per member and in all, grouped and sequential, for each model and group size."""
-    data, warm = first_images(train_full, steps * 32), first_images(train_full, max(1, warmup) * 32)
     out: dict[str, Any] = {"steps": steps, "batch_size": 32, "models": {}}
     for name, model in MODELS.items():
         rows = []
@@ -69,10 +45,10 @@ def group_throughput(cfg: RunConfig, train_full: DeviceDataset, sizes: list[int]
             cfgs = member_configs(cfg, model, k)
             row: dict[str, Any] = {"members": k}
             try:
-                row["grouped_s"] = _grouped(cfgs, data, warm)
+                row["grouped_s"] = group_loop(cfgs, train_full, steps, warmup)["seconds"]
             except torch.OutOfMemoryError:
                 row["grouped_s"] = None
-            row["sequential_s"] = _sequential(cfgs, data, warm)
+            row["sequential_s"] = sum(harness_loop(c, train_full, steps, warmup)["seconds"] for c in cfgs)
             images = k * steps * 32
             row["sequential_images_per_s"] = images / row["sequential_s"]
             if row["grouped_s"] is not None:
