@@ -20,7 +20,8 @@ Statistics, stated once (the page repeats them):
   t-test (`scipy.stats.ttest_ind(equal_var=False)`) when both sides have >= 2 seeds, else
   "n/a" (no test: a bootstrap over 1 seed cannot say anything either).
 
-Only FINISHED runs count. FAILED, KILLED (pruned) and unfinished runs, and seeds that other
+Only FINISHED runs count, one per seed: where a retried trial trained a seed again, the latest run
+counts and the earlier one is listed as superseded. FAILED, KILLED (pruned) and unfinished runs, and seeds that other
 configurations have but this one lacks, are listed and marked, never a crash. A diverged run
 (tag `diverged=true`) finished with its last finite evaluation: it counts and is marked.
 

@@ -160,7 +160,7 @@ def _run_list_html(study: StudyData) -> str:
         if g.missing_seeds:
             rows.append(f'<tr class="flag"><td>{e(g.label)}</td><td>{e(", ".join(g.missing_seeds))}</td><td></td>'
                         "<td>missing (no run)</td><td></td><td></td></tr>")
-    return ("<details><summary>Runs ({} finished of {})</summary><div class=\"scroll\"><table><thead><tr>"
+    return ("<details><summary>Runs ({} counted of {})</summary><div class=\"scroll\"><table><thead><tr>"
             "<th>configuration</th><th>seed</th><th>trial</th><th>state</th><th>run id</th><th>run name</th></tr></thead><tbody>{}"
             "</tbody></table></div></details>").format(sum(r.usable for r in study.runs), len(study.runs),
                                                       "".join(rows))
@@ -172,8 +172,9 @@ METHODS = ("Each run's value is its metric at the last logged step (the final ep
            "(scipy.stats.ttest_ind, equal_var=False), computed only when both sides have at least 2 seeds, otherwise "
            "n/a (no test). ★ marks the best value per column (highest for TARR, IS, per-class accuracy, classes "
            "covered; lowest for FID, class KL, train time; closest to 0.5 for D's test accuracies, where D can no "
-           "longer tell real from fake). Only FINISHED runs count; failed, pruned and unfinished runs and missing "
-           "seeds are listed and marked ⚠; diverged runs count (their last finite evaluation) and are marked.")
+           "longer tell real from fake). Only FINISHED runs count, one per seed (the latest, where a retried trial "
+           "trained a seed again); failed, pruned, unfinished and superseded runs and missing seeds are listed and "
+           "marked ⚠; diverged runs count (their last finite evaluation) and are marked.")
 
 
 def render_html(report: Report, tracking_uri: str) -> str:

@@ -230,6 +230,7 @@ def test_failed_pruned_and_missing_runs_are_marked(built):
     assert rows[PRUNED]["n"] == "0" and "1 pruned/killed" in rows[PRUNED]["runs"]
     assert rows[PRUNED]["eval/tarr mean"] == ""  # a pruned run's partial value is not counted
     assert "1 superseded (its seed trained again)" in rows[BASELINE]["runs"]
+    assert "Runs (4 counted of 7)" in html  # 2 configurations x 2 seeds; the failed, pruned and superseded runs
     for run_id in (built["failed"], built["pruned"], built["superseded"]):
         assert run_id in html
     assert "CUDA out of memory (simulated)" in html
