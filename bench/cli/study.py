@@ -192,6 +192,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         raise InputError(f"--steps={args.steps}: must be positive")
     overrides = overrides_from_args(args)
     specs = [load_study_file(f, overrides)[0] for f in args.files]  # every file validated before timing any
+    size = group_size(args, estimate.configurations(specs[0], overrides)[0][1])  # decided (and said) once
     contexts: dict = {}
     grand = 0.0
     for spec in specs:
@@ -200,8 +201,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         if key not in contexts:
             contexts[key] = experiment.prepare(cfg, progress=False)
         ctx = contexts[key]
-        rows = estimate.estimate(spec, overrides, ctx.train_full, ctx.test, steps=args.steps,
-                                 group_size=group_size(args, cfg))
+        rows = estimate.estimate(spec, overrides, ctx.train_full, ctx.test, steps=args.steps, group_size=size)
         print(estimate.format_table(spec, rows, ctx.device), flush=True)
         grand += estimate.total_seconds(rows)
     if len(specs) > 1:
