@@ -132,6 +132,8 @@ class TrainConfig(Section):
                                                           "(per-pixel std over samples); 0: never")
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
         "off", description="CUDA only (ignored on CPU): torch.compile mode for G and D in the training step")
+    cuda_graph: bool = Field(True, description="CUDA only: replay each training iteration from a CUDA graph (with "
+                                               "fast and compile off; falls back to eager where capture fails)")
     sample_steps: list[Annotated[StrictInt, Field(ge=1)]] = Field(
         default_factory=list, max_length=100,
         description="global steps at which the fixed-noise sample grid is logged (image key samples_at_step)")

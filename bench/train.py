@@ -231,6 +231,7 @@ def _end_epoch(step: Step, r: _Progress, epoch: int, bar) -> None:
 
 
 def _finish(step: Step, r: _Progress) -> TrainResult:
+    r.m.tracker.set_tags(step.tags)  # again: how it trained may have changed on the way (a CUDA graph fell back)
     if r.raised is None:
         r.m.tracker.log_metrics({"time/train_s": r.train_s, "time/eval_s": r.eval_s}, step=r.global_step)
         r.m.tracker.flush()

@@ -1,7 +1,8 @@
 """`gan-bench perf --gpu-check`: the figures a session lent a GPU should take, in one command of at most 8 minutes.
 
-1. A single report-000 DCGAN at batch 32: images/s eager, compiled (`train.compile`, CUDA only) and graphed
-   (a CUDA graph of the whole iteration: not built yet, reported as such);
+1. A single report-000 DCGAN at batch 32: images/s eager, compiled (`train.compile`) and graphed (each
+   iteration replayed from a CUDA graph, `bench.step.graphed`; with why, if capture fell back): CUDA only
+   but eager;
 2. the group section at K = 9 and 27 (`bench.perf.groups`);
 3. report 002 Table 1 (`studies/batch-lr-grid.toml`) at its full budget, 10 epochs and 3 seeds, through
    `gan-bench study run` (grouped on a GPU by default), then `gan-bench report`: the measured wall time
@@ -44,10 +45,13 @@ def run_gpu_check(cfg: RunConfig, table1: Callable[[RunConfig, bool], dict], tin
 
     train_full, _ = load_splits(cfg, torch.device(device_type(cfg)))
     say(progress, f"gpu-check [1/3] one report-000 DCGAN, batch 32, {steps} steps: eager, compiled, graphed")
-    single = {"eager": harness_loop(apply_overrides(cfg, {"train.compile": "off"}), train_full, steps, warmup)}
+    eager = {"train.compile": "off", "train.cuda_graph": False}
+    single = {"eager": harness_loop(apply_overrides(cfg, eager), train_full, steps, warmup)}
     if device_type(cfg) == "cuda":
-        single["compiled"] = harness_loop(apply_overrides(cfg, {"train.compile": "default"}), train_full, steps, warmup)
-    single["graphed"] = None  # CUDA graphs of the whole iteration are not built yet
+        single["compiled"] = harness_loop(apply_overrides(cfg, {**eager, "train.compile": "default"}), train_full,
+                                          steps, warmup)
+        single["graphed"] = harness_loop(apply_overrides(cfg, {**eager, "train.cuda_graph": True}), train_full,
+                                         steps, warmup)
     out["single"] = single
     sizes = [2, 3] if tiny else [9, 27]
     say(progress, f"gpu-check [2/3] groups: K = {sizes}")
@@ -69,7 +73,7 @@ def format_gpu_check(r: dict) -> str:
     lines = [f"gan-bench perf --gpu-check on {r['device']} ({r['device_name']}){', tiny' if r['tiny'] else ''}",
              f"  single report-000 DCGAN, batch 32: eager {s['eager']['images_per_s']:.0f} images/s; "
              + (f"compiled {s['compiled']['images_per_s']:.0f} images/s; " if "compiled" in s else "compiled: CUDA only; ")
-             + "graphed: not built (no CUDA graph of the iteration yet)"]
+             + (_graphed(s["graphed"]) if "graphed" in s else "graphed: CUDA only")]
     for name, rows in r["groups"]["models"].items():
         for row in rows:
             lines.append(f"  group {name}, K={row['members']}: "
@@ -80,3 +84,9 @@ def format_gpu_check(r: dict) -> str:
                  f"report: {t['report']}")
     lines.append(f"  total {r['total_s']:.0f} s")
     return "\n".join(lines)
+
+
+def _graphed(r: dict) -> str:
+    if r["cuda_graph"] == "on":
+        return f"graphed {r['images_per_s']:.0f} images/s"
+    return f"graphed: fell back to eager, {r['images_per_s']:.0f} images/s ({r['cuda_graph']})"

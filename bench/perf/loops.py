@@ -153,4 +153,5 @@ def group_loop(cfgs: list[RunConfig], train_full: DeviceDataset, steps: int, war
     result = train(step, members(epochs, per_epoch * draws), progress=progress)[0]
     n = epochs * per_epoch
     return {"steps": n, "batch_size": batch, "members": len(cfgs), "seconds": result.train_s,
-            "images_per_s": n * batch * len(cfgs) / result.train_s}
+            "images_per_s": n * batch * len(cfgs) / result.train_s,
+            "cuda_graph": step.tags.get("train.cuda_graph", "off")}  # "on", or why it fell back

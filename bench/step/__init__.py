@@ -7,17 +7,19 @@
   device.py    device and precision
   factory.py   `build_gan`, `build_step`: nets on the device, references, Adams, the step
   grouped.py   `GroupedStep`: K members with the same shapes in one batched model (vmap), per-member RNG and hooks
+  graphed.py   `GraphedStep`: one member's iterations replayed from a CUDA graph (on CUDA, where capture works)
   member_adam.py  Adam over K members' stacked parameters with per-member rates and betas (for a grouped step)
 """
 
 from bench.step.device import autocast_dtype, has_batch_stats, resolve_device
 from bench.step.factory import (build_gan, build_grouped_step, build_step, iterations_per_epoch, learning_rates,
                                 set_references)
+from bench.step.graphed import GraphedStep, graph_refusal
 from bench.step.grouped import GroupedStep, grouping_refusal
 from bench.step.hooks import Hooks
 from bench.step.protocol import STEP_METRICS, Feed, Step
 from bench.step.single import GANStep
 
-__all__ = ["STEP_METRICS", "Feed", "GANStep", "GroupedStep", "Hooks", "Step", "autocast_dtype", "build_gan",
-           "build_grouped_step", "build_step", "grouping_refusal", "has_batch_stats", "iterations_per_epoch",
-           "learning_rates", "resolve_device", "set_references"]
+__all__ = ["STEP_METRICS", "Feed", "GANStep", "GraphedStep", "GroupedStep", "Hooks", "Step", "autocast_dtype",
+           "build_gan", "build_grouped_step", "build_step", "graph_refusal", "grouping_refusal", "has_batch_stats",
+           "iterations_per_epoch", "learning_rates", "resolve_device", "set_references"]

@@ -15,6 +15,7 @@ from bench.data import DeviceDataset
 from bench.models import GAN, build_nets, sample_latent, uses_reference
 from bench.step.device import autocast_dtype, has_batch_stats, rng_state
 from bench.step.hooks import Hooks
+from bench.step.graphed import GraphedStep, graph_refusal
 from bench.step.grouped import GroupedStep, grouping_refusal
 from bench.step.single import GANStep
 
@@ -50,12 +51,19 @@ def learning_rates(optim: OptimConfig, hooks: Hooks) -> tuple[float, float]:
     return hooks.learning_rates(optim.effective_lr_g, optim.effective_lr_d)
 
 
-def build_step(cfg, data: DeviceDataset, *, ref_gen: torch.Generator | None = None) -> GANStep:
-    """A fresh GAN for `cfg` on `data`'s device, ready to train on `data` for `cfg.optim.epochs` epochs.
+def build_step(cfg, data: DeviceDataset, *, ref_gen: torch.Generator | None = None) -> GANStep | GraphedStep:
+    """A fresh GAN for `cfg` on `data`'s device, ready to train on `data` for `cfg.optim.epochs` epochs:
+    its `GANStep`, replayed from a CUDA graph where `graph_refusal` allows (`GraphedStep`).
 
     The nets are initialised from the global RNG (seed it first); VBN's reference batches come from
     `ref_gen` (default: seeded with cfg.seed + 1, as every run draws them).
     """
+    graphed = graph_refusal(cfg, data.device) is None
+    step = _gan_step(cfg, data, ref_gen, capturable=graphed)
+    return GraphedStep(step) if graphed else step
+
+
+def _gan_step(cfg, data: DeviceDataset, ref_gen: torch.Generator | None, capturable: bool = False) -> GANStep:
     device = data.device
     if device.type == "cuda":  # fixed shapes every step: let cuDNN pick its fastest kernels once
         torch.backends.cudnn.benchmark = True
@@ -72,8 +80,9 @@ def build_step(cfg, data: DeviceDataset, *, ref_gen: torch.Generator | None = No
     hooks = Hooks(cfg, info)
     lr_g, lr_d = learning_rates(cfg.optim, hooks)
     o, fused = cfg.optim, t.fast and device.type in ("cpu", "cuda")
-    opt_g = torch.optim.Adam(gan.generator.parameters(), lr=lr_g, betas=(o.beta1_g, o.beta2_g), fused=fused)
-    opt_d = torch.optim.Adam(gan.discriminator.parameters(), lr=lr_d, betas=(o.beta1_d, o.beta2_d), fused=fused)
+    adam = {"fused": fused, "capturable": capturable}  # capturable: the step count stays on the device
+    opt_g = torch.optim.Adam(gan.generator.parameters(), lr=lr_g, betas=(o.beta1_g, o.beta2_g), **adam)
+    opt_d = torch.optim.Adam(gan.discriminator.parameters(), lr=lr_d, betas=(o.beta1_d, o.beta2_d), **adam)
     # With batch statistics in D (batch norm, minibatch std), a joint pass would mix real and fake examples.
     joint_d = t.fast and t.joint_d and not has_batch_stats(gan.discriminator) and not hooks.couples_batch
     g_fwd = d_fwd = None
@@ -96,6 +105,6 @@ def build_grouped_step(cfgs, data: list[DeviceDataset], *, ref_gens: list[torch.
     steps, states = [], []
     for k, (cfg, d) in enumerate(zip(cfgs, data, strict=True)):
         torch.manual_seed(cfg.seed)
-        steps.append(build_step(cfg, d, ref_gen=ref_gens[k] if ref_gens is not None else None))
+        steps.append(_gan_step(cfg, d, ref_gens[k] if ref_gens is not None else None))
         states.append(rng_state(d.device))
     return GroupedStep(steps, states)

@@ -18,7 +18,8 @@ class Ema(Technique):
 
     The arithmetic of PyTorch's `AveragedModel` with `get_ema_multi_avg_fn` and `use_buffers=True`
     (batch-norm statistics are averaged too), and its checkpoint format, without its host sync: the
-    count of updates is a Python int, so an update is device work only.
+    count of updates is a device tensor, so an update is device work only and a CUDA graph replaying it
+    keeps the count.
     """
 
     name = "ema"
@@ -30,19 +31,21 @@ class Ema(Technique):
     def __init__(self, values, info):
         super().__init__(values, info)
         self.module = copy.deepcopy(info.G)  # the averaged G
-        self.n_averaged = 0  # updates so far, on the host: the first one copies G
+        self.n_averaged = torch.zeros((), dtype=torch.long, device=info.device)  # updates so far
+        self.started = False  # on the host, so no update reads the count: the first one copies G
 
     def after_step(self, net):
         if net == "g":
-            ema_update(_tensors(self.module), _tensors(self.info.G), self.values.ema_decay, self.n_averaged == 0)
-            self.n_averaged += 1
+            ema_update(_tensors(self.module), _tensors(self.info.G), self.values.ema_decay, not self.started)
+            self.n_averaged.add_(1)
+            self.started = True
 
     def eval_generator(self):
         return self.module
 
     def state_dict(self):
-        """As `AveragedModel.state_dict()` wrote it: "module.<name>" and "n_averaged" (a CPU int64 tensor)."""
-        state = {"n_averaged": torch.tensor(self.n_averaged, dtype=torch.long)}
+        """As `AveragedModel.state_dict()` writes it: "module.<name>" and "n_averaged" (an int64 tensor)."""
+        state = {"n_averaged": self.n_averaged.clone()}  # on G's device, as AveragedModel keeps its buffer
         state.update({f"module.{k}": v for k, v in self.module.state_dict().items()})
         return state
 
@@ -50,7 +53,8 @@ class Ema(Technique):
         if state:
             self.module.load_state_dict({k.removeprefix("module."): v for k, v in state.items()
                                          if k.startswith("module.")})
-            self.n_averaged = int(state["n_averaged"])
+            self.n_averaged.copy_(state["n_averaged"])  # in place: a captured graph holds this tensor
+            self.started = bool(self.n_averaged > 0)
 
 
 def _tensors(net: torch.nn.Module) -> list[torch.Tensor]:

@@ -28,7 +28,9 @@ class HistoricalAveraging(Technique):
         super().__init__(values, info)
         self.nets = {"d": info.D, "g": info.G}
         self.avg = {k: [p.detach().clone() for p in net.parameters()] for k, net in self.nets.items()}
-        self.count = {"d": 1, "g": 1}  # the initial weights count as the first in the history
+        # The initial weights count as the first in the history. On the device: each step's weight 1 / count
+        # is then device arithmetic, which a CUDA graph replays with the count of that replay.
+        self.count = {k: torch.ones((), device=info.device) for k in self.nets}
 
     def d_penalty(self, b):
         return historical_penalty(self.nets["d"].parameters(), self.avg["d"], self.values.hist_avg_lambda)
@@ -38,16 +40,21 @@ class HistoricalAveraging(Technique):
 
     @torch.no_grad()
     def after_step(self, net):
-        self.count[net] += 1
+        self.count[net].add_(1)
+        weight = self.count[net].reciprocal()  # float32 1 / count, correctly rounded as the float scalar was
         for p, a in zip(self.nets[net].parameters(), self.avg[net]):
-            a.lerp_(p, 1.0 / self.count[net])  # running mean
+            a.lerp_(p, weight.to(p.dtype))  # running mean
 
     def state_dict(self):
-        return {"avg": self.avg, "count": self.count}
+        return {"avg": self.avg, "count": dict(self.count)}  # counts as device tensors: saving them never syncs
 
     def load_state_dict(self, state):
-        if state:
-            self.avg, self.count = state["avg"], dict(state["count"])
+        if state:  # in place: a captured graph holds these tensors
+            for k, averages in state["avg"].items():
+                for a, saved in zip(self.avg[k], averages, strict=True):
+                    a.copy_(saved)
+            for k, c in state["count"].items():
+                self.count[k].fill_(c)
 
 
 def historical_penalty(params, averages, weight) -> torch.Tensor:

@@ -1,0 +1,154 @@
+"""`GraphedStep`: a one-member step whose whole iteration replays from a CUDA graph, without the host.
+
+A batch-32 DCGAN iteration is about 290 kernel launches for under a millisecond of GPU work, so on a GPU
+the eager step is bound by Python and launch overhead. A CUDA graph records the iteration once (both
+updates, Adam with `capturable=True`, the noise drawn on the device, every technique's hooks) and
+replays it with one launch. What changes from one iteration to the next lives on the device, where a
+replay sees it: the batch is copied into the graph's input buffers (the feed already gathered it from
+the device-resident split by a device-resident permutation), the RNG's Philox offset advances at each
+replay, and the iteration count and Adam's step count are device tensors.
+
+The first `WARMUP` iterations run eagerly on a side stream (cuDNN autotuning, Adam's state, the
+allocator), then the next one is captured and replayed. Capture fails on anything that syncs with the
+host or cannot be recorded; the step then says so once, trains on eagerly, and its `train.cuda_graph`
+tag says why. Loading a state replaces Adam's state tensors, whose addresses the graph holds, so it
+drops the graph; the step warms up and captures again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Sequence
+
+import torch
+
+from bench.models import GAN
+from bench.step.protocol import Feed
+from bench.step.single import GANStep
+
+_SAID: set[str] = set()  # each reason once per process, not once per run
+
+WARMUP = 3  # eager iterations before capture (the recipe in torch.cuda.graphs' notes uses 3)
+
+# capture(fn) -> (graph, out): records fn's kernels without running them; graph.replay() runs them and
+# leaves fn's result in `out`. `cuda_capture` on a GPU; the tests pass a stand-in to check the plumbing on a CPU.
+Capture = Callable[[Callable[[], torch.Tensor]], tuple[object, torch.Tensor]]
+
+
+def cuda_capture(fn: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
+
+
+def graph_refusal(cfg, device: torch.device) -> str | None:
+    """Why a run on `device` trains eagerly rather than from a CUDA graph (None: it is graphed)."""
+    t = cfg.train
+    if device.type != "cuda":
+        return "not on CUDA"
+    if not t.cuda_graph:
+        return "train.cuda_graph is off"
+    if not t.fast:
+        return "train.fast is off (the textbook step syncs every iteration)"
+    if t.compile != "off":
+        return f"train.compile is {t.compile!r} (torch.compile makes its own graphs)"
+    return None
+
+
+class GraphedStep:
+    """The `bench.step.Step` protocol for one member, its iterations replayed from a CUDA graph.
+
+    Built by `bench.step.build_step` where `graph_refusal` is None; wraps the member's `GANStep`, whose
+    optimizers must be capturable.
+    """
+
+    members = 1
+
+    def __init__(self, step: GANStep, capture: Capture = cuda_capture):
+        self.step, self._capture = step, capture
+        self.device, self.batches_per_iteration = step.device, step.batches_per_iteration
+        self.tags = {**step.tags, "train.cuda_graph": "on"}
+        self.graph, self.out, self.inputs = None, None, None
+        self.eager_left, self.failed = WARMUP, False
+        if step.precision is not None:  # autocast's weight cache cannot live across replays
+            step.autocast = torch.autocast(step.device.type, dtype=step.precision, cache_enabled=False)
+
+    @property
+    def gan(self) -> GAN:
+        return self.step.gan
+
+    def iteration(self, feeds: Sequence[Feed]) -> torch.Tensor:
+        """One iteration (see `GANStep.iteration`); once captured, the result is the graph's output
+        buffer, valid until the next iteration."""
+        (feed,) = feeds
+        batches = [next(feed) for _ in range(self.batches_per_iteration)]
+        if self.graph is None and not self.failed:
+            if self.eager_left > 0:
+                self.eager_left -= 1
+                with _side_stream(self.device):
+                    return self.step.iteration([iter(batches)])
+            self._try_capture(batches)
+        if self.graph is None:
+            return self.step.iteration([iter(batches)])
+        for (real, labels), (x, y) in zip(self.inputs, batches, strict=True):
+            real.copy_(x)
+            labels.copy_(y)
+        self.graph.replay()
+        return self.out
+
+    def _try_capture(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.inputs = [(x.clone(), y.clone()) for x, y in batches]
+        for opt in (self.step.opt_g, self.step.opt_d):  # gradients are allocated inside the graph
+            opt.zero_grad(set_to_none=True)
+        try:
+            self.graph, self.out = self._capture(lambda: self.step.iteration([iter(self.inputs)]))
+        except Exception as e:  # noqa: BLE001  capture refuses many things (a host sync, an uncapturable op)
+            self.graph, self.inputs, self.failed = None, None, True
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            self.tags["train.cuda_graph"] = f"off: capture failed ({reason})"[:500]
+            if reason not in _SAID:
+                _SAID.add(reason)
+                print(f"CUDA graph capture failed, training eagerly: {reason}", file=sys.stderr, flush=True)
+
+    def _drop_graph(self) -> None:
+        self.graph, self.out, self.inputs = None, None, None
+        self.eager_left = WARMUP if not self.failed else 0
+
+    # -- the rest of the protocol: the member's own step ----------------------------------------
+
+    def drop(self, member: int) -> None:
+        self.step.drop(member)
+
+    def gan_of(self, member: int) -> GAN:
+        return self.step.gan_of(member)
+
+    def evaluated(self, member: int) -> GAN:
+        return self.step.evaluated(member)
+
+    def state_dict(self, member: int = 0) -> dict:
+        return self.step.state_dict(member)
+
+    def load_state_dict(self, member: int, state: dict) -> None:
+        self.step.load_state_dict(member, state)
+        self._drop_graph()  # the graph holds the addresses of the state tensors just replaced
+
+    def rng_state(self, member: int) -> dict:
+        return self.step.rng_state(member)
+
+    def set_rng_state(self, member: int, state: dict) -> None:
+        self.step.set_rng_state(member, state)  # a replay reads the generator's state as it is then
+
+
+@contextlib.contextmanager
+def _side_stream(device: torch.device):
+    """Warm-up iterations run on a side stream, as capture will (torch.cuda.graphs' whole-network recipe)."""
+    if device.type != "cuda":
+        yield
+        return
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        yield
+    torch.cuda.current_stream(device).wait_stream(side)
