@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from bench.data import DeviceDataset
 from bench.run_config import build_config
 from bench.step import GANStep, build_step
 from bench.step.graphed import WARMUP, GraphedStep, graph_refusal
@@ -182,3 +183,30 @@ def test_graphs_are_for_cuda_with_the_fast_path_and_no_compile():
         assert graph_refusal(build_config(overrides={**TINY, "model.name": "dcgan", **change}), cuda).startswith(reason)
     step = build_step(cfg, random_data(64))
     assert isinstance(step, GANStep) and not step.opt_d.param_groups[0]["capturable"]
+
+
+# -- on a GPU (skipped elsewhere): the real capture ------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+@pytest.mark.parametrize("case", ["dcgan-report000-uniform", "cgan-mlp-targets-noise-ema", "batch-norm",
+                                  "cgan-conv-dropout2d-r1", "dcgan-hist-avg-spectral"])
+def test_on_cuda_a_graphed_run_is_captured_and_follows_the_eager_one(case):
+    """Same kernels, same Philox offsets: the curves agree to cuDNN's autotuning (it may pick other kernels)."""
+    def run(graph: bool):
+        cfg = build_config(overrides={**TINY, **REPLAY_CASES[case], "device": "cuda", "seed": 1,
+                                      "train.cuda_graph": graph})
+        cpu = random_data(256)
+        data = DeviceDataset(cpu.images, cpu.labels, "cuda")
+        torch.manual_seed(cfg.seed)
+        step = build_step(cfg, data)
+        (m,) = members([cfg], data)
+        train(step, [m], progress=False)
+        return m.tracker, step
+
+    (eager, _), (graphed, step) = run(False), run(True)
+    assert isinstance(step, GraphedStep) and graphed.tags["train.cuda_graph"] == "on"
+    for key, values in eager.metrics.items():
+        if key.startswith("train/"):
+            for s, v in values.items():
+                assert graphed.metrics[key][s] == pytest.approx(v, rel=1e-2, abs=0.1 if "acc" in key else 1e-3), key
