@@ -67,7 +67,7 @@ def register_cli(subparsers) -> None:
                    "concurrent trials split them")
     p.add_argument("--parity", action="store_true", help="instead: the fast vs plain path parity comparison")
     p.add_argument("--gpu-check", action="store_true",
-                   help="instead: the figures to take on a GPU in at most 8 minutes (single DCGAN eager / compiled, "
+                   help="instead: the figures to take on a GPU in at most 8 minutes (single DCGAN eager / compiled / graphed, "
                         "groups at K = 9 and 27, report 002 Table 1 at its full budget with its report)")
     p.add_argument("--tiny", action="store_true", help="--gpu-check: every part at a tiny scale (a dry run, e.g. on a CPU)")
     p.add_argument("--studies", metavar="DIR", help="--gpu-check: folder of study files (default: ./studies)")
