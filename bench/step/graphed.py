@@ -31,14 +31,15 @@ _SAID: set[str] = set()  # each reason once per process, not once per run
 
 WARMUP = 3  # eager iterations before capture (the recipe in torch.cuda.graphs' notes uses 3)
 
-# capture(fn) -> (graph, out): records fn's kernels without running them; graph.replay() runs them and
-# leaves fn's result in `out`. `cuda_capture` on a GPU; the tests pass a stand-in to check the plumbing on a CPU.
-Capture = Callable[[Callable[[], torch.Tensor]], tuple[object, torch.Tensor]]
+# capture(fn, stream) -> (graph, out): records fn's kernels on `stream` without running them; graph.replay()
+# runs them and leaves fn's result in `out`. `cuda_capture` on a GPU; the tests pass a stand-in to check
+# the plumbing on a CPU.
+Capture = Callable[[Callable[[], torch.Tensor], "torch.cuda.Stream | None"], tuple[object, torch.Tensor]]
 
 
-def cuda_capture(fn: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+def cuda_capture(fn: Callable[[], torch.Tensor], stream: torch.cuda.Stream) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, stream=stream):  # the warm-up's stream: its library handles exist already
         out = fn()
     return graph, out
 
@@ -72,6 +73,7 @@ class GraphedStep:
         self.tags = {**step.tags, "train.cuda_graph": "on"}
         self.graph, self.out, self.inputs = None, None, None
         self.eager_left, self.failed = WARMUP, False
+        self.stream = torch.cuda.Stream(step.device) if step.device.type == "cuda" else None
         if step.precision is not None:  # autocast's weight cache cannot live across replays
             step.autocast = torch.autocast(step.device.type, dtype=step.precision, cache_enabled=False)
 
@@ -87,7 +89,7 @@ class GraphedStep:
         if self.graph is None and not self.failed:
             if self.eager_left > 0:
                 self.eager_left -= 1
-                with _side_stream(self.device):
+                with _on(self.stream):
                     return self.step.iteration([iter(batches)])
             self._try_capture(batches)
         if self.graph is None:
@@ -103,7 +105,7 @@ class GraphedStep:
         for opt in (self.step.opt_g, self.step.opt_d):  # gradients are allocated inside the graph
             opt.zero_grad(set_to_none=True)
         try:
-            self.graph, self.out = self._capture(lambda: self.step.iteration([iter(self.inputs)]))
+            self.graph, self.out = self._capture(lambda: self.step.iteration([iter(self.inputs)]), self.stream)
         except Exception as e:  # noqa: BLE001  capture refuses many things (a host sync, an uncapturable op)
             self.graph, self.inputs, self.failed = None, None, True
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -142,13 +144,14 @@ class GraphedStep:
 
 
 @contextlib.contextmanager
-def _side_stream(device: torch.device):
-    """Warm-up iterations run on a side stream, as capture will (torch.cuda.graphs' whole-network recipe)."""
-    if device.type != "cuda":
+def _on(side: torch.cuda.Stream | None):
+    """Warm-up iterations run on the side stream that capture will use (torch.cuda.graphs' whole-network
+    recipe; cuBLAS and cuDNN create their per-stream handles there before capture, not during it)."""
+    if side is None:
         yield
         return
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
+    main = torch.cuda.current_stream(side.device)
+    side.wait_stream(main)
     with torch.cuda.stream(side):
         yield
-    torch.cuda.current_stream(device).wait_stream(side)
+    main.wait_stream(side)

@@ -99,7 +99,7 @@ class _Recorded:
     def __init__(self, log: list[str]):
         self.log = log
 
-    def __call__(self, fn):
+    def __call__(self, fn, stream):
         self.log.append("capture")
         out = torch.full((1, 6), float("nan"))  # a replay writes it; nothing runs at capture
         return _Replay(fn, out, self.log), out
@@ -114,7 +114,7 @@ class _Replay:
         self.out.copy_(self.fn())
 
 
-def _refused(fn):
+def _refused(fn, stream):
     raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore detail")
 
 
