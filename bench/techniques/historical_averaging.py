@@ -54,7 +54,7 @@ class HistoricalAveraging(Technique):
                 for a, saved in zip(self.avg[k], averages, strict=True):
                     a.copy_(saved)
             for k, c in state["count"].items():
-                self.count[k].fill_(c)
+                self.count[k].copy_(torch.as_tensor(c))  # an int (older checkpoints) or a tensor, any device
 
 
 def historical_penalty(params, averages, weight) -> torch.Tensor:
