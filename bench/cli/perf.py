@@ -62,7 +62,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--group-steps", type=positive_int, default=DEFAULT_GROUP_STEPS,
                    help="iterations per member in the group section (default: %(default)s)")
     p.add_argument("--ablate", action="store_true",
-                   help="also time the harness with each fast-path switch flipped (fast, joint_d, channels_last, amp)")
+                   help="also time the harness with each fast-path switch flipped (fast, joint_d, channels_last, amp; "
+                        "cuda_graph on CUDA)")
     p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's, the core count); "
                    "concurrent trials split them")
     p.add_argument("--parity", action="store_true", help="instead: the fast vs plain path parity comparison")

@@ -16,9 +16,9 @@ from bench import data as data_mod
 from bench.run_config import apply_overrides, RunConfig
 from bench.data import DeviceDataset
 from bench.step import resolve_device
-from bench.perf.common import (ABLATIONS, DEFAULT_EVAL_N, DEFAULT_ROUNDS, DEFAULT_STEPS, DEFAULT_TRACK_SUBSET,
-                               DEFAULT_WARMUP, PARITY_MODEL, PLAIN, cuda_peak, fast_path_summary, peak_rss_mb,
-                               say)
+from bench.perf.common import (ABLATIONS, CUDA_ABLATIONS, DEFAULT_EVAL_N, DEFAULT_ROUNDS, DEFAULT_STEPS,
+                               DEFAULT_TRACK_SUBSET, DEFAULT_WARMUP, PARITY_MODEL, PLAIN, cuda_peak, fast_path_summary,
+                               peak_rss_mb, say)
 from bench.perf.compute import compute_use
 from bench.perf.concurrency import concurrency
 from bench.perf.evaluation import eval_timing, timing_evaluator, tracking_overhead
@@ -123,7 +123,7 @@ def _throughput(cfg: RunConfig, train_full, steps: int, warmup: int, textbook_wo
         "harness_plain": lambda: harness_loop(apply_overrides(cfg, PLAIN), train_full, steps, warmup),
         "harness": lambda: harness_loop(cfg, train_full, steps, warmup)}
     if ablate:
-        for key in ABLATIONS:
+        for key in ABLATIONS + (CUDA_ABLATIONS if device.type == "cuda" else ()):
             on = not getattr(cfg.train, key)
             loops[f"{'with' if on else 'without'} {key}"] = functools.partial(
                 harness_loop, apply_overrides(cfg, {f"train.{key}": on}), train_full, steps, warmup)

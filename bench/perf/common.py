@@ -26,9 +26,11 @@ PARITY_MODEL = "cgan-conv"
 # (name, label, direction) of the metrics the parity check compares, from the metric registry.
 PARITY_METRICS = tuple((m.name, m.label, m.direction) for m in map(registry.get, ("eval/tarr", "eval/is", "eval/fid")))
 # The plain path: what the parity check compares the fast path against.
-PLAIN = {"train.fast": False, "train.amp": False, "train.channels_last": False, "train.compile": "off"}
+PLAIN = {"train.fast": False, "train.amp": False, "train.channels_last": False, "train.compile": "off",
+         "train.cuda_graph": False}
 # `--ablate`: the harness again with one switch of the fast path flipped (off if on, on if off).
 ABLATIONS = ("fast", "joint_d", "channels_last", "amp")
+CUDA_ABLATIONS = ("cuda_graph",)  # switches that change nothing elsewhere
 
 
 def say(progress: bool, text: str) -> None:
@@ -66,6 +68,7 @@ def fast_path_summary(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
     dtype = autocast_dtype(t, device)
     return {"fast": t.fast, "joint_d": t.fast and t.joint_d, "amp": t.amp, "channels_last": t.channels_last,
             "compile": t.compile if device.type == "cuda" else "off (CPU)",
+            "cuda_graph": t.cuda_graph if device.type == "cuda" else "off (CPU)",
             "precision": "bf16" if dtype is not None else "fp32"}
 
 
