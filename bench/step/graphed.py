@@ -108,6 +108,8 @@ class GraphedStep:
             self.graph, self.out = self._capture(lambda: self.step.iteration([iter(self.inputs)]), self.stream)
         except Exception as e:  # noqa: BLE001  capture refuses many things (a host sync, an uncapturable op)
             self.graph, self.inputs, self.failed = None, None, True
+            while e.__context__ is not None:  # ending a broken capture raises again: name what broke it
+                e = e.__context__
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             self.tags["train.cuda_graph"] = f"off: capture failed ({reason})"[:500]
             if reason not in _SAID:

@@ -115,7 +115,10 @@ class _Replay:
 
 
 def _refused(fn, stream):
-    raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore detail")
+    try:
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore detail")
+    finally:  # as torch.cuda.graph's exit does: ending the broken capture raises its own error
+        raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
 
 
 CFG = {**TINY, "model.name": "cgan-conv", "techniques.ema_decay": 0.9, "techniques.hist_avg_lambda": 0.1,
