@@ -140,7 +140,8 @@ def run_group(runs: Sequence[MemberRun], *, tracking_uri: str | None, experiment
               log_checkpoints: bool = True, killed_on: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
               announce: bool = False) -> list[RunResult | BaseException]:
     """Train several configs together (one `GroupedStep`; check `bench.step.grouping_refusal` first), each
-    logged as its own MLflow run exactly as `run` logs it, plus the tag `train.group_size`.
+    logged as its own MLflow run exactly as `run` logs it, plus the tags `train.group_size`, `train.group` (the
+    run id of the group's first member: every member has it) and `train.group_member` (its place in the group).
 
     Returns one entry per run: its result, or what stopped it (what one of its hooks raised, e.g. a pruned
     trial; its MLflow run ends as `killed_on` says). The others go on.
@@ -166,6 +167,9 @@ def run_group(runs: Sequence[MemberRun], *, tracking_uri: str | None, experiment
             if announce and tracker.run_id is not None:
                 print(watch_text(tracking_uri, tracker.experiment_id, tracker.run_id), flush=True)
             _log_setup(tracker, r.cfg, step.gan_of(k), part)
+        if len(runs) > 1 and trackers[0].run_id is not None:  # find a member's group in the UI: tags.train.group
+            for k, tracker in enumerate(trackers):
+                tracker.set_tags({"train.group": trackers[0].run_id, "train.group_member": str(k)})
         members = [Member(r.cfg, p.data, t, evaluate=p.evaluate, samples=p.samples, hooks=r.hooks,
                           checkpoint=Checkpoint(r.checkpoint_path) if r.checkpoint_path else None)
                    for r, p, t in zip(runs, parts, trackers)]

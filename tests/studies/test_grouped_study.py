@@ -35,7 +35,8 @@ type = "grid"
 # Tags that differ between any two runs of the same configuration (ids, times, machine load).
 SMALLER = {"data.train_subset": 128, "eval.n_samples": 100, "eval.n_per_class": 10, "eval.n_real": 100,
            "eval.splits": 2}  # 16 runs in all: each as small as it can be and still evaluate
-VOLATILE = {"mlflow.runName", "mlflow.parentRunId", "train.group_size", "host", "mlflow.source.git.commit"}
+GROUP_TAGS = {"train.group_size", "train.group", "train.group_member"}
+VOLATILE = {"mlflow.runName", "mlflow.parentRunId", "host", "mlflow.source.git.commit", *GROUP_TAGS}
 
 
 def _trials(store):
@@ -81,7 +82,7 @@ def test_the_same_runs(both):
     assert seq.keys() == grp.keys() and len(seq) == 8
     for key, (a, a_files, a_curve) in seq.items():
         b, b_files, b_curve = grp[key]
-        assert b.data.tags["train.group_size"] == "8" and "train.group_size" not in a.data.tags
+        assert b.data.tags["train.group_size"] == "8" and not GROUP_TAGS & a.data.tags.keys()
         assert {k: v for k, v in a.data.tags.items() if k not in VOLATILE} == \
                {k: v for k, v in b.data.tags.items() if k not in VOLATILE}
         assert a.data.params == b.data.params
@@ -91,6 +92,13 @@ def test_the_same_runs(both):
         assert len(a_curve) == len(b_curve)
         for x, y in zip(a_curve, b_curve):
             assert math.isclose(x, y, rel_tol=1e-2, abs_tol=1e-4), key
+
+
+def test_a_groups_runs_name_it_and_their_place_in_it(both):
+    runs = [r for r, _, _ in _runs(both["grouped"]).values()]
+    groups = {r.data.tags["train.group"] for r in runs}
+    assert len(groups) == 1 and groups <= {r.info.run_id for r in runs}  # the first member's run id
+    assert sorted(int(r.data.tags["train.group_member"]) for r in runs) == list(range(8))
 
 
 def test_grouping_is_off_by_default_on_the_cpu_and_says_so(tmp_path, store, tiny, capsys):
