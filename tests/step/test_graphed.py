@@ -19,9 +19,9 @@ from bench.data import DeviceDataset
 from bench.run_config import build_config
 from bench.step import GANStep, build_step
 from bench.step.graphed import WARMUP, GraphedStep, graph_refusal
-from bench.train import Checkpoint, train
+from bench.train import Checkpoint, Member, train
 from tests.conftest import random_data
-from tests.step.test_grouped import CASES, NORMALIZED, TINY, members
+from tests.step.test_grouped import CASES, NORMALIZED, TINY, Recorder, members
 from tests.test_gpu_path import host_syncs
 
 REPLAY_CASES = {**CASES, **{f"{k}-norm": v for k, v in NORMALIZED.items()},
@@ -203,7 +203,7 @@ def test_on_cuda_a_graphed_run_is_captured_and_follows_the_eager_one(case):
         data = DeviceDataset(cpu.images, cpu.labels, "cuda")
         torch.manual_seed(cfg.seed)
         step = build_step(cfg, data)
-        (m,) = members([cfg], data)
+        m = Member(cfg, data, Recorder())  # no evaluation: the curves are what is compared
         train(step, [m], progress=False)
         return m.tracker, step
 
