@@ -189,25 +189,25 @@ def load_study_runs(client, name: str, runs_filter: str | None = None) -> StudyD
     if parent is not None:  # children of another parent (an older study of the same name) are not this study's
         children = [r for r in children if r.data.tags.get(PARENT_ID_TAG, parent.info.run_id) == parent.info.run_id]
 
-    runs = []
+    runs, logged = [], {}
     for r in children:
         tags = dict(r.data.tags)
         params = {dotted_key(k): v for k, v in r.data.params.items()}
         params.update({k[len("param."):]: v for k, v in tags.items() if k.startswith("param.")})
-        rd = RunData(run_id=r.info.run_id, name=r.info.run_name or r.info.run_id, status=r.info.status,
-                     seed=tags.get("seed", params.get("seed", "?")), tags=tags, params=params,
-                     error=tags.get("error"), start_time=r.info.start_time or 0)
+        runs.append(RunData(run_id=r.info.run_id, name=r.info.run_name or r.info.run_id, status=r.info.status,
+                            seed=tags.get("seed", params.get("seed", "?")), tags=tags, params=params,
+                            error=tags.get("error"), start_time=r.info.start_time or 0))
+        logged[r.info.run_id] = [m for m in r.data.metrics if _wanted(m)]
+    groups = _group(runs, name)  # marks superseded runs first: only the runs that count fetch their histories
+    for rd in runs:
         if rd.usable:
-            for metric in r.data.metrics:
-                if _wanted(metric):
-                    rd.history[metric] = _history(client, rd.run_id, metric)
-                    if rd.history[metric]:
-                        rd.final[metric] = rd.history[metric][-1][1]
-        runs.append(rd)
+            for metric in logged[rd.run_id]:
+                rd.history[metric] = _history(client, rd.run_id, metric)
+                if rd.history[metric]:
+                    rd.final[metric] = rd.history[metric][-1][1]
 
     objectives = _parse_objectives(parent.data.tags.get("objective", "")) if parent else []
     space_keys = [dotted_key(k) for k in json_tag(parent.data.tags.get("space_keys", ""), [])] if parent else []
-    groups = _group(runs, name)
     if not space_keys:
         space_keys = varied_keys(groups)
     if not objectives:

@@ -237,6 +237,16 @@ def test_failed_pruned_and_missing_runs_are_marked(built):
     assert "⚠" in html and "Not counted: " in html
 
 
+def test_only_the_runs_that_count_fetch_their_histories(study):
+    client = MlflowClient(study["store"])
+    fetched = []
+    real = client.get_metric_history
+    client.get_metric_history = lambda run_id, key: fetched.append(run_id) or real(run_id, key)
+    data = report.load_study_runs(client, STUDY)
+    counted = {r.run_id for g in data.groups for r in g.usable}
+    assert len(counted) == 4 and set(fetched) == counted  # never the superseded, failed or pruned runs
+
+
 def test_report_logged_to_parent_run(built):
     client = MlflowClient(built["store"])
     names = {f.path for f in client.list_artifacts(built["parent"], "report")}
