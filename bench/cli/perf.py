@@ -136,10 +136,10 @@ def _perf(args: argparse.Namespace, cfg: RunConfig) -> int:
 
         out_dir = Path(args.out or "gpu-check")
         study_file = (Path(args.studies) if args.studies else default_studies_dir()) / "batch-lr-grid.toml"
-        result = run_gpu_check(cfg, lambda c, tiny: _table1(c, study_file, out_dir, tiny), tiny=args.tiny,
-                               progress=progress)
-        text = format_gpu_check(result)
         out = out_dir / "gpu-check.json"
+        result = run_gpu_check(cfg, lambda c, tiny, timeout_s: _table1(c, study_file, out_dir, tiny, timeout_s),
+                               tiny=args.tiny, progress=progress, save=lambda partial: _write_json(out, partial))
+        text = format_gpu_check(result)
     elif args.parity:
         result = run_parity(cfg, [cfg.seed + i for i in range(args.seeds)], progress=progress)
         text = format_parity(result)
@@ -154,15 +154,21 @@ def _perf(args: argparse.Namespace, cfg: RunConfig) -> int:
         text = format_benchmark(result)
         out = Path(args.out or "perf.json")
     print(text)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    _write_json(out, result)
     print(f"written: {out}")
     return 0
 
 
-def _table1(cfg: RunConfig, study_file: Path, out_dir: Path, tiny: bool) -> dict:
-    """--gpu-check's third part: `study run` then `report` on Table 1's study in a fresh store under out_dir,
-    as a user runs them; their wall times."""
+def _write_json(path: Path, result: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.part")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)  # a command cut off mid-write leaves the previous figures, whole
+
+
+def _table1(cfg: RunConfig, study_file: Path, out_dir: Path, tiny: bool, timeout_s: float) -> dict:
+    """--gpu-check's third part: `study run` (starting no trial after timeout_s) then `report` on Table 1's
+    study in a fresh store under out_dir, as a user runs them; their wall times and how many runs finished."""
     import contextlib
     import io
     import time
@@ -172,7 +178,8 @@ def _table1(cfg: RunConfig, study_file: Path, out_dir: Path, tiny: bool) -> dict
 
     uri = f"sqlite:///{(out_dir / 'mlruns').resolve() / 'mlflow.db'}"
     sets = {"data.root": cfg.data.root, "data.download": cfg.data.download, **(TINY_TABLE1 if tiny else {})}
-    args = ["study", "run", str(study_file), "--tracking-uri", uri, "--device", device_type(cfg), "--quiet"]
+    args = ["study", "run", str(study_file), "--tracking-uri", uri, "--device", device_type(cfg), "--quiet",
+            "--timeout", str(int(timeout_s))]
     for k, v in sets.items():
         if v is not None:
             args += ["--set", f"{k}={v}"]
@@ -190,5 +197,14 @@ def _table1(cfg: RunConfig, study_file: Path, out_dir: Path, tiny: bool) -> dict
     report_s = time.perf_counter() - t1
     if code != 0:
         raise RuntimeError(f"Table 1's report failed (exit {code})")
+    from mlflow import MlflowClient
+
+    from bench.studies.spec import load_study_file
+
+    spec, _ = load_study_file(study_file)
+    client = MlflowClient(uri)
+    finished = client.search_runs([client.get_experiment_by_name(spec.name).experiment_id],
+                                  "tags.role = 'trial' and attributes.status = 'FINISHED'")
     return {"study_s": study_s, "report_s": report_s, "total_s": study_s + report_s,
-            "report": str(report_dir / "report.html"), "store": uri}
+            "report": str(report_dir / "report.html"), "store": uri,
+            "runs_finished": len(finished), "runs_planned": spec.grid_size() * spec.repeats}

@@ -10,6 +10,10 @@
 
 `--tiny` shrinks every part (a few steps, K = 2 and 3, Table 1 on 128 images at width 8 for one epoch), so
 the script itself can be checked on a CPU: `gan-bench perf --gpu-check --device cpu --tiny`.
+
+Device time is scarce, so the figures are saved after each part (a command cut off still leaves what it
+measured), and Table 1's study stops starting trials at `DEADLINE_S` from the start (`study run --timeout`):
+the figures then say how many of its runs finished.
 """
 
 from __future__ import annotations
@@ -26,17 +30,19 @@ from bench.perf.groups import group_throughput
 from bench.perf.loops import harness_loop
 from bench.run_config import RunConfig, apply_overrides
 
+DEADLINE_S = 8 * 60  # the whole check; Table 1 starts no trial after it
 # --tiny: what makes each part take seconds on a CPU
 TINY_TABLE1 = {"data.train_subset": 128, "optim.epochs": 1, "model.width": 8, "eval.n_samples": 100,
                "eval.n_per_class": 10, "eval.n_real": 100, "eval.splits": 2}
 
 
-def run_gpu_check(cfg: RunConfig, table1: Callable[[RunConfig, bool], dict], tiny: bool = False,
-                  progress: bool = True) -> dict:
+def run_gpu_check(cfg: RunConfig, table1: Callable[[RunConfig, bool, float], dict], tiny: bool = False,
+                  progress: bool = True, save: Callable[[dict], None] = lambda out: None) -> dict:
     """Every figure of the GPU check as a JSON-able dict (cfg: device, data root, the report-000 DCGAN).
 
-    `table1(cfg, tiny)` trains and reports Table 1's study and returns its timings; the command line
-    passes one that runs `gan-bench study run` and `gan-bench report` (`bench.cli.perf`).
+    `table1(cfg, tiny, timeout_s)` trains and reports Table 1's study, starting no trial after timeout_s,
+    and returns its timings; the command line passes one that runs `gan-bench study run` and `gan-bench
+    report` (`bench.cli.perf`). `save(out)` is called after each part with the figures so far.
     """
     steps, warmup = (4, 1) if tiny else (200, 20)
     out: dict[str, Any] = {"device": cfg.device, "tiny": tiny,
@@ -53,12 +59,15 @@ def run_gpu_check(cfg: RunConfig, table1: Callable[[RunConfig, bool], dict], tin
         single["graphed"] = harness_loop(apply_overrides(cfg, {**eager, "train.cuda_graph": True}), train_full,
                                          steps, warmup)
     out["single"] = single
+    save(out)
     sizes = [2, 3] if tiny else [9, 27]
     say(progress, f"gpu-check [2/3] groups: K = {sizes}")
     out["groups"] = group_throughput(cfg, train_full, sizes, steps=steps, progress=progress)
+    save(out)
     say(progress, f"gpu-check [3/3] report 002 Table 1 at {'a tiny scale' if tiny else 'its full budget'}")
-    out["table1"] = table1(cfg, tiny)
+    out["table1"] = table1(cfg, tiny, max(60.0, DEADLINE_S - (time.perf_counter() - t0)))
     out["total_s"] = time.perf_counter() - t0
+    save(out)
     return out
 
 
@@ -79,8 +88,10 @@ def format_gpu_check(r: dict) -> str:
             lines.append(f"  group {name}, K={row['members']}: "
                          + (f"{row['grouped_images_per_s']:.0f} images/s ({row['speedup']:.2f}x {row['members']} "
                             f"sequential runs)" if row["grouped_s"] else "out of memory"))
+    runs = (f"all {t['runs_finished']} runs finished" if t["runs_finished"] == t["runs_planned"] else
+            f"stopped at the deadline: {t['runs_finished']} of {t['runs_planned']} runs finished")
     lines.append(f"  report 002 Table 1{' (tiny)' if r['tiny'] else ', 10 epochs x 3 seeds'}: {t['total_s']:.0f} s "
-                 f"end to end ({t['study_s']:.0f} s training and evaluation, {t['report_s']:.0f} s report); "
+                 f"end to end ({t['study_s']:.0f} s training and evaluation, {t['report_s']:.0f} s report; {runs}); "
                  f"report: {t['report']}")
     lines.append(f"  total {r['total_s']:.0f} s")
     return "\n".join(lines)

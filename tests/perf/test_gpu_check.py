@@ -19,8 +19,9 @@ def test_the_gpu_check_dry_run_prints_every_figure(data_root, tmp_path, capsys):
         assert all(row["speedup"] > 0 for row in rows)
     table1 = r["table1"]
     assert table1["study_s"] > 0 and table1["report_s"] > 0 and (out / "report" / "report.html").is_file()
+    assert table1["runs_finished"] == table1["runs_planned"] == 27
     for line in ("single report-000 DCGAN, batch 32: eager", "compiled: CUDA only", "graphed: CUDA only",
-                 "group cgan-conv (report 002), K=3", "report 002 Table 1 (tiny)"):
+                 "group cgan-conv (report 002), K=3", "report 002 Table 1 (tiny)", "all 27 runs finished"):
         assert line in printed, line
 
 
@@ -38,8 +39,32 @@ def test_the_graphed_figure_says_when_capture_fell_back():
         return {"device": "cuda", "device_name": "a GPU", "tiny": False, "total_s": 1.0,
                 "single": {"eager": loop, "compiled": loop, "graphed": {"images_per_s": 3000.0, "cuda_graph": tag}},
                 "groups": {"models": {}},
-                "table1": {"total_s": 1.0, "study_s": 1.0, "report_s": 0.0, "report": "r.html"}}
+                "table1": {"total_s": 1.0, "study_s": 1.0, "report_s": 0.0, "report": "r.html",
+                           "runs_finished": 18, "runs_planned": 27}}
 
     assert "graphed 3000 images/s" in format_gpu_check(result("on"))
+    assert "stopped at the deadline: 18 of 27 runs finished" in format_gpu_check(result("on"))
     assert ("graphed: fell back to eager, 3000 images/s (off: capture failed (operation not permitted))"
             in format_gpu_check(result("off: capture failed (operation not permitted)")))
+
+
+def test_what_was_measured_is_saved_after_each_part(data_root):
+    """A check cut off in Table 1 (device time ran out) still leaves the single-model and group figures,
+    and Table 1 is told how much of the deadline is left."""
+    from bench.perf.gpu_check import DEADLINE_S, run_gpu_check
+    from bench.run_config import build_config
+
+    saved, deadlines = [], []
+
+    def table1(cfg, tiny, timeout_s):
+        deadlines.append(timeout_s)
+        raise TimeoutError("the device call's limit")
+
+    cfg = build_config(overrides={"device": "cpu", "data.root": str(data_root), "data.download": False})
+    try:
+        run_gpu_check(cfg, table1, tiny=True, progress=False, save=lambda out: saved.append(json.dumps(out)))
+    except TimeoutError:
+        pass
+    last = json.loads(saved[-1])
+    assert len(saved) == 2 and last["single"]["eager"]["images_per_s"] > 0 and len(last["groups"]["models"]) == 2
+    assert 60 <= deadlines[0] < DEADLINE_S
