@@ -7,7 +7,7 @@
   device.py    device and precision
   factory.py   `build_gan`, `build_step`: nets on the device, references, Adams, the step
   grouped.py   `GroupedStep`: K members with the same shapes in one batched model (vmap), per-member RNG and hooks
-  graphed.py   `GraphedStep`: one member's iterations replayed from a CUDA graph (on CUDA, where capture works)
+  graphed.py   `GraphedStep`: a step's iterations (one run's or a group's) replayed from a CUDA graph (on CUDA)
   member_adam.py  Adam over K members' stacked parameters with per-member rates and betas (for a grouped step)
 """
 

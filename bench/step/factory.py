@@ -93,8 +93,10 @@ def _gan_step(cfg, data: DeviceDataset, ref_gen: torch.Generator | None, captura
                    precision=autocast_dtype(t, device), g_fwd=g_fwd, d_fwd=d_fwd)
 
 
-def build_grouped_step(cfgs, data: list[DeviceDataset], *, ref_gens: list[torch.Generator] | None = None) -> GroupedStep:
-    """One step training every config in `cfgs` together (check `grouping_refusal(cfgs)` first).
+def build_grouped_step(cfgs, data: list[DeviceDataset], *,
+                       ref_gens: list[torch.Generator] | None = None) -> GroupedStep | GraphedStep:
+    """One step training every config in `cfgs` together (check `grouping_refusal(cfgs)` first), replayed
+    from a CUDA graph where `graph_refusal` allows.
 
     Each member is built as its sequential run builds it: the global RNG seeded with its `cfg.seed`,
     then `build_step`; the RNG state that leaves is the one its training draws continue from.
@@ -107,4 +109,5 @@ def build_grouped_step(cfgs, data: list[DeviceDataset], *, ref_gens: list[torch.
         torch.manual_seed(cfg.seed)
         steps.append(_gan_step(cfg, d, ref_gens[k] if ref_gens is not None else None))
         states.append(rng_state(d.device))
-    return GroupedStep(steps, states)
+    group = GroupedStep(steps, states)
+    return GraphedStep(group) if graph_refusal(cfgs[0], group.device) is None else group

@@ -1,18 +1,21 @@
-"""`GraphedStep`: a one-member step whose whole iteration replays from a CUDA graph, without the host.
+"""`GraphedStep`: a step whose whole iteration replays from a CUDA graph, without the host.
 
 A batch-32 DCGAN iteration is about 290 kernel launches for under a millisecond of GPU work, so on a GPU
 the eager step is bound by Python and launch overhead. A CUDA graph records the iteration once (both
 updates, Adam with `capturable=True`, the noise drawn on the device, every technique's hooks) and
-replays it with one launch. What changes from one iteration to the next lives on the device, where a
-replay sees it: the batch is copied into the graph's input buffers (the feed already gathered it from
-the device-resident split by a device-resident permutation), the RNG's Philox offset advances at each
-replay, and the iteration count and Adam's step count are device tensors.
+replays it with one launch. It wraps a run's `GANStep` or a group's `GroupedStep` (whose per-member
+Python loops are exactly the host work a graph removes). What changes from one iteration to the next
+lives on the device, where a replay sees it: the batch is copied into the graph's input buffers (the feed already gathered it from
+the device-resident split by a device-resident permutation), the Philox offsets of the default
+generator and of a group's member generators (registered with the graph) advance at each replay, and
+the iteration count and Adam's step count are device tensors.
 
 The first `WARMUP` iterations run eagerly on a side stream (cuDNN autotuning, Adam's state, the
 allocator), then the next one is captured and replayed. Capture fails on anything that syncs with the
 host or cannot be recorded; the step then says so once, trains on eagerly, and its `train.cuda_graph`
-tag says why. Loading a state replaces Adam's state tensors, whose addresses the graph holds, so it
-drops the graph; the step warms up and captures again.
+tag says why. Loading a state replaces Adam's state tensors, whose addresses the graph holds, and
+dropping a group's member changes what an iteration does: either drops the graph, and the step warms
+up and captures again.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
 from bench.models import GAN
+from bench.step.grouped import GroupedStep
 from bench.step.protocol import Feed
 from bench.step.single import GANStep
 
@@ -31,14 +36,17 @@ _SAID: set[str] = set()  # each reason once per process, not once per run
 
 WARMUP = 3  # eager iterations before capture (the recipe in torch.cuda.graphs' notes uses 3)
 
-# capture(fn, stream) -> (graph, out): records fn's kernels on `stream` without running them; graph.replay()
-# runs them and leaves fn's result in `out`. `cuda_capture` on a GPU; the tests pass a stand-in to check
-# the plumbing on a CPU.
-Capture = Callable[[Callable[[], torch.Tensor], "torch.cuda.Stream | None"], tuple[object, torch.Tensor]]
+# capture(fn, stream, generators) -> (graph, out): records fn's kernels on `stream` without running them
+# (with `generators`' states registered, besides the default one); graph.replay() runs them and leaves fn's
+# result in `out`. `cuda_capture` on a GPU; the tests pass a stand-in to check the plumbing on a CPU.
+Capture = Callable[[Callable[[], torch.Tensor], Any, list], tuple[Any, torch.Tensor]]
 
 
-def cuda_capture(fn: Callable[[], torch.Tensor], stream: torch.cuda.Stream) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+def cuda_capture(fn: Callable[[], torch.Tensor], stream: torch.cuda.Stream,
+                 generators: list[torch.Generator]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
     graph = torch.cuda.CUDAGraph()
+    for g in generators:  # before capture begins, as torch requires
+        graph.register_generator_state(g)
     with torch.cuda.graph(graph, stream=stream):  # the warm-up's stream: its library handles exist already
         out = fn()
     return graph, out
@@ -59,17 +67,16 @@ def graph_refusal(cfg, device: torch.device) -> str | None:
 
 
 class GraphedStep:
-    """The `bench.step.Step` protocol for one member, its iterations replayed from a CUDA graph.
+    """The `bench.step.Step` protocol of the wrapped step, its iterations replayed from a CUDA graph.
 
-    Built by `bench.step.build_step` where `graph_refusal` is None; wraps the member's `GANStep`, whose
-    optimizers must be capturable.
+    Built by `bench.step.build_step` / `build_grouped_step` where `graph_refusal` is None; a `GANStep`'s
+    optimizers must be capturable (a group's `MemberAdam` always is).
     """
 
-    members = 1
-
-    def __init__(self, step: GANStep, capture: Capture = cuda_capture):
+    def __init__(self, step: GANStep | GroupedStep, capture: Capture = cuda_capture):
         self.step, self._capture = step, capture
-        self.device, self.batches_per_iteration = step.device, step.batches_per_iteration
+        self.members, self.device = step.members, step.device
+        self.batches_per_iteration = step.batches_per_iteration
         self.tags = {**step.tags, "train.cuda_graph": "on"}
         self.graph, self.out, self.inputs = None, None, None
         self.eager_left, self.failed = WARMUP, False
@@ -82,30 +89,32 @@ class GraphedStep:
         return self.step.gan
 
     def iteration(self, feeds: Sequence[Feed]) -> torch.Tensor:
-        """One iteration (see `GANStep.iteration`); once captured, the result is the graph's output
-        buffer, valid until the next iteration."""
-        (feed,) = feeds
-        batches = [next(feed) for _ in range(self.batches_per_iteration)]
+        """One iteration (see `Step.iteration`); once captured, the result is the graph's output buffer,
+        valid until the next iteration."""
+        batches = [[next(feed) for _ in range(self.batches_per_iteration)] for feed in feeds]
         if self.graph is None and not self.failed:
             if self.eager_left > 0:
                 self.eager_left -= 1
                 with _on(self.stream):
-                    return self.step.iteration([iter(batches)])
+                    return self.step.iteration([iter(b) for b in batches])
             self._try_capture(batches)
         if self.graph is None:
-            return self.step.iteration([iter(batches)])
-        for (real, labels), (x, y) in zip(self.inputs, batches, strict=True):
-            real.copy_(x)
-            labels.copy_(y)
+            return self.step.iteration([iter(b) for b in batches])
+        for mine, given in zip(self.inputs, batches, strict=True):
+            for (real, labels), (x, y) in zip(mine, given, strict=True):
+                real.copy_(x)
+                labels.copy_(y)
         self.graph.replay()
         return self.out
 
-    def _try_capture(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self.inputs = [(x.clone(), y.clone()) for x, y in batches]
+    def _try_capture(self, batches: list[list[tuple[torch.Tensor, torch.Tensor]]]) -> None:
+        self.inputs = [[(x.clone(), y.clone()) for x, y in member] for member in batches]
         for opt in (self.step.opt_g, self.step.opt_d):  # gradients are allocated inside the graph
             opt.zero_grad(set_to_none=True)
+        generators = getattr(self.step, "generators", [])  # a group's members' CUDA streams
         try:
-            self.graph, self.out = self._capture(lambda: self.step.iteration([iter(self.inputs)]), self.stream)
+            self.graph, self.out = self._capture(lambda: self.step.iteration([iter(b) for b in self.inputs]),
+                                                 self.stream, generators)
         except Exception as e:  # noqa: BLE001  capture refuses many things (a host sync, an uncapturable op)
             self.graph, self.inputs, self.failed = None, None, True
             while e.__context__ is not None:  # ending a broken capture raises again: name what broke it
@@ -124,6 +133,7 @@ class GraphedStep:
 
     def drop(self, member: int) -> None:
         self.step.drop(member)
+        self._drop_graph()  # the group's iteration no longer updates that member: record it again
 
     def gan_of(self, member: int) -> GAN:
         return self.step.gan_of(member)

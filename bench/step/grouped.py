@@ -11,6 +11,8 @@ statistics); one `MemberAdam` updates all of them with per-member rates and beta
 What stays per member, in a Python loop over K: drawing noise, dropout masks and everything random
 the techniques do (under the member's own RNG state, in the order a sequential run draws it) and the
 loss hooks on the member's slice, so every technique's arithmetic is the one a sequential run does.
+On CUDA a member's stream is a `torch.Generator` that the default generator is pointed at while the
+member draws (`graphsafe_set_state`: no copy of the state, and allowed while a CUDA graph records).
 Dropout inside the batched forward pass multiplies by masks drawn that way before the pass (vmap
 itself would draw one stream for all members). A hook that calls D itself (the gradient penalties,
 feature matching) calls the member's own module on its slice of the stacked parameters, so its
@@ -33,7 +35,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from bench import techniques
 from bench.models import GAN
-from bench.step.device import frozen, rng_state, set_rng_state
+from bench.step.device import frozen
 from bench.step.member_adam import MemberAdam
 from bench.step.protocol import Feed
 from bench.step.single import GANStep
@@ -67,9 +69,14 @@ class GroupedStep:
         first = self.steps[0]
         self.device, self.batches_per_iteration = first.device, first.batches_per_iteration
         self.d_steps, self.g_steps, self.joint_d = first.d_steps, first.g_steps, first.joint_d
-        self.freeze_d_in_g, self.autocast = first.freeze_d_in_g, first.autocast
+        self.freeze_d_in_g, self.autocast, self.precision = first.freeze_d_in_g, first.autocast, first.precision
         self.tags = {**first.tags, "train.group_size": str(self.members)}
-        self.rng = [dict(s) for s in rng_states]
+        self.rng = [s["torch_rng"].clone() for s in rng_states]  # each member's CPU stream
+        self.generators: list[torch.Generator] = []  # and its CUDA stream, on CUDA
+        if self.device.type == "cuda":
+            for s in rng_states:
+                self.generators.append(torch.Generator(self.device))
+                self.generators[-1].set_state(s["cuda_rng"])
         self.live = [True] * self.members
         self.G, self.g_params, self.g_buffers = _stack([s.G for s in self.steps])
         self.D, self.d_params, self.d_buffers = _stack([s.D for s in self.steps])
@@ -84,13 +91,20 @@ class GroupedStep:
     @contextlib.contextmanager
     def _rng(self, k: int) -> Iterator[None]:
         """Member k's RNG state as the global one inside the block, as its sequential run would have it."""
-        saved = rng_state(self.device)
-        set_rng_state(self.device, self.rng[k])
+        saved = torch.get_rng_state()
+        torch.set_rng_state(self.rng[k])
+        if self.generators:
+            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            default = torch.cuda.default_generators[index]
+            saved_cuda = default.graphsafe_get_state()
+            default.graphsafe_set_state(self.generators[k])  # draws advance the member's own state
         try:
             yield
         finally:
-            self.rng[k] = rng_state(self.device)
-            set_rng_state(self.device, saved)
+            self.rng[k] = torch.get_rng_state()
+            torch.set_rng_state(saved)
+            if self.generators:
+                default.graphsafe_set_state(saved_cuda)
 
     def _noises(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         draws = []
@@ -236,10 +250,15 @@ class GroupedStep:
             _to_member_adam(self.opt_d, s.opt_d, member, load=True)
 
     def rng_state(self, member: int) -> dict:
-        return {k: v.clone() for k, v in self.rng[member].items()}
+        state = {"torch_rng": self.rng[member].clone()}
+        if self.generators:
+            state["cuda_rng"] = self.generators[member].get_state()
+        return state
 
     def set_rng_state(self, member: int, state: dict) -> None:
-        self.rng[member] = {k: state[k].clone() for k in self.rng[member]}
+        self.rng[member] = state["torch_rng"].clone()
+        if self.generators:
+            self.generators[member].set_state(state["cuda_rng"])  # in place: a graph holds the generator
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -17,11 +17,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench.data import DeviceDataset
 from bench.run_config import build_config
-from bench.step import GANStep, build_step
+from bench.step import GANStep, build_grouped_step, build_step
 from bench.step.graphed import WARMUP, GraphedStep, graph_refusal
 from bench.train import Checkpoint, Member, train
 from tests.conftest import random_data
-from tests.step.test_grouped import CASES, NORMALIZED, TINY, Recorder, members
+from tests.step.test_grouped import (CASES, MEMBERS, NORMALIZED, TINY, Recorder, assert_close_states, configs,
+                                     members)
 from tests.test_gpu_path import host_syncs
 
 REPLAY_CASES = {**CASES, **{f"{k}-norm": v for k, v in NORMALIZED.items()},
@@ -90,6 +91,23 @@ def test_every_iteration_dispatches_the_same_kernels_without_a_host_sync(case):
     assert first == second
 
 
+@pytest.mark.parametrize("case", ["cgan-conv-dropout2d-r1", "cgan-mlp-targets-noise-ema", "vanilla-dropout-wgan-gp"])
+def test_a_groups_iterations_dispatch_the_same_kernels_without_a_host_sync(case):
+    cfgs, data = configs(CASES[case]), random_data(256)
+    step = build_grouped_step(cfgs, [data] * len(cfgs))
+    feeds = [data.epoch(16, torch.Generator().manual_seed(k)) for k in range(len(cfgs))]
+    for _ in range(WARMUP):
+        step.iteration(feeds)
+
+    def one_iteration():
+        batches = [[next(f) for _ in range(step.batches_per_iteration)] for f in feeds]
+        return kernels_of(lambda: step.iteration([iter(b) for b in batches]))
+
+    with host_syncs() as syncs:
+        first, second = one_iteration(), one_iteration()
+    assert syncs == [] and len(first) > 100 and first == second
+
+
 # -- the wrapper, with a stand-in for torch.cuda.graph -------------------------------------------
 
 
@@ -99,9 +117,9 @@ class _Recorded:
     def __init__(self, log: list[str]):
         self.log = log
 
-    def __call__(self, fn, stream):
+    def __call__(self, fn, stream, generators):
         self.log.append("capture")
-        out = torch.full((1, 6), float("nan"))  # a replay writes it; nothing runs at capture
+        out = torch.empty(0)  # a replay writes it; nothing runs at capture
         return _Replay(fn, out, self.log), out
 
 
@@ -111,10 +129,11 @@ class _Replay:
 
     def replay(self):
         self.log.append("replay")
-        self.out.copy_(self.fn())
+        result = self.fn()
+        self.out.resize_(result.shape).copy_(result)  # in place: the step returns this very tensor
 
 
-def _refused(fn, stream):
+def _refused(fn, stream, generators):
     try:
         raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore detail")
     finally:  # as torch.cuda.graph's exit does: ending the broken capture raises its own error
@@ -188,6 +207,29 @@ def test_graphs_are_for_cuda_with_the_fast_path_and_no_compile():
     assert isinstance(step, GANStep) and not step.opt_d.param_groups[0]["capturable"]
 
 
+def test_a_replayed_group_equals_the_eager_group_and_a_dropped_member_is_recorded_again():
+    cfgs, data = configs(CASES["cgan-mlp-targets-noise-ema"]), random_data(512)
+
+    def run(graphed: bool, log: list[str]):
+        step = build_grouped_step(cfgs, [data] * 3)
+        if graphed:
+            step = GraphedStep(step, _Recorded(log))
+        feeds = [data.epoch(16, torch.Generator().manual_seed(k)) for k in range(3)]
+        stats = [step.iteration(feeds).clone() for _ in range(WARMUP + 2)]  # captured at the 4th, replayed
+        step.drop(1)  # member 1 stops (diverged, pruned): the others go on
+        stats += [step.iteration(feeds).clone() for _ in range(WARMUP + 2)]
+        return stats, step
+
+    log: list[str] = []
+    (eager, e_step), (replayed, g_step) = run(False, []), run(True, log)
+    assert log == ["capture", "replay", "replay", "capture", "replay", "replay"]
+    for a, b in zip(eager, replayed, strict=True):
+        assert torch.equal(a[[0, 2]], b[[0, 2]])
+    for k in range(3):
+        assert_close_states(e_step.state_dict(k), g_step.state_dict(k), atol=0)
+    assert g_step.tags["train.cuda_graph"] == "on" and g_step.tags["train.group_size"] == "3"
+
+
 # -- on a GPU (skipped elsewhere): the real capture ------------------------------------------------
 
 
@@ -213,3 +255,26 @@ def test_on_cuda_a_graphed_run_is_captured_and_follows_the_eager_one(case):
         if key.startswith("train/"):
             for s, v in values.items():
                 assert graphed.metrics[key][s] == pytest.approx(v, rel=1e-2, abs=0.1 if "acc" in key else 1e-3), key
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+def test_on_cuda_a_graphed_group_is_captured_and_follows_the_eager_group():
+    """Members draw from their own CUDA generators (registered with the graph): same curves as eager."""
+    cpu = random_data(256)
+    data = DeviceDataset(cpu.images, cpu.labels, "cuda")
+
+    def run(graph: bool):
+        cfgs = [build_config(overrides={**TINY, **CASES["cgan-conv-dropout2d-r1"], **m, "device": "cuda",
+                                        "train.cuda_graph": graph}) for m in MEMBERS]
+        step = build_grouped_step(cfgs, [data] * len(cfgs))
+        ms = [Member(c, data, Recorder()) for c in cfgs]
+        train(step, ms, progress=False)
+        return ms, step
+
+    (eager, _), (graphed, step) = run(False), run(True)
+    assert isinstance(step, GraphedStep) and graphed[0].tracker.tags["train.cuda_graph"] == "on"
+    for a, b in zip(eager, graphed):
+        for key, values in a.tracker.metrics.items():
+            if key.startswith("train/"):
+                for s, v in values.items():
+                    assert b.tracker.metrics[key][s] == pytest.approx(v, rel=1e-2, abs=0.1 if "acc" in key else 1e-3)
