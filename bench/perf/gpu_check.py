@@ -85,9 +85,9 @@ def format_gpu_check(r: dict) -> str:
              + (_graphed(s["graphed"]) if "graphed" in s else "graphed: CUDA only")]
     for name, rows in r["groups"]["models"].items():
         for row in rows:
-            lines.append(f"  group {name}, K={row['members']}: "
-                         + (f"{row['grouped_images_per_s']:.0f} images/s ({row['speedup']:.2f}x {row['members']} "
-                            f"sequential runs)" if row["grouped_s"] else "out of memory"))
+            measured = (f"{row['grouped_images_per_s']:.0f} images/s ({row['speedup']:.2f}x {row['members']} "
+                        f"sequential runs; CUDA graph {row['cuda_graph']})")
+            lines.append(f"  group {name}, K={row['members']}: " + (measured if row["grouped_s"] else "out of memory"))
     runs = (f"all {t['runs_finished']} runs finished" if t["runs_finished"] == t["runs_planned"] else
             f"stopped at the deadline: {t['runs_finished']} of {t['runs_planned']} runs finished")
     lines.append(f"  report 002 Table 1{' (tiny)' if r['tiny'] else ', 10 epochs x 3 seeds'}: {t['total_s']:.0f} s "

@@ -45,7 +45,8 @@ def group_throughput(cfg: RunConfig, train_full: DeviceDataset, sizes: list[int]
             cfgs = member_configs(cfg, model, k)
             row: dict[str, Any] = {"members": k}
             try:
-                row["grouped_s"] = group_loop(cfgs, train_full, steps, warmup)["seconds"]
+                timed = group_loop(cfgs, train_full, steps, warmup)
+                row["grouped_s"], row["cuda_graph"] = timed["seconds"], timed["cuda_graph"]
             except torch.OutOfMemoryError:
                 row["grouped_s"] = None
             row["sequential_s"] = sum(harness_loop(c, train_full, steps, warmup)["seconds"] for c in cfgs)

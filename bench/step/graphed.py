@@ -5,10 +5,10 @@ the eager step is bound by Python and launch overhead. A CUDA graph records the 
 updates, Adam with `capturable=True`, the noise drawn on the device, every technique's hooks) and
 replays it with one launch. It wraps a run's `GANStep` or a group's `GroupedStep` (whose per-member
 Python loops are exactly the host work a graph removes). What changes from one iteration to the next
-lives on the device, where a replay sees it: the batch is copied into the graph's input buffers (the feed already gathered it from
-the device-resident split by a device-resident permutation), the Philox offsets of the default
-generator and of a group's member generators (registered with the graph) advance at each replay, and
-the iteration count and Adam's step count are device tensors.
+lives on the device, where a replay sees it: the batch is copied into the graph's input buffers (the
+feed already gathered it from the device-resident split by a device-resident permutation), the Philox
+offsets of the default generator and of a group's member generators (registered with the graph)
+advance at each replay, and the iteration count and Adam's step count are device tensors.
 
 The first `WARMUP` iterations run eagerly on a side stream (cuDNN autotuning, Adam's state, the
 allocator), then the next one is captured and replayed. Capture fails on anything that syncs with the

@@ -49,7 +49,8 @@ def _shape_of(x):
         return tuple(_shape_of(v) for v in x)
     if isinstance(x, dict):
         return tuple((k, _shape_of(v)) for k, v in sorted(x.items()))
-    if x is None or isinstance(x, (bool, int, float, str, torch.dtype, torch.device, torch.memory_format, torch.layout)):
+    if x is None or isinstance(x, (bool, int, float, str, torch.dtype, torch.device, torch.memory_format,
+                                   torch.layout)):
         return x
     return type(x).__name__  # a profiler handle and the like: not an argument a kernel computes with
 
