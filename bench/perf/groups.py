@@ -72,7 +72,8 @@ def format_groups(g: dict) -> list[tuple[str, str, str]]:
             if r["grouped_s"] is None:
                 rows.append((f"group {name}, K={r['members']}", "out of memory", ""))
                 continue
+            graph = "" if r.get("cuda_graph", "off") == "off" else f"; CUDA graph {r['cuda_graph']}"  # CUDA only
             rows.append((f"group {name}, K={r['members']}", f"{r['grouped_images_per_s']:.1f} images/s",
                          f"{r['grouped_images_per_s_per_member']:.1f} per member; {r['members']} sequential runs "
-                         f"{r['sequential_images_per_s']:.1f} images/s: grouped is {r['speedup']:.2f}x"))
+                         f"{r['sequential_images_per_s']:.1f} images/s: grouped is {r['speedup']:.2f}x{graph}"))
     return rows

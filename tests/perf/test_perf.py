@@ -186,3 +186,16 @@ def test_switches():
     assert fast.g_fwd is fast.G  # compile is CUDA-only: never on a CPU run
     compiled = build_step(build_config(overrides={"device": "cpu", "train.compile": "default"}), random_data())
     assert compiled.g_fwd is compiled.G and compiled.d_fwd is compiled.D
+
+
+def test_the_group_rows_name_the_cuda_graph_only_where_there_is_one():
+    from bench.perf.groups import format_groups
+
+    def rows(tag):
+        row = {"members": 3, "grouped_s": 1.0, "grouped_images_per_s": 96.0, "grouped_images_per_s_per_member": 32.0,
+               "sequential_images_per_s": 48.0, "speedup": 2.0, "cuda_graph": tag}
+        return format_groups({"models": {"dcgan": [row]}})[0][2]
+
+    assert rows("off").endswith("grouped is 2.00x")  # the CPU: nothing to say
+    assert rows("on").endswith("grouped is 2.00x; CUDA graph on")
+    assert rows("off: capture failed (x)").endswith("; CUDA graph off: capture failed (x)")
