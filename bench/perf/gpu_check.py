@@ -1,8 +1,7 @@
 """`gan-bench perf --gpu-check`: the figures a session lent a GPU should take, in one command of at most 8 minutes.
 
-1. A single report-000 DCGAN at batch 32: images/s eager, compiled (`train.compile`) and graphed (each
-   iteration replayed from a CUDA graph, `bench.step.graphed`; with why, if capture fell back): CUDA only
-   but eager;
+1. A single report-000 DCGAN at batch 32: images/s eager, and on CUDA also compiled (`train.compile`) and
+   graphed (each iteration replayed from a CUDA graph, `bench.step.graphed`; with why, if capture fell back);
 2. the group section at K = 9 and 27 (`bench.perf.groups`);
 3. report 002 Table 1 (`studies/batch-lr-grid.toml`) at its full budget, 10 epochs and 3 seeds, through
    `gan-bench study run` (grouped on a GPU by default), then `gan-bench report`: the measured wall time

@@ -111,10 +111,9 @@ class GraphedStep:
         self.inputs = [[(x.clone(), y.clone()) for x, y in member] for member in batches]
         for opt in (self.step.opt_g, self.step.opt_d):  # gradients are allocated inside the graph
             opt.zero_grad(set_to_none=True)
-        generators = getattr(self.step, "generators", [])  # a group's members' CUDA streams
         try:
             self.graph, self.out = self._capture(lambda: self.step.iteration([iter(b) for b in self.inputs]),
-                                                 self.stream, generators)
+                                                 self.stream, list(self.step.generators))
         except Exception as e:  # noqa: BLE001  capture refuses many things (a host sync, an uncapturable op)
             self.graph, self.inputs, self.failed = None, None, True
             while e.__context__ is not None:  # ending a broken capture raises again: name what broke it

@@ -39,6 +39,7 @@ class GANStep:
     d_fwd: Callable | None = None
 
     members = 1
+    generators: tuple = ()  # it draws from the default generators (a group has one per member)
 
     def __post_init__(self) -> None:
         self.G, self.D = self.gan.generator, self.gan.discriminator
