@@ -134,6 +134,10 @@ class TrainConfig(Section):
         "off", description="CUDA only (ignored on CPU): torch.compile mode for G and D in the training step")
     cuda_graph: bool = Field(True, description="CUDA only: replay each training iteration from a CUDA graph (with "
                                                "fast and compile off; falls back to eager where capture fails)")
+    group_forward: Literal["auto", "vmap", "member_by_member"] = Field(
+        "auto", description="how a group of runs trained together runs its members' forward passes: vmap (one batched "
+                            "pass) or member by member (a sequential run's kernels, equal to it bit for bit); auto: "
+                            "vmap on CUDA, member by member on CPU (measured faster there)")
     sample_steps: list[Annotated[StrictInt, Field(ge=1)]] = Field(
         default_factory=list, max_length=100,
         description="global steps at which the fixed-noise sample grid is logged (image key samples_at_step)")

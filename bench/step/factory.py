@@ -109,5 +109,5 @@ def build_grouped_step(cfgs, data: list[DeviceDataset], *,
         torch.manual_seed(cfg.seed)
         steps.append(_gan_step(cfg, d, ref_gens[k] if ref_gens is not None else None))
         states.append(rng_state(d.device))
-    group = GroupedStep(steps, states)
+    group = GroupedStep(steps, states, forward=cfgs[0].train.group_forward)
     return GraphedStep(group) if graph_refusal(cfgs[0], group.device) is None else group

@@ -4,9 +4,13 @@ Each member is first built as an ordinary `GANStep` (`bench.step.build_grouped_s
 own nets, techniques' hooks, learning rates and RNG state, exactly as a sequential run would. Then
 the members' parameters and buffers are stacked, shape (K, ...), and each member's modules are
 re-pointed at its slice: the nets a member's evaluation, sample grids, hooks and checkpoint see are
-ordinary modules whose weights are views of the stacked ones. A forward pass of all members is one
-`vmap(functional_call)` (convolutions become grouped convolutions, batch norm keeps per-member
-statistics); one `MemberAdam` updates all of them with per-member rates and betas.
+ordinary modules whose weights are views of the stacked ones. The members' forward passes take one
+of two forms (`train.group_forward`): one `vmap(functional_call)` over all members (convolutions
+become grouped convolutions, batch norm keeps per-member statistics), the form for a GPU, where K
+members' kernels cost about what one member's do; or member by member, each member's ordinary
+kernels on its slices, the form for a CPU, where grouped convolutions run slower than K separate ones
+and where a group then equals its sequential runs bit for bit. One `MemberAdam` updates all members
+with per-member rates and betas.
 
 What stays per member, in a Python loop over K: drawing noise, dropout masks and everything random
 the techniques do (under the member's own RNG state, in the order a sequential run draws it) and the
@@ -31,14 +35,14 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import functional_call, vmap
 
 from bench import techniques
 from bench.models import GAN
 from bench.step.device import frozen
 from bench.step.member_adam import MemberAdam
 from bench.step.protocol import Feed
-from bench.step.single import GANStep
+from bench.step.single import GANStep, d_statistics
 
 
 def grouping_refusal(cfgs: Sequence) -> str | None:
@@ -60,17 +64,24 @@ def grouping_refusal(cfgs: Sequence) -> str | None:
     return None
 
 
+def default_forward(device: torch.device) -> str:
+    """`train.group_forward` "auto": the form measured faster on this kind of device (README)."""
+    return "vmap" if device.type == "cuda" else "member_by_member"
+
+
 class GroupedStep:
     """The `bench.step.Step` protocol for K members in one batched model. Build it with `build_grouped_step`."""
 
-    def __init__(self, steps: Sequence[GANStep], rng_states: Sequence[dict]):
+    def __init__(self, steps: Sequence[GANStep], rng_states: Sequence[dict], forward: str = "auto"):
         self.steps = list(steps)
         self.members = len(self.steps)
         first = self.steps[0]
         self.device, self.batches_per_iteration = first.device, first.batches_per_iteration
         self.d_steps, self.g_steps, self.joint_d = first.d_steps, first.g_steps, first.joint_d
         self.freeze_d_in_g, self.autocast, self.precision = first.freeze_d_in_g, first.autocast, first.precision
-        self.tags = {**first.tags, "train.group_size": str(self.members)}
+        forward = default_forward(self.device) if forward == "auto" else forward
+        self.forward, self._forward = forward, FORWARDS[forward]
+        self.tags = {**first.tags, "train.group_size": str(self.members), "train.group_forward": forward}
         self.rng = [s["torch_rng"].clone() for s in rng_states]  # each member's CPU stream
         self.generators: list[torch.Generator] = []  # and its CUDA stream, on CUDA
         if self.device.type == "cuda":
@@ -143,10 +154,10 @@ class GroupedStep:
         return {name: torch.stack([d[name] for d in draws]) for name in draws[0]}
 
     def _g(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return _batched(self.G, self.g_params, self.g_buffers, z, y, self._masks(self.g_dropout, z, y))
+        return self._forward(self.G, self.g_params, self.g_buffers, z, y, self._masks(self.g_dropout, z, y))
 
     def _d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return _batched(self.D, self.d_params, self.d_buffers, x, y, self._masks(self.d_dropout, x, y))
+        return self._forward(self.D, self.d_params, self.d_buffers, x, y, self._masks(self.d_dropout, x, y))
 
     def _hook(self, k: int, hook, b: techniques.Batch) -> torch.Tensor:
         with self._rng(k):  # a penalty draws (interpolates) and calls D (dropout) from the member's stream
@@ -178,10 +189,10 @@ class GroupedStep:
         self._sum_live(losses).backward()
         self.opt_d.step()
         self._after_step("d")
-        with torch.no_grad():
-            return torch.stack([torch.stack(losses).detach(), torch.sigmoid(real_logits).mean(1),
-                                torch.sigmoid(fake_logits).mean(1), (real_logits > 0).float().mean(1),
-                                (fake_logits <= 0).float().mean(1)], dim=1)
+        if self.forward == "vmap":
+            return d_statistics(torch.stack(losses), real_logits, fake_logits)
+        # member by member, as its sequential run reduces them (a row of a (K, n) tensor may round differently)
+        return torch.stack([d_statistics(loss, r, f) for loss, r, f in zip(losses, real_logits, fake_logits)])
 
     def g_step(self, real: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One G update of every member on fresh noise; returns the (K,) losses."""
@@ -223,7 +234,7 @@ class GroupedStep:
         for net in (self.steps[member].G, self.steps[member].D):
             _own_copies(net)
         for opt in (self.opt_g, self.opt_d):
-            opt.param_groups[0]["lr"][member] = 0.0
+            opt.stop(member)
 
     def gan_of(self, member: int) -> GAN:
         return self.steps[member].gan
@@ -264,7 +275,7 @@ class GroupedStep:
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _batched(template: nn.Module, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor | None,
+def _vmapped(template: nn.Module, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor | None,
              masks: dict | None = None):
     """Every member's forward pass at once: member k's weights on x[k] (and labels y[k], dropout masks[k])."""
     def call(p, b, x, y, masks):
@@ -275,6 +286,26 @@ def _batched(template: nn.Module, params: dict, buffers: dict, x: torch.Tensor, 
             _MaskedDropout.masks = None
     return vmap(call, in_dims=(0, 0, 0, None if y is None else 0, None if masks is None else 0))(
         params, buffers, x, y, masks)
+
+
+def _member_by_member(template: nn.Module, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor | None,
+                      masks: dict | None = None):
+    """`_vmapped`'s result from K ordinary forward passes, one per member, on its slices of the stacked
+    weights: the kernels a sequential run calls (the backward pass stacks the members' gradients once)."""
+    p_slices = {name: p.unbind(0) for name, p in params.items()}
+    b_slices = {name: b.unbind(0) for name, b in buffers.items()}
+    out = []
+    for k in range(x.shape[0]):
+        _MaskedDropout.masks = None if masks is None else {name: m[k] for name, m in masks.items()}
+        try:
+            out.append(functional_call(template, ({n: v[k] for n, v in p_slices.items()},
+                                                  {n: v[k] for n, v in b_slices.items()}), (x[k], _at(y, k))))
+        finally:
+            _MaskedDropout.masks = None
+    return torch.stack(out)
+
+
+FORWARDS = {"vmap": _vmapped, "member_by_member": _member_by_member}
 
 
 class _MaskedDropout(nn.Module):
@@ -352,7 +383,9 @@ def _at(t: torch.Tensor | None, k: int) -> torch.Tensor | None:
 def _stack(nets: list[nn.Module]) -> tuple[nn.Module, dict, dict]:
     """A shapes-only template of the nets, their stacked parameters and buffers, and each net re-pointed
     at its slice (so evaluating, saving or averaging a member's net reads the group's current weights)."""
-    params, buffers = stack_module_state(nets)
+    params = {name: _stacked([dict(n.named_parameters())[name] for n in nets]).requires_grad_(p.requires_grad)
+              for name, p in nets[0].named_parameters()}
+    buffers = {name: _stacked([dict(n.named_buffers())[name] for n in nets]) for name, _ in nets[0].named_buffers()}
     template = copy.deepcopy(nets[0]).to("meta")  # before re-pointing: a copy of a view would copy the group
     for k, net in enumerate(nets):
         for name, p in net.named_parameters():
@@ -361,6 +394,18 @@ def _stack(nets: list[nn.Module]) -> tuple[nn.Module, dict, dict]:
             owner, _, leaf = name.rpartition(".")
             setattr(net.get_submodule(owner), leaf, buffers[name][k])
     return template, params, buffers
+
+
+def _stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The tensors stacked, shape (K, ...), each slice with its tensor's strides. `torch.stack` keeps the
+    memory format only where it is unambiguous: a (32, 1, 3, 3) channels-last weight would come back
+    contiguous, and a convolution picks its kernel (and its rounding) by its weight's strides."""
+    t = tensors[0]
+    out = torch.empty_strided((len(tensors), *t.shape), (t.numel(), *t.stride()), dtype=t.dtype, device=t.device)
+    with torch.no_grad():
+        for k, x in enumerate(tensors):
+            out[k].copy_(x)
+    return out
 
 
 def _own_copies(net: nn.Module) -> None:
@@ -373,11 +418,12 @@ def _own_copies(net: nn.Module) -> None:
 
 
 def _member_adam(params: dict, opts: list[torch.optim.Optimizer]) -> MemberAdam:
+    """The group's Adam: each member's rates and betas, and the kernels its own Adam would use."""
     groups = [o.param_groups[0] for o in opts]
     device = next(iter(params.values())).device
-    lr = torch.tensor([g["lr"] for g in groups], device=device)
-    betas = tuple(torch.tensor([g["betas"][i] for g in groups], device=device) for i in (0, 1))
-    return MemberAdam(params.values(), lr=lr, betas=betas, eps=groups[0]["eps"])
+    return MemberAdam(params.values(), lr=[g["lr"] for g in groups], betas=[g["betas"] for g in groups],
+                      eps=groups[0]["eps"], fused=groups[0]["fused"], foreach=groups[0]["foreach"],
+                      capturable=device.type == "cuda")
 
 
 def _to_member_adam(group: MemberAdam, own: torch.optim.Optimizer, member: int, *, load: bool) -> None:
@@ -389,7 +435,7 @@ def _to_member_adam(group: MemberAdam, own: torch.optim.Optimizer, member: int, 
             if theirs:  # a fresh member has no state yet: the group's zeros are right
                 mine["exp_avg"][member].copy_(theirs["exp_avg"])
                 mine["exp_avg_sq"][member].copy_(theirs["exp_avg_sq"])
-                mine["step"].copy_(theirs["step"])
-        elif mine["step"] > 0:
-            own.state[p] = {"step": mine["step"].clone(), "exp_avg": mine["exp_avg"][member].clone(),
+                mine["step"][member].copy_(theirs["step"])
+        elif mine["step"][member] > 0:
+            own.state[p] = {"step": mine["step"][member].clone(), "exp_avg": mine["exp_avg"][member].clone(),
                             "exp_avg_sq": mine["exp_avg_sq"][member].clone()}

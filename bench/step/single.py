@@ -21,6 +21,14 @@ from bench.step.hooks import Hooks
 from bench.step.protocol import Feed
 
 
+@torch.no_grad()
+def d_statistics(loss: torch.Tensor, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """[loss, mean D(real), mean D(fake), accuracy on real, accuracy on fake] over the last dimension
+    (a batch of logits, or K members' batches)."""
+    return torch.stack([loss.detach(), torch.sigmoid(real_logits).mean(-1), torch.sigmoid(fake_logits).mean(-1),
+                        (real_logits > 0).float().mean(-1), (fake_logits <= 0).float().mean(-1)], dim=-1)
+
+
 @dataclasses.dataclass(eq=False)
 class GANStep:
     """Both nets, both optimizers and the two update steps of one member. Built by `bench.step.build_step`."""
@@ -80,9 +88,7 @@ class GANStep:
         loss.backward()
         self.opt_d.step()
         self.hooks.after_step("d")
-        with torch.no_grad():
-            return torch.stack([loss.detach(), torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean(),
-                                (real_logits > 0).float().mean(), (fake_logits <= 0).float().mean()])
+        return d_statistics(loss, real_logits, fake_logits)
 
     def g_step(self, real: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One G update on a fresh batch of noise; `real` is there for losses that compare with data."""
