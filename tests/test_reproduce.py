@@ -228,7 +228,8 @@ def test_reproduce_with_a_budget_prints_its_plan_keeps_it_and_judges_no_claim_at
     printed = capsys.readouterr().out
     assert "budget 5m: measuring this machine's throughput" in printed
     assert "plan: 1 epoch on 160 of 60,000 training images" in printed and "runs, estimated" in printed
-    assert printed.count("grouping: off on the CPU") == 1  # decided once, for the plan and the runs alike
+    assert printed.count("grouping: on the CPU a trial's 2 seeds train together") == 1  # decided once, for the
+    # plan and the runs alike
     c = MlflowClient(store)
     runs = c.search_runs([c.get_experiment_by_name("rep-a").experiment_id], filter_string="tags.role = 'trial'")
     assert len(runs) == 4 and {(r.data.params["optim/epochs"], r.data.params["data/train_subset"]) for r in runs} \

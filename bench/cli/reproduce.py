@@ -54,7 +54,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"report {args.report}: {len(studies)} stud{'y' if len(studies) == 1 else 'ies'}: "
           + ", ".join(f"{s.name} ({', '.join(t.table for t in s.published if t.matches(args.report))})"
                       for _, s in studies))
-    size = group_size(args, build_config(studies[0][1].base, overrides))  # decided (and said) once for all studies
+    size = group_size(args, build_config(studies[0][1].base, overrides),  # decided (and said) once for all studies
+                      max(spec.repeats for _, spec in studies))
     scales = budget_scales(args, [spec for _, spec in studies], size)
     if args.plan_only:
         return 0

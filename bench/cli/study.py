@@ -29,13 +29,14 @@ def add_group_options(p) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--group-size", type=int, metavar="K",
                    help="train up to K runs (a trial's seeds, and queued trials with the same shapes and batch "
-                        f"size) as one batched model (default: {GPU_GROUP_SIZE} on a GPU; on a CPU runs train one by "
-                        "one, where a group is slower)")
+                        f"size) as one batched model (default: {GPU_GROUP_SIZE} on a GPU; on a CPU a trial's seeds)")
     g.add_argument("--no-group", action="store_true", help="train runs one by one (the sequential path)")
 
 
-def group_size(args: argparse.Namespace, cfg) -> int:
-    """--group-size / --no-group, else the device's default (printed when grouping is off by default)."""
+def group_size(args: argparse.Namespace, cfg, seeds: int) -> int:
+    """--group-size / --no-group, else the device's default (said once): up to `GPU_GROUP_SIZE` runs on a
+    GPU; on a CPU a trial's `seeds`, which finish together as they would one by one (a larger group delays
+    every trial's result and, member by member, trains no faster)."""
     from bench.step import resolve_device
 
     if getattr(args, "no_group", False):
@@ -47,9 +48,10 @@ def group_size(args: argparse.Namespace, cfg) -> int:
         return given
     if resolve_device(cfg.device).type == "cuda":
         return GPU_GROUP_SIZE
-    print("grouping: off on the CPU, where a group trains slower than its runs one by one (gan-bench perf's group "
-          "section); --group-size K groups anyway", flush=True)
-    return 1
+    if seeds > 1:
+        print(f"grouping: on the CPU a trial's {seeds} seeds train together, member by member (as fast as one by "
+              "one, with the same numbers); --group-size K groups up to K runs, --no-group none", flush=True)
+    return seeds
 
 
 def budget_scales(args: argparse.Namespace, specs: list, group: int = 1) -> dict[str, dict]:
@@ -114,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec, text = load_study_file(args.file, overrides)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    size = group_size(args, build_config(spec.base, overrides))
+    size = group_size(args, build_config(spec.base, overrides), spec.repeats)
     if getattr(args, "budget", None) or getattr(args, "plan_only", False):
         scales = budget_scales(args, [spec], size)  # refuses --plan-only alone
         if args.plan_only:
@@ -192,7 +194,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         raise InputError(f"--steps={args.steps}: must be positive")
     overrides = overrides_from_args(args)
     specs = [load_study_file(f, overrides)[0] for f in args.files]  # every file validated before timing any
-    size = group_size(args, estimate.configurations(specs[0], overrides)[0][1])  # decided (and said) once
+    size = group_size(args, estimate.configurations(specs[0], overrides)[0][1],  # decided (and said) once
+                      max(s.repeats for s in specs))
     contexts: dict = {}
     grand = 0.0
     for spec in specs:

@@ -22,7 +22,7 @@ from bench.perf.common import (ABLATIONS, CUDA_ABLATIONS, DEFAULT_EVAL_N, DEFAUL
 from bench.perf.compute import compute_use
 from bench.perf.concurrency import concurrency
 from bench.perf.evaluation import eval_timing, timing_evaluator, tracking_overhead
-from bench.perf.groups import DEFAULT_GROUP_STEPS, format_groups, group_throughput
+from bench.perf.groups import DEFAULT_GROUP_STEPS, GROUP_FORMS, format_groups, group_throughput
 from bench.perf.loops import harness_loop, textbook_loop
 
 
@@ -98,9 +98,12 @@ def run_benchmark(cfg: RunConfig, *, steps: int = DEFAULT_STEPS, warmup: int = D
     out["concurrency"] = concurrency(cfg, device, levels, steps, warmup, progress)
     section_done("concurrency")
 
-    say(progress, f"perf [5/5] groups: K = {groups} members in one model vs K sequential runs, {group_steps} steps")
+    forms = GROUP_FORMS if ablate else ("auto",)
+    say(progress, f"perf [5/5] groups: K = {groups} members in one model vs K sequential runs, {group_steps} steps, "
+                  f"forms {', '.join(forms)}, best of {rounds} round(s)")
     with cuda_peak(device, memory, "cuda_peak_allocated_mb_groups"):
-        out["groups"] = group_throughput(cfg, train_full, groups, group_steps, progress=progress)
+        out["groups"] = group_throughput(cfg, train_full, groups, group_steps, progress=progress, forms=forms,
+                                         rounds=rounds)
     section_done("groups")
 
     memory["host_peak_rss_mb"] = peak_rss_mb()

@@ -2,7 +2,8 @@
 
 1. A single report-000 DCGAN at batch 32: images/s eager, and on CUDA also compiled (`train.compile`) and
    graphed (each iteration replayed from a CUDA graph, `bench.step.graphed`; with why, if capture fell back);
-2. the group section at K = 9 and 27 (`bench.perf.groups`);
+2. the group section at K = 9 and 27 (`bench.perf.groups`), vmapped and member by member (which form
+   `train.group_forward`'s "auto" should pick on CUDA);
 3. report 002 Table 1 (`studies/batch-lr-grid.toml`) at its full budget, 10 epochs and 3 seeds, through
    `gan-bench study run` (grouped on a GPU by default), then `gan-bench report`: the measured wall time
    of both, with the report written (the command line runs this part: `bench.cli.perf`).
@@ -25,7 +26,7 @@ import torch
 
 from bench.perf.benchmark import load_splits
 from bench.perf.common import say
-from bench.perf.groups import group_throughput
+from bench.perf.groups import GROUP_FORMS, form_label, group_throughput
 from bench.perf.loops import harness_loop
 from bench.run_config import RunConfig, apply_overrides
 
@@ -60,8 +61,8 @@ def run_gpu_check(cfg: RunConfig, table1: Callable[[RunConfig, bool, float], dic
     out["single"] = single
     save(out)
     sizes = [2, 3] if tiny else [9, 27]
-    say(progress, f"gpu-check [2/3] groups: K = {sizes}")
-    out["groups"] = group_throughput(cfg, train_full, sizes, steps=steps, progress=progress)
+    say(progress, f"gpu-check [2/3] groups: K = {sizes}, {' and '.join(map(form_label, GROUP_FORMS))}")
+    out["groups"] = group_throughput(cfg, train_full, sizes, steps=steps, progress=progress, forms=GROUP_FORMS)
     save(out)
     say(progress, f"gpu-check [3/3] report 002 Table 1 at {'a tiny scale' if tiny else 'its full budget'}")
     out["table1"] = table1(cfg, tiny, max(60.0, DEADLINE_S - (time.perf_counter() - t0)))
@@ -86,7 +87,8 @@ def format_gpu_check(r: dict) -> str:
         for row in rows:
             measured = (f"{row['grouped_images_per_s']:.0f} images/s ({row['speedup']:.2f}x {row['members']} "
                         f"sequential runs; CUDA graph {row['cuda_graph']})")
-            lines.append(f"  group {name}, K={row['members']}: " + (measured if row["grouped_s"] else "out of memory"))
+            lines.append(f"  group {name}, K={row['members']}, {form_label(row['form'])}: "
+                         + (measured if row["grouped_s"] else "out of memory"))
     runs = (f"all {t['runs_finished']} runs finished" if t["runs_finished"] == t["runs_planned"] else
             f"stopped at the deadline: {t['runs_finished']} of {t['runs_planned']} runs finished")
     lines.append(f"  report 002 Table 1{' (tiny)' if r['tiny'] else ', 10 epochs x 3 seeds'}: {t['total_s']:.0f} s "

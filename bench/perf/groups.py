@@ -26,6 +26,7 @@ MODELS = {
 }
 TABLE1_RATES = (2e-5, 2e-4, 2e-3)
 DEFAULT_GROUP_STEPS = 20
+GROUP_FORMS = ("member_by_member", "vmap")  # `train.group_forward`'s two forms, timed side by side by --ablate
 
 
 def member_configs(cfg: RunConfig, model: dict, k: int) -> list[RunConfig]:
@@ -36,30 +37,41 @@ def member_configs(cfg: RunConfig, model: dict, k: int) -> list[RunConfig]:
 
 
 def group_throughput(cfg: RunConfig, train_full: DeviceDataset, sizes: list[int], steps: int = DEFAULT_GROUP_STEPS,
-                     warmup: int = 2, progress: bool = True) -> dict[str, Any]:
-    """Images/s per member and in all, grouped and sequential, for each model and group size."""
-    out: dict[str, Any] = {"steps": steps, "batch_size": 32, "models": {}}
+                     warmup: int = 2, progress: bool = True, forms: tuple[str, ...] = ("auto",),
+                     rounds: int = 1) -> dict[str, Any]:
+    """Images/s per member and in all, grouped and sequential, for each model and group size, and each of
+    `forms` (`train.group_forward`); each side's best of `rounds` rounds, taken in turn (seq, grouped, ...),
+    so that a slow spell of a shared machine does not land on one side only."""
+    out: dict[str, Any] = {"steps": steps, "batch_size": 32, "rounds": rounds, "models": {}}
     for name, model in MODELS.items():
         rows = []
         for k in sizes:
             cfgs = member_configs(cfg, model, k)
-            row: dict[str, Any] = {"members": k}
-            try:
-                timed = group_loop(cfgs, train_full, steps, warmup)
-                row["grouped_s"], row["cuda_graph"] = timed["seconds"], timed["cuda_graph"]
-            except torch.OutOfMemoryError:
-                row["grouped_s"] = None
-            row["sequential_s"] = sum(harness_loop(c, train_full, steps, warmup)["seconds"] for c in cfgs)
+            timed: dict[str, list] = {form: [] for form in (forms if k > 1 else forms[:1])}
+            sequential = []
+            for _ in range(rounds):
+                sequential.append(sum(harness_loop(c, train_full, steps, warmup)["seconds"] for c in cfgs))
+                for form, times in timed.items():
+                    try:
+                        times.append(group_loop([apply_overrides(c, {"train.group_forward": form}) for c in cfgs],
+                                                train_full, steps, warmup))
+                    except torch.OutOfMemoryError:
+                        times.append(None)
             images = k * steps * 32
-            row["sequential_images_per_s"] = images / row["sequential_s"]
-            if row["grouped_s"] is not None:
-                row["grouped_images_per_s"] = images / row["grouped_s"]
-                row["grouped_images_per_s_per_member"] = row["grouped_images_per_s"] / k
-                row["speedup"] = row["sequential_s"] / row["grouped_s"]
-            rows.append(row)
-            say(progress, f"  groups: {name}, K={k}: grouped "
-                          + (f"{row['grouped_images_per_s']:.0f}" if row["grouped_s"] else "out of memory")
-                          + f" images/s, sequential {row['sequential_images_per_s']:.0f} images/s")
+            for form, times in timed.items():
+                best = None if None in times else min(times, key=lambda t: t["seconds"])
+                row: dict[str, Any] = {"members": k, "form": best["group_forward"] if best else form,
+                                       "grouped_s": best["seconds"] if best else None,
+                                       "sequential_s": min(sequential), "sequential_images_per_s": images / min(sequential)}
+                if best:
+                    row["cuda_graph"] = best["cuda_graph"]
+                    row["grouped_images_per_s"] = images / row["grouped_s"]
+                    row["grouped_images_per_s_per_member"] = row["grouped_images_per_s"] / k
+                    row["speedup"] = row["sequential_s"] / row["grouped_s"]
+                rows.append(row)
+                say(progress, f"  groups: {name}, K={k}, {row['form']}: grouped "
+                              + (f"{row['grouped_images_per_s']:.0f}" if best else "out of memory")
+                              + f" images/s, sequential {row['sequential_images_per_s']:.0f} images/s")
         out["models"][name] = rows
     return out
 
@@ -69,11 +81,16 @@ def format_groups(g: dict) -> list[tuple[str, str, str]]:
     rows = []
     for name, levels in g["models"].items():
         for r in levels:
+            label = f"group {name}, K={r['members']}" + (f", {form_label(r['form'])}" if r["members"] > 1 else "")
             if r["grouped_s"] is None:
-                rows.append((f"group {name}, K={r['members']}", "out of memory", ""))
+                rows.append((label, "out of memory", ""))
                 continue
             graph = "" if r.get("cuda_graph", "off") == "off" else f"; CUDA graph {r['cuda_graph']}"  # CUDA only
-            rows.append((f"group {name}, K={r['members']}", f"{r['grouped_images_per_s']:.1f} images/s",
+            rows.append((label, f"{r['grouped_images_per_s']:.1f} images/s",
                          f"{r['grouped_images_per_s_per_member']:.1f} per member; {r['members']} sequential runs "
                          f"{r['sequential_images_per_s']:.1f} images/s: grouped is {r['speedup']:.2f}x{graph}"))
     return rows
+
+
+def form_label(form: str) -> str:
+    return form.replace("_", " ")  # member_by_member -> "member by member"

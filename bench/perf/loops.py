@@ -154,4 +154,5 @@ def group_loop(cfgs: list[RunConfig], train_full: DeviceDataset, steps: int, war
     n = epochs * per_epoch
     return {"steps": n, "batch_size": batch, "members": len(cfgs), "seconds": result.train_s,
             "images_per_s": n * batch * len(cfgs) / result.train_s,
-            "cuda_graph": step.tags.get("train.cuda_graph", "off")}  # "on", or why it fell back
+            "cuda_graph": step.tags.get("train.cuda_graph", "off"),  # "on", or why it fell back
+            "group_forward": step.tags.get("train.group_forward", "single run")}

@@ -56,14 +56,14 @@ def test_perf_tiny_every_figure_present_and_positive(data_root, tmp_path, capsys
     for lv in levels:
         assert lv["images_per_s"] > 0 and lv["seconds"] > 0
     for model, rows in r["groups"]["models"].items():  # the report-000 DCGAN and report 002's CGAN
-        assert [row["members"] for row in rows] == [1, 2], model
+        assert [(row["members"], row["form"]) for row in rows] == [(1, "single run"), (2, "member_by_member")], model
         for row in rows:
             for key in ("grouped_images_per_s", "grouped_images_per_s_per_member", "sequential_images_per_s", "speedup"):
                 assert math.isfinite(row[key]) and row[key] > 0, (model, row)
     assert len(r["groups"]["models"]) == 2
     printed = capsys.readouterr().out
     for label in ("textbook loop", "harness loop", "evaluation", "tracking overhead", "2 concurrent trial(s)",
-                  "peak host RSS", "conv peak", "compute, harness loop", "group cgan-conv (report 002), K=2",
+                  "peak host RSS", "conv peak", "compute, harness loop", "group cgan-conv (report 002), K=2, member by member",
                   "group dcgan-report000, K=1", str(out)):
         assert label in printed, label
 
@@ -192,10 +192,24 @@ def test_the_group_rows_name_the_cuda_graph_only_where_there_is_one():
     from bench.perf.groups import format_groups
 
     def rows(tag):
-        row = {"members": 3, "grouped_s": 1.0, "grouped_images_per_s": 96.0, "grouped_images_per_s_per_member": 32.0,
+        row = {"members": 3, "form": "vmap", "grouped_s": 1.0, "grouped_images_per_s": 96.0, "grouped_images_per_s_per_member": 32.0,
                "sequential_images_per_s": 48.0, "speedup": 2.0, "cuda_graph": tag}
         return format_groups({"models": {"dcgan": [row]}})[0][2]
 
     assert rows("off").endswith("grouped is 2.00x")  # the CPU: nothing to say
     assert rows("on").endswith("grouped is 2.00x; CUDA graph on")
     assert rows("off: capture failed (x)").endswith("; CUDA graph off: capture failed (x)")
+
+
+def test_the_group_section_times_each_form_against_the_same_sequential_runs():
+    from bench.perf.groups import GROUP_FORMS, group_throughput
+
+    cfg = build_config(overrides={"device": "cpu", "model.width": 8})
+    g = group_throughput(cfg, random_data(256), [1, 2], steps=2, warmup=0, progress=False, forms=GROUP_FORMS,
+                         rounds=2)
+    assert g["rounds"] == 2
+    for rows in g["models"].values():
+        assert [(r["members"], r["form"]) for r in rows] == [(1, "single run"), (2, "member_by_member"), (2, "vmap")]
+        assert rows[1]["sequential_s"] == rows[2]["sequential_s"]  # one baseline per K, shared by the forms
+        for r in rows:
+            assert r["speedup"] == pytest.approx(r["sequential_s"] / r["grouped_s"])
