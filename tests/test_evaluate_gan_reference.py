@@ -125,3 +125,27 @@ def test_a_group_evaluated_together_scores_what_each_scores_alone(data_root, cas
         assert not diffs, f"GAN {k}:\n" + "\n".join(diffs)
     assert together[0]["is"] != together[1]["is"]  # three different GANs, not one scored three times
     assert all(g.generator.training for g in gans)  # back in training mode
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_groups_generators_draw_what_each_draws_alone(batched):
+    """`generate_many`: one batched pass over the stacked generators (CUDA's way), or one pass each (the CPU's)."""
+    from bench.evaluator.scoring import generate, generate_many
+    from bench.run_config import build_config
+    from bench.step import build_gan
+
+    gans = []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        gans.append(build_gan(build_config(overrides={**SMALL, "model.name": "cgan-conv", "model.g_norm": "batch",
+                                                      "seed": seed}), num_classes=10))
+    labels = torch.arange(40) % 10
+    gens = lambda: [torch.Generator().manual_seed(100 + k) for k in range(3)]  # noqa: E731
+    together = generate_many(gans, 40, 100, "cpu", gens(), labels, batched=batched)
+    for k, (gan, gen) in enumerate(zip(gans, gens())):
+        alone = generate(gan, 40, 100, "cpu", gen, labels)
+        if batched:  # grouped convolutions round differently
+            torch.testing.assert_close(together[k], alone, rtol=1e-4, atol=1e-5)
+        else:
+            assert torch.equal(together[k], alone)
+    assert not torch.allclose(together[0], together[1])

@@ -156,10 +156,15 @@ def evaluate_gans(gans: list[GAN], evaluations: list[Evaluation]) -> list[dict[s
 
 
 def generate_many(gans: list[GAN], n: int, latent_dim: int, device, gens: list[torch.Generator],
-                  labels: torch.Tensor | None = None) -> list[torch.Tensor]:
-    """`generate` for each GAN (its noise from its own `gen`); GANs of the same shapes share one batched pass."""
-    if len(gans) == 1:
-        return [generate(gans[0], n, latent_dim, device, gens[0], labels)]
+                  labels: torch.Tensor | None = None, batched: bool | None = None) -> list[torch.Tensor]:
+    """`generate` for each GAN (its noise from its own `gen`); on CUDA, GANs of the same shapes share one
+    batched pass. On a CPU each GAN samples alone, as a grouped step's members train there (grouped
+    convolutions are slower than separate ones): its images are then exactly its sequential run's.
+    `batched` overrides the device's choice."""
+    if batched is None:
+        batched = torch.device(device).type == "cuda"
+    if len(gans) == 1 or not batched:
+        return [generate(g, n, latent_dim, device, gen, labels) for g, gen in zip(gans, gens)]
     z = torch.stack([sample_latent(n, latent_dim, g.latent_prior, generator=gen, device=device)
                      for g, gen in zip(gans, gens)])
     y = None if labels is None else labels.to(device)
