@@ -6,9 +6,10 @@
   losses.py    the plain GAN's losses, where no technique replaces them
   device.py    device and precision
   factory.py   `build_gan`, `build_step`: nets on the device, references, Adams, the step
-  grouped.py   `GroupedStep`: K members with the same shapes in one batched model (vmap), per-member RNG and hooks
+  grouped.py   `GroupedStep`: K members with the same shapes in one model (vmapped, or member by member on a
+               CPU), per-member RNG and hooks
   graphed.py   `GraphedStep`: a step's iterations (one run's or a group's) replayed from a CUDA graph (on CUDA)
-  member_adam.py  Adam over K members' stacked parameters with per-member rates and betas (for a grouped step)
+  member_adam.py  Adam over K members' stacked parameters with per-member rates and betas (torch's kernel per member)
 """
 
 from bench.step.device import autocast_dtype, has_batch_stats, resolve_device
