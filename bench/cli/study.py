@@ -49,8 +49,8 @@ def group_size(args: argparse.Namespace, cfg, seeds: int) -> int:
     if resolve_device(cfg.device).type == "cuda":
         return GPU_GROUP_SIZE
     if seeds > 1:
-        print(f"grouping: on the CPU a trial's {seeds} seeds train together, member by member (as fast as one by "
-              "one, with the same numbers); --group-size K groups up to K runs, --no-group none", flush=True)
+        print(f"grouping: on the CPU a trial's {seeds} seeds train together, member by member (about as fast as "
+              "one by one, with the same numbers); --group-size K groups up to K runs, --no-group none", flush=True)
     return seeds
 
 

@@ -6,7 +6,7 @@ updated by torch's own Adam kernel (`torch.optim.adam.adam`, fused where the mem
 with member k's hyperparameters, so a member moves exactly as a separate Adam would move it (the test
 compares it with K separate Adams). One kernel call per member, not one broadcast over all members:
 on a 2-core CPU the broadcast form's temporaries made the group's optimizer steps 8x slower than K
-fused steps (a profile of report 002's CGAN, K = 9; README). The step counts live on the device, and
+fused steps (torch.profiler, report 002's CGAN, K = 9, 5 iterations: 1.6 s against 0.19 s). The step counts live on the device, and
 on CUDA the update is capturable, so a step never syncs with the host.
 """
 
