@@ -8,7 +8,7 @@
    `gan-bench study run` (grouped on a GPU by default), then `gan-bench report`: the measured wall time
    of both, with the report written (the command line runs this part: `bench.cli.perf`).
 
-`--tiny` shrinks every part (a few steps, K = 2 and 3, Table 1 on 128 images at width 8 for one epoch), so
+`--tiny` shrinks every part (a few steps, K = 2, Table 1 on 128 images at width 8 for one epoch), so
 the script itself can be checked on a CPU: `gan-bench perf --gpu-check --device cpu --tiny`.
 
 Device time is scarce, so the figures are saved after each part (a command cut off still leaves what it
@@ -60,7 +60,7 @@ def run_gpu_check(cfg: RunConfig, table1: Callable[[RunConfig, bool, float], dic
                                          steps, warmup)
     out["single"] = single
     save(out)
-    sizes = [2, 3] if tiny else [9, 27]
+    sizes = [2] if tiny else [9, 27]
     say(progress, f"gpu-check [2/3] groups: K = {sizes}, {' and '.join(map(form_label, GROUP_FORMS))}")
     out["groups"] = group_throughput(cfg, train_full, sizes, steps=steps, progress=progress, forms=GROUP_FORMS)
     save(out)

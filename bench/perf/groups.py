@@ -61,8 +61,8 @@ def group_throughput(cfg: RunConfig, train_full: DeviceDataset, sizes: list[int]
             for form, times in timed.items():
                 best = None if None in times else min(times, key=lambda t: t["seconds"])
                 row: dict[str, Any] = {"members": k, "form": best["group_forward"] if best else form,
-                                       "grouped_s": best["seconds"] if best else None,
-                                       "sequential_s": min(sequential), "sequential_images_per_s": images / min(sequential)}
+                                       "grouped_s": best["seconds"] if best else None, "sequential_s": min(sequential),
+                                       "sequential_images_per_s": images / min(sequential)}
                 if best:
                     row["cuda_graph"] = best["cuda_graph"]
                     row["grouped_images_per_s"] = images / row["grouped_s"]

@@ -6,8 +6,8 @@ updated by torch's own Adam kernel (`torch.optim.adam.adam`, fused where the mem
 with member k's hyperparameters, so a member moves exactly as a separate Adam would move it (the test
 compares it with K separate Adams). One kernel call per member, not one broadcast over all members:
 on a 2-core CPU the broadcast form's temporaries made the group's optimizer steps 8x slower than K
-fused steps (torch.profiler, report 002's CGAN, K = 9, 5 iterations: 1.6 s against 0.19 s). The step counts live on the device, and
-on CUDA the update is capturable, so a step never syncs with the host.
+fused steps (torch.profiler, report 002's CGAN, K = 9, 5 iterations: 1.6 s against 0.19 s). The step
+counts live on the device, and on CUDA the update is capturable, so a step never syncs with the host.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class MemberAdam(torch.optim.Optimizer):
                     continue
                 adam([p[k] for p in params], [p.grad[k] for p in params], [s["exp_avg"][k] for s in states],
                      [s["exp_avg_sq"][k] for s in states], [], [s["step"][k] for s in states],
-                     fused=group["fused"], foreach=group["foreach"], capturable=group["capturable"], amsgrad=False, beta1=beta1, beta2=beta2,
-                     lr=lr, weight_decay=0.0, eps=group["eps"], maximize=False)
+                     fused=group["fused"], foreach=group["foreach"], capturable=group["capturable"],
+                     amsgrad=False, beta1=beta1, beta2=beta2, lr=lr, weight_decay=0.0, eps=group["eps"],
+                     maximize=False)
         return loss

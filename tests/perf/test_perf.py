@@ -15,7 +15,8 @@ from tests.conftest import random_data
 
 TINY_PERF = ["--device", "cpu", "--steps", "3", "--warmup", "1", "--eval-n", "100", "--track-subset", "64",
              "--track-epochs", "1", "--track-eval-n", "40", "--track-repeats", "1", "--textbook-workers", "0",
-             "--concurrency", "1,2", "--groups", "1,2", "--group-steps", "2", "--threads", "1", "--quiet",
+             "--concurrency", "1,2", "--groups", "1,2", "--group-steps", "2", "--rounds", "1", "--threads", "1",
+             "--quiet",
              "--set", "data.download=false"]
 # One torch thread: on a shared 2-core machine two threads per process mostly wait for each other.
 
