@@ -383,9 +383,11 @@ def _at(t: torch.Tensor | None, k: int) -> torch.Tensor | None:
 def _stack(nets: list[nn.Module]) -> tuple[nn.Module, dict, dict]:
     """A shapes-only template of the nets, their stacked parameters and buffers, and each net re-pointed
     at its slice (so evaluating, saving or averaging a member's net reads the group's current weights)."""
-    params = {name: _stacked([dict(n.named_parameters())[name] for n in nets]).requires_grad_(p.requires_grad)
-              for name, p in nets[0].named_parameters()}
-    buffers = {name: _stacked([dict(n.named_buffers())[name] for n in nets]) for name, _ in nets[0].named_buffers()}
+    named_params = [dict(n.named_parameters()) for n in nets]
+    named_buffers = [dict(n.named_buffers()) for n in nets]
+    params = {name: _stacked([d[name] for d in named_params]).requires_grad_(p.requires_grad)
+              for name, p in named_params[0].items()}
+    buffers = {name: _stacked([d[name] for d in named_buffers]) for name in named_buffers[0]}
     template = copy.deepcopy(nets[0]).to("meta")  # before re-pointing: a copy of a view would copy the group
     for k, net in enumerate(nets):
         for name, p in net.named_parameters():
