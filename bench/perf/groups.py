@@ -2,10 +2,10 @@
 
 Two models, as in report 000 and report 002 Table 1: the report-000 DCGAN (without its dropout, so the
 figures compare with those measured before groups drew per-member dropout masks) and report 002's
-conditional DCGAN (width 256, batch norm in G and D). The members are Table 1's batch-32 cells: learning rates 2e-5, 2e-4 and 2e-3 (cycled) and one seed
-each, so K = 9 is Table 1's nine batch-32 runs. Both sides train through `bench.train.train` with
-tracking off and no evaluation, for the same number of iterations; the sequential side runs its K runs
-back to back (every one measured, none extrapolated).
+conditional DCGAN (width 256, batch norm in G and D). The members are Table 1's batch-32 cells: learning
+rates 2e-5, 2e-4 and 2e-3 (cycled) and one seed each, so K = 9 is Table 1's nine batch-32 runs. Both sides
+train through `bench.train.train` with tracking off and no evaluation, for the same number of iterations;
+the sequential side runs its K runs back to back (every one measured, none extrapolated).
 """
 
 from __future__ import annotations
