@@ -22,7 +22,7 @@ MIN_IMAGES = 1000  # the smallest subset a plan trains on (100 digits per class)
 EVAL_SHARE = 1 / 3  # evaluation may take at most this share of the time left
 MIN_EVAL_FRACTION = 0.1  # evaluation sample counts shrink at most to a tenth (1,000 of 10,000 images)
 # What a run costs besides its iterations and evaluations (MLflow run, model summary, sample grids, curve
-# plots, checkpoints), and the report at the end: measured on the build machine (see README).
+# plots, checkpoints), and the report at the end: measured on a 2-core CPU (docs/performance.md).
 RUN_OVERHEAD_S = 4.0
 REPORT_S = 60.0
 

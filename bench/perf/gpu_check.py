@@ -1,4 +1,4 @@
-"""`gan-bench perf --gpu-check`: the figures a session lent a GPU should take, in one command of at most 8 minutes.
+"""`gan-bench perf --gpu-check`: the figures to take on a GPU, in one command of at most 8 minutes.
 
 1. A single report-000 DCGAN at batch 32: images/s eager, and on CUDA also compiled (`train.compile`) and
    graphed (each iteration replayed from a CUDA graph, `bench.step.graphed`; with why, if capture fell back);

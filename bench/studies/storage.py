@@ -142,7 +142,7 @@ def exclusive(url: str):
 
     Two `study run`s started together would otherwise both create Optuna's tables on an empty
     database (one fails: duplicate key in pg_type), both create a parent run and both enqueue the
-    grid. PostgreSQL: a session advisory lock, released by the server when its holder dies (kill -9
+    grid. PostgreSQL: an advisory lock held by the connection, released by the server when its holder dies (kill -9
     included); journal file: an flock on a file next to it; other URLs: nothing (one machine).
     """
     if "://" not in url:
