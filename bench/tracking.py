@@ -12,6 +12,7 @@ import io
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,6 +45,9 @@ TAG_TRIAL = "trial"              # Optuna trial number
 TAG_CONFIG = "config_label"      # the varied parameters, e.g. "real_target=0.9,fake_target=0.1"; seeds pool by it
 TAG_CONFIG_ID = "config_id"      # hash of the whole config without the seed
 TAG_DIVERGED = "diverged"
+# The process that writes a RUNNING run (host, pid and the pid's start time, so a reused pid is not
+# taken for it): a run whose process is gone without closing it is marked KILLED by the next command.
+TAG_HOST, TAG_PROCESS = "gan_bench.host", "gan_bench.process"
 
 
 def default_tracking_uri() -> str:
@@ -195,6 +199,9 @@ def _ensure_experiment(tracking_uri: str, name: str, artifact_location: str | No
         exp = c.get_experiment_by_name(name)
         if exp is not None:
             label_experiment(c, exp, description)
+            for run_id in close_orphans(tracking_uri, exp.experiment_id):
+                print(f"gan-bench: run {run_id} was left RUNNING by a process that is gone: marked KILLED",
+                      file=sys.stderr)
             return exp.experiment_id
         try:
             return c.create_experiment(name, artifact_location=artifact_location,
@@ -213,6 +220,46 @@ def _ensure_experiment(tracking_uri: str, name: str, artifact_location: str | No
         raise TrackingError(scrub(f"tracking store {mask_uri(tracking_uri)!r} is not usable: {e}", tracking_uri)) from None
     except Exception as e:  # any backend failure: say which store and why, before training starts
         raise TrackingError(scrub(f"tracking store {mask_uri(tracking_uri)!r} is not usable: {e}", tracking_uri)) from None
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming this process as the writer of a run (see `close_orphans`)."""
+    import socket
+
+    return {TAG_HOST: socket.gethostname(), TAG_PROCESS: _process_key(os.getpid()) or str(os.getpid())}
+
+
+def _process_key(pid: int) -> str | None:
+    """`<pid>:<start time>` of a live process, None when there is no such process."""
+    import psutil
+
+    try:
+        return f"{pid}:{psutil.Process(pid).create_time():.2f}"
+    except psutil.Error:
+        return None
+
+
+def close_orphans(tracking_uri: str, experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of this host whose process is gone (a kill -9, a closed terminal):
+    MLflow leaves them RUNNING, with no end time, for ever. Returns their run ids."""
+    import socket
+
+    c = client(tracking_uri)
+    found = c.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.`{TAG_HOST}` = "
+                                           f"'{socket.gethostname()}'", max_results=1000)
+    closed = []
+    for run in found:
+        key = run.data.tags.get(TAG_PROCESS, "")
+        pid = key.split(":")[0]
+        if not pid.isdigit():
+            continue
+        now = _process_key(int(pid))
+        if now is not None and (now == key or ":" not in key):
+            continue  # its process still runs
+        c.set_tag(run.info.run_id, "error", f"its process ({key}) ended without closing the run (killed)")
+        c.set_terminated(run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
+    return closed
 
 
 def experiment_labels(description: str | None = None) -> dict[str, str]:
@@ -263,7 +310,7 @@ class MlflowTracker:
         self.tracking_uri = tracking_uri
         self.client = client(tracking_uri)
         experiment_id = ensure_experiment(tracking_uri, experiment)
-        all_tags = {k: str(v) for k, v in (tags or {}).items()}
+        all_tags = {**owner_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         run = with_retries(lambda: self.client.create_run(experiment_id, run_name=run_name, tags=all_tags))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -63,8 +64,18 @@ class Checkpoint:
         self.path = Path(path)
 
     def load(self) -> dict | None:
-        # On the CPU whatever device saved it: the step's load_state_dict moves it to its own.
-        return torch.load(self.path, map_location="cpu", weights_only=True) if self.path.exists() else None
+        """The saved state, or None when there is none, or none that can be read: a file that a crash or
+        a full disk cut short is removed (said on stderr), so the run trains again from its first epoch
+        instead of failing on it every time."""
+        if not self.path.exists():
+            return None
+        try:  # on the CPU whatever device saved it: the step's load_state_dict moves it to its own
+            return torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            print(f"warning: checkpoint {self.path} cannot be read ({type(e).__name__}: {e}); removed, the run "
+                  "trains from its first epoch", file=sys.stderr, flush=True)
+            self.remove()
+            return None
 
     def save(self, state: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -32,14 +32,20 @@ DEFAULT_PORT = 5000
 READY_TIMEOUT_S = 120.0
 
 
+OPTIONS_ENV = "GANBENCH_UI"  # what `python -m bench.ui` serves: JSON {uri, host, port, workers}
 APP_NAME = "gan-bench"  # the `mlflow.app` entry point: bench.ui_app:create_app
 # Off unless the user sets it: the job runner starts ~8 processes (GB of memory) for GenAI jobs.
 SERVER_ENV_DEFAULTS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def server_command(tracking_uri: str, host: str, port: int, workers: int = 1) -> list[str]:
-    """The `mlflow server` command line for a store (SQLite, file store or a database URL)."""
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
+    """The `mlflow server` command line for a store (SQLite, file store or a database URL).
+
+    The store's URL is not on it: a command line is readable by every user of the machine (`ps`), and a
+    database URL may carry a password. `server_env` passes it as `MLFLOW_BACKEND_STORE_URI`, which
+    `mlflow server` reads in place of `--backend-store-uri`.
+    """
+    cmd = [sys.executable, "-m", "mlflow", "server",
            "--host", host, "--port", str(port), "--workers", str(workers), "--app-name", APP_NAME]
     if tracking_uri.startswith("sqlite:///"):
         artifacts = Path(tracking_uri[len("sqlite:///"):]).parent / "artifacts"
@@ -47,13 +53,14 @@ def server_command(tracking_uri: str, host: str, port: int, workers: int = 1) ->
     return cmd
 
 
-def server_env(scratch: Path) -> dict[str, str]:
-    """The server's environment: this checkout's `bench` importable, our app registered, no job runner.
+def server_env(scratch: Path, tracking_uri: str) -> dict[str, str]:
+    """The server's environment: the store, this checkout's `bench` importable, our app registered, no job
+    runner.
 
     An install made before the `mlflow.app` entry point existed lacks it: then a throwaway
     dist-info folder under `scratch` declares it (entry points are read from every sys.path entry).
     """
-    env = {**SERVER_ENV_DEFAULTS, **os.environ}
+    env = {**SERVER_ENV_DEFAULTS, **os.environ, "MLFLOW_BACKEND_STORE_URI": tracking_uri}
     paths = [str(Path(__file__).resolve().parents[1])]
     if not any(ep.name == APP_NAME for ep in importlib.metadata.entry_points(group="mlflow.app")):
         info = scratch / "gan_bench_ui-0.dist-info"
@@ -144,7 +151,7 @@ def serve(uri: str, host: str, port: int, workers: int) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="gan-bench-ui-"))
     try:
         proc = subprocess.Popen(server_command(uri, host, port, workers), start_new_session=True,
-                                env=server_env(scratch))
+                                env=server_env(scratch, uri))
         return _wait(proc, url)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -167,3 +174,17 @@ def _wait(proc: subprocess.Popen, url: str) -> int:
     finally:
         stop(proc)
         signal.signal(signal.SIGTERM, old)
+
+
+def main() -> int:
+    """`python -m bench.ui`: what `gan-bench ui` re-executes into, its checked options in $GANBENCH_UI as
+    JSON (by environment: a command line is readable by every user, and a store URL may carry a password).
+    Imports no torch, so the process holding the server stays small."""
+    import json
+
+    opts = json.loads(os.environ.pop(OPTIONS_ENV))
+    return serve(opts["uri"], opts["host"], opts["port"], opts["workers"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,7 +21,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna
 
     from bench.studies import load_study_file
-    from bench.studies.storage import default_storage, make_storage
+    from bench.studies.storage import default_storage, read_storage
     from bench.tracking import mask_uri
     from bench.cli.ui import check_args
     from bench.ui import free_port, url_for
@@ -37,7 +37,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     name = load_study_file(args.study)[0].name if Path(args.study).is_file() else args.study
     storage = args.storage or default_storage(uri)
     try:
-        backend = make_storage(storage)
+        backend = read_storage(storage)  # reads: never repairs or creates the journal
         study = optuna.load_study(study_name=name, storage=backend)
     except KeyError:
         raise InputError(f"study {name!r} not found in storage {mask_uri(storage)!r}") from None

@@ -126,9 +126,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     uri = tracking_uri_from_args(args)
     storage = args.storage or default_storage(uri)
     started = time.time()  # --timeout counts from here, once for all workers
-    study, parent_id, retried = prepare(spec, text, storage, uri, force_new=args.force_new)
-    if retried:
-        print(f"retrying trials left running by a dead worker: {retried}")
+    prepared = prepare(spec, text, storage, uri, force_new=args.force_new)
+    study, parent_id = prepared.study, prepared.parent_run_id
+    if prepared.stale:
+        print(f"retrying trials left running by a dead worker: {prepared.stale}")
+    if prepared.failed:
+        print(f"retrying trials that failed in an earlier run: {prepared.failed}")
     before = counts(study)
     if before["waiting"] == 0:
         if before["running"]:
@@ -136,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   "in other workers.")
             return 0
         print(f"study {spec.name!r} is already finished ({before['complete']} complete, "
-              f"{before['pruned']} pruned, {before['fail']} failed); nothing to do.")
+              f"{before['pruned']} pruned); nothing to do.")
         summary.log_to_parent(study, spec, uri, parent_id, complete=True)
         return 0
     print(f"study {spec.name!r}: {before['waiting']} trials to run, {args.workers} worker(s); "
@@ -159,7 +162,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         note = "" if complete else "  (study not finished: run again to resume)"
     print(f"best: {best_text(study)}{note}")
-    return 0
+    return _failures(study, after)
+
+
+def _failures(study, after: dict[str, int]) -> int:
+    """1, with the failed trials and their errors, when trials failed or a worker died; else 0."""
+    from optuna.trial import TrialState
+
+    from bench.studies.preparation import retried
+
+    trials = study.get_trials(deepcopy=False)
+    again = retried(trials)
+    failed = [t for t in trials if t.state == TrialState.FAIL and t.number not in again]
+    for t in failed:
+        print(f"trial {t.number} failed: {t.user_attrs.get('error', 'no error recorded')}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} trial(s) failed; fix the cause and run the same command again: it retries them "
+              "with the same parameters", file=sys.stderr)
+    if after.get("died"):
+        print(f"{after['died']} worker(s) died; their trials were queued again: run the same command again to "
+              "resume", file=sys.stderr)
+    return 1 if failed or after.get("died") else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -1,20 +1,21 @@
 """`gan-bench ui`: argument parsing, the checks and the command (`bench.ui` runs the server).
 
-`cmd_ui` re-executes itself as `python -m bench.cli.ui` when the training libraries are already
-imported, so the long-running process holding the server stays small.
+`cmd_ui` re-executes itself as `python -m bench.ui` when the training libraries are already
+imported, so the long-running process holding the server stays small (no torch).
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import sys
 from pathlib import Path
 
 from bench.cli.args import tracking_uri_from_args
 from bench.errors import InputError
-from bench.ui import DEFAULT_HOST, DEFAULT_PORT, free_port, port_in_use, serve
+from bench.ui import DEFAULT_HOST, DEFAULT_PORT, OPTIONS_ENV, free_port, port_in_use, serve
 
 
 def check_args(args: argparse.Namespace, tracking_uri: str) -> None:
@@ -40,10 +41,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     uri = tracking_uri_from_args(args)
     check_args(args, uri)
     port = args.port or free_port(args.host)
-    if "torch" in sys.modules:  # the whole CLI was imported: serve from a fresh, small process
-        sys.stdout.flush()
-        os.execv(sys.executable, [sys.executable, "-m", "bench.cli.ui", "--host", args.host, "--port", str(port),
-                                  "--workers", str(args.workers), "--tracking-uri", uri])
+    if "torch" in sys.modules:  # the whole CLI was imported: serve from a fresh, small process (`bench.ui`)
+        sys.stdout.flush()  # the store goes by environment: a command line is readable by all (`ps`)
+        opts = json.dumps({"uri": uri, "host": args.host, "port": port, "workers": args.workers})
+        os.execve(sys.executable, [sys.executable, "-m", "bench.ui"], {**os.environ, OPTIONS_ENV: opts})
     return serve(uri, args.host, port, args.workers)
 
 
@@ -62,15 +63,3 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
     p.add_argument("--tracking-uri",
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m bench.cli.ui`: what `gan-bench ui` re-executes into (options already checked)."""
-    parser = argparse.ArgumentParser(prog="gan-bench ui")
-    add_options(parser)
-    args = parser.parse_args(argv)
-    return serve(args.tracking_uri, args.host, args.port, args.workers)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

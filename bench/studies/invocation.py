@@ -13,17 +13,18 @@ import optuna
 from optuna.trial import TrialState
 
 from bench.progress import bar as progress_bar
-from bench.studies.preparation import Plan, uses_budget
+from bench.studies.preparation import Plan, recover_stale, retried, uses_budget
 from bench.studies.workers import Budget, work, worker_main
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
     """Trials by state (complete, pruned, fail, running, waiting); failures that were retried left out."""
     trials = study.get_trials(deepcopy=False)
+    again = retried(trials)
     out = {s.name.lower(): 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
                                        TrialState.RUNNING, TrialState.WAITING)}
     for t in trials:
-        if t.state == TrialState.FAIL and not uses_budget(t):
+        if t.state == TrialState.FAIL and not uses_budget(t, again):
             continue
         out[t.state.name.lower()] += 1
     return out
@@ -72,9 +73,19 @@ def run_study(plan: Plan, study: optuna.Study) -> dict[str, int]:
             raise
         for p in procs:
             p.join()
+    died = _recover_dead(study, plan, procs if plan.workers > 1 else [])
     refresh()
     bar.close()
-    return counts(study)
+    return {**counts(study), "died": died}
+
+
+def _recover_dead(study: optuna.Study, plan: Plan, procs: list) -> int:
+    """Workers that died (kill -9, out of memory) leave their trials RUNNING: mark them failed and queue
+    them again now, as the next `study run` would; returns how many workers died."""
+    dead = [p for p in procs if p.exitcode not in (0, None)]
+    if dead:
+        recover_stale(study, plan.tracking_uri)
+    return len(dead)
 
 
 def _interrupt_workers(procs: list, grace_s: float = 60.0) -> None:

@@ -30,7 +30,8 @@ from optuna.trial import TrialState
 from bench.studies import optuna_adapter
 from bench.studies.spec import StudySpec, file_hash
 from bench.studies.storage import check_storage_url, describe, exclusive, make_storage, open_study, storage_error
-from bench.tracking import TAG_ROLE, TAG_STUDY, check_reachable, client, ensure_experiment, mask_uri, no_download_bars
+from bench.tracking import (TAG_ROLE, TAG_STUDY, check_reachable, client, ensure_experiment, mask_uri,
+                            no_download_bars, owner_tags)
 
 STALE_AFTER_S = 300.0  # a RUNNING trial on another host without a heartbeat for this long is dead
 PARENT_ATTR = "mlflow_parent_run_id"
@@ -56,9 +57,38 @@ class Plan:
     started: float = field(default_factory=time.time)
 
 
-def uses_budget(trial: optuna.trial.FrozenTrial) -> bool:
+RETRIES_ATTR = "retries"  # a retry names the trial it trains again
+
+
+def retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """The numbers of the trials that a later trial trains again: a dead worker's (marked `retried`)
+    and failed ones queued again by `retry_failed`."""
+    return ({t.number for t in trials if t.user_attrs.get("retried", False)}
+            | {t.user_attrs[RETRIES_ATTR] for t in trials if RETRIES_ATTR in t.user_attrs})
+
+
+def uses_budget(trial: optuna.trial.FrozenTrial, retried_numbers: set[int]) -> bool:
     """Trials that use up budget: all except failures that were retried (their retry counts)."""
-    return not trial.user_attrs.get("retried", False)
+    return trial.number not in retried_numbers
+
+
+def retry_failed(study: optuna.Study) -> list[int]:
+    """Queue every failed trial again with its parameters (once: a retry that fails is retried by the next
+    invocation). A failure's cause (a damaged data file, a full disk) may be gone by now; if it is not,
+    the retry fails again and `study run` exits non-zero saying so."""
+    trials = study.get_trials(deepcopy=False)
+    done = retried(trials)
+    again = [t for t in trials if t.state == TrialState.FAIL and t.number not in done]
+    for t in again:
+        _enqueue_again(study, t)
+    return [t.number for t in again]
+
+
+def _enqueue_again(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+    # A grid cell is the trial's queued params (a trial claimed but not started has no params yet).
+    params = optuna_adapter.enqueued_params(t) or t.params
+    study.enqueue_trial(params, user_attrs={"retry_of": t.user_attrs.get("retry_of", t.number),
+                                            RETRIES_ATTR: t.number})
 
 
 def recover_stale(study: optuna.Study, tracking_uri: str) -> list[int]:
@@ -88,9 +118,7 @@ def retire(study: optuna.Study, t: optuna.trial.FrozenTrial, reason: str, tracki
     optuna_adapter.set_trial_user_attr(study, tid, "error", reason)
     if not optuna_adapter.fail_trial(study, tid):
         return False
-    # A grid cell is the trial's queued params (a trial claimed but not started has no params yet).
-    params = optuna_adapter.enqueued_params(t) or t.params
-    study.enqueue_trial(params, user_attrs={"retry_of": t.user_attrs.get("retry_of", t.number)})
+    _enqueue_again(study, t)
     for run_id in t.user_attrs.get("mlflow_run_ids", []):
         _end_run_if_running(tracking_uri, run_id, "KILLED", reason)
     return True
@@ -116,23 +144,34 @@ def _alive(pid: int) -> bool:
 def enqueue_budget(spec: StudySpec, study: optuna.Study) -> int:
     """Put what is left of the budget in the queue; returns how many trials were added."""
     trials = study.get_trials(deepcopy=False)
+    again = retried(trials)
     if spec.sampler.type == "grid":
         # A trial's cell is the params it was enqueued with: a WAITING trial has no params yet,
         # and neither has a RUNNING one that another process claimed but has not started.
-        seen = [optuna_adapter.enqueued_params(t) or t.params for t in trials if uses_budget(t)]
+        seen = [optuna_adapter.enqueued_params(t) or t.params for t in trials if uses_budget(t, again)]
         todo = [cell for cell in spec.grid()[:spec.n_trials] if cell not in seen]
         for cell in todo:
             study.enqueue_trial(cell)
         return len(todo)
-    missing = spec.n_trials - sum(1 for t in trials if uses_budget(t))
+    missing = spec.n_trials - sum(1 for t in trials if uses_budget(t, again))
     for _ in range(max(0, missing)):
         study.enqueue_trial({})
     return max(0, missing)
 
 
+@dataclass
+class Prepared:
+    """What `prepare` found and did: the study, its MLflow parent run, the trials queued again."""
+
+    study: optuna.Study
+    parent_run_id: str
+    stale: list[int]   # left RUNNING by a dead worker
+    failed: list[int]  # failed in an earlier invocation
+
+
 def prepare(spec: StudySpec, study_text: str, storage_url: str, tracking_uri: str,
-            force_new: bool = False) -> tuple[optuna.Study, str, list[int]]:
-    """Create (or resume) the Optuna study and the MLflow parent run; fill the queue.
+            force_new: bool = False) -> Prepared:
+    """Create (or resume) the Optuna study and the MLflow parent run; retry what died or failed; fill the queue.
 
     Resuming needs the same question: a study created from another version of the file (space,
     objective, sampler, base or repeats changed) is refused unless `force_new` deletes it first.
@@ -226,7 +265,7 @@ def _delete_study(spec: StudySpec, storage: optuna.storages.BaseStorage, trackin
 
 
 def _prepare_locked(spec: StudySpec, study_text: str, storage_url: str, tracking_uri: str,
-                    experiment_id: str, force_new: bool = False) -> tuple[optuna.Study, str, list[int]]:
+                    experiment_id: str, force_new: bool = False) -> Prepared:
     try:
         storage = make_storage(storage_url)
         exists, old_parent = _existing_parent(storage, spec.name)
@@ -256,18 +295,22 @@ def _prepare_locked(spec: StudySpec, study_text: str, storage_url: str, tracking
             tags["reproduces"] = spec.reproduces
         if spec.baseline:
             tags["baseline"] = _json(spec.baseline)
+        tags.update(owner_tags())
         run = mlflow.create_run(experiment_id, run_name=f"study:{spec.name}", tags={k: str(v) for k, v in tags.items()})
         parent_id = run.info.run_id
         mlflow.log_text(parent_id, study_text, "study.toml")
         study.set_user_attr(PARENT_ATTR, parent_id)
     else:
         mlflow.update_run(parent_id, status="RUNNING")
+        for key, value in owner_tags().items():
+            mlflow.set_tag(parent_id, key, value)
     try:
-        retried = recover_stale(study, tracking_uri)
+        stale = recover_stale(study, tracking_uri)
+        failed = retry_failed(study)
         enqueue_budget(spec, study)
     except BaseException as e:  # never leave the parent RUNNING behind a failed preparation
         with contextlib.suppress(Exception):
             mlflow.set_tag(parent_id, "error", f"preparation failed: {type(e).__name__}: {e}"[:5000])
             mlflow.set_terminated(parent_id, "FAILED")
         raise
-    return study, parent_id, retried
+    return Prepared(study, parent_id, stale, failed)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -34,20 +37,51 @@ def default_storage(tracking_uri: str) -> str:
 def make_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
     """An Optuna storage URL (postgresql://, sqlite://, ...) or a journal file path.
 
-    `create=False` (reading, e.g. `study status`): a journal file that does not exist is an error,
-    not a new empty file.
+    A path must be an Optuna journal or nothing yet: any other file is refused before anything
+    writes to it. `create=False` (reading: `study status`, `dashboard`): a journal that does not
+    exist is an error, not a new empty file, and nothing is written, not even a repair.
     """
     if "://" in url:
         return optuna.storages.RDBStorage(url)
     check_storage_url(url)
     path = Path(url)
-    if not create and not path.is_file():
-        raise TrackingError(f"no Optuna journal at {path} (run the study first, or give its storage)",
-                            field="storage")
+    if not create:
+        if not path.is_file():
+            raise TrackingError(f"no Optuna journal at {path} (run the study first, or give its storage)",
+                                field="storage")
+        return optuna.storages.JournalStorage(_readable_backend(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     backend = optuna_adapter.journal_backend(path)
     repair_journal(path, backend)
     return optuna.storages.JournalStorage(backend)
+
+
+_JOURNAL_HEAD = re.compile(rb'^\{\s*"op_code"\s*:')  # how every record of Optuna's journal starts
+
+
+def check_journal_path(path: Path) -> None:
+    """A storage path is a journal file or nothing yet (then it is created): never another file.
+
+    Only the first bytes are read: a journal's first record starts `{"op_code":` (a crash may cut
+    it short, never change how it starts); an empty file is a journal not yet written.
+    """
+    if path.is_dir():
+        raise TrackingError(f"storage {str(path)!r} is a folder, not an Optuna journal file; give a file path "
+                            "such as mlruns/optuna-journal.log", field="storage")
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise TrackingError(f"storage {str(path)!r} is not a regular file; give an Optuna journal file path",
+                            field="storage")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head or _JOURNAL_HEAD.match(head):
+        return
+    what = "an SQLite database (an MLflow store?)" if head.startswith(b"SQLite format 3\0") else \
+        "a file that is not an Optuna journal"
+    raise TrackingError(f"storage {str(path)!r} is {what}: it starts with {head[:20]!r}, not a journal record. "
+                        "Nothing was changed. Give the study's journal file, or a new path "
+                        "(default: optuna-journal.log next to the MLflow store)", field="storage")
 
 
 def repair_journal(path: Path, backend) -> int:
@@ -55,16 +89,20 @@ def repair_journal(path: Path, backend) -> int:
 
     Optuna reads the journal line by line and stops at the first line that is not JSON, so a
     cut-short last record (and anything appended after it) would make the whole study unreadable.
-    Under Optuna's own journal lock (no writer is half-way), every line that does not parse is
-    moved to `<journal>.corrupt` (kept, never silently dropped); when a complete record was
-    appended right after a cut one on the same line, that record is kept.
+    Under Optuna's own journal lock (no writer is half-way), the whole file is first copied to
+    `<journal>.<time>.orig` (byte for byte, so nothing is ever lost), the lines that do not parse
+    are written to `<journal>.corrupt`, and the journal is replaced by its complete records; when a
+    complete record was appended right after a cut one on the same line, that record is kept.
     """
     if not path.exists() or not _scan(path.read_bytes())[1]:
         return 0  # the usual case, checked without blocking the writers
     with optuna_adapter.journal_file_lock(backend):
-        kept, bad = _scan(path.read_bytes())  # again: the bad tail may have been a write in progress
+        data = path.read_bytes()
+        kept, bad = _scan(data)  # again: the bad tail may have been a write in progress
         if not bad:
             return 0
+        original = path.with_name(f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.orig")
+        shutil.copy2(path, original)
         corrupt = path.with_name(path.name + ".corrupt")
         with open(corrupt, "ab") as f:
             f.write(b"\n".join(bad) + b"\n")
@@ -72,9 +110,37 @@ def repair_journal(path: Path, backend) -> int:
         tmp.write_bytes(b"".join(line + b"\n" for line in kept))
         tmp.replace(path)
     moved = sum(len(b) for b in bad)
-    print(f"gan-bench: warning: {path}: {moved} bytes of {len(bad)} cut-short record(s) set aside in {corrupt} "
-          "(a crash or a full disk mid-write); the complete records are kept", file=sys.stderr)
+    print(f"gan-bench: warning: {path}: {moved} bytes of {len(bad)} record(s) that do not parse set aside in "
+          f"{corrupt} (a crash or a full disk mid-write); the complete records are kept; the file as it was is "
+          f"in {original}", file=sys.stderr)
     return moved
+
+
+class _MemoryJournal(optuna.storages.journal.BaseJournalBackend):
+    """A journal's complete records, read once, for commands that only read: nothing is written."""
+
+    def __init__(self, records: list[dict]):
+        self._records = records
+
+    def read_logs(self, log_number_from: int):
+        yield from self._records[log_number_from:]
+
+    def append_logs(self, logs: list[dict]) -> None:
+        raise TrackingError("this command only reads the study; its journal is not written", field="storage")
+
+
+def _readable_backend(path: Path):
+    """The journal's own backend when it is whole (it writes nothing while reading); else its complete
+    records in memory, said once: the writing commands (`study run`) set the rest aside."""
+    import json
+
+    kept, bad = _scan(path.read_bytes())
+    if not bad:
+        return optuna_adapter.journal_backend(path)
+    print(f"gan-bench: warning: {path}: {len(bad)} record(s) that do not parse are skipped for reading "
+          "(left as they are; `gan-bench study run` sets them aside, keeping a copy of the file)",
+          file=sys.stderr)
+    return _MemoryJournal([json.loads(line) for line in kept])
 
 
 def _scan(data: bytes) -> tuple[list[bytes], list[bytes]]:
@@ -127,13 +193,15 @@ def storage_error(storage_url: str, e: BaseException) -> TrackingError:
 
 
 def check_storage_url(url: str) -> None:
-    """A libpq conninfo string (`host=db password=...`) is not a journal path: refuse it, masked."""
-    import re
-
-    if "://" not in url and re.search(r"(?i)(^|\s)(host|dbname|user|password|port)\s*=", url):
+    """Refuse what is not an Optuna storage before anything is written: a libpq conninfo string
+    (`host=db password=...`, masked), or a path to a file that is not a journal."""
+    if "://" in url:
+        return
+    if re.search(r"(?i)(^|\s)(host|dbname|user|password|port)\s*=", url):
         raise TrackingError(f"storage {mask_uri(url)!r}: a libpq key=value string is not an Optuna storage; "
                             "give a URL (postgresql+psycopg://user@host:5432/db, password in PGPASSWORD or "
                             "~/.pgpass) or a journal file path", field="storage")
+    check_journal_path(Path(url))
 
 
 @contextlib.contextmanager
