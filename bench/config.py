@@ -28,17 +28,17 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    dataset: Literal["mnist", "fashion-mnist"] = "mnist"
+    dataset: Literal["mnist", "fashion-mnist"] = Field("mnist", description="the dataset trained on and scored")
     root: str | None = Field(None, description="data root (torchvision layout); None: $GANBENCH_DATA_ROOT or ./data")
     train_subset: int | None = Field(None, ge=10, description="class-balanced subset of the train split")
-    download: bool = True
+    download: bool = Field(True, description="fetch missing files into the data root (every file's SHA-256 is checked)")
 
 
 class ModelConfig(Section):
     """The GAN's family and architecture (the techniques' architectural keys are added in `bench.run_config`)."""
 
-    name: str = "dcgan-report000"
-    latent_dim: int = Field(100, ge=1, le=4096)
+    name: str = Field("dcgan-report000", description="model family (`gan-bench models` lists them)")
+    latent_dim: int = Field(100, ge=1, le=4096, description="size of G's noise vector z")
     latent_prior: Literal["normal", "uniform"] = Field(
         "normal", description="G's noise prior: normal = N(0, I); uniform = U(-1, 1) per coordinate (report 000)")
     embed_dim: int = Field(10, ge=1, le=1024, description="label-embedding size (conditional models)")
@@ -64,18 +64,18 @@ class ModelConfig(Section):
 
 
 class OptimConfig(Section):
-    epochs: int = Field(1, ge=1, le=1000)
-    batch_size: int = Field(32, ge=2, le=65536)
+    epochs: int = Field(1, ge=1, le=1000, description="passes over the training set")
+    batch_size: int = Field(32, ge=2, le=65536, description="images per step (D and G alike)")
     # No practical upper bound: a huge rate is how a run really diverges (the NaN handling is tested with one).
     lr: float = Field(2e-4, gt=0.0, le=1e12, allow_inf_nan=False, description="Adam learning rate of both nets")
     lr_g: float | None = Field(None, gt=0.0, le=1e12, allow_inf_nan=False,
                                description="G's learning rate alone (None: lr)")
     lr_d: float | None = Field(None, gt=0.0, le=1e12, allow_inf_nan=False,
                                description="D's learning rate alone (None: lr)")
-    beta1_g: float = Field(0.5, ge=0.0, lt=1.0)
-    beta2_g: float = Field(0.999, ge=0.0, lt=1.0)
-    beta1_d: float = Field(0.5, ge=0.0, lt=1.0)
-    beta2_d: float = Field(0.999, ge=0.0, lt=1.0)
+    beta1_g: float = Field(0.5, ge=0.0, lt=1.0, description="G's Adam beta1")
+    beta2_g: float = Field(0.999, ge=0.0, lt=1.0, description="G's Adam beta2")
+    beta1_d: float = Field(0.5, ge=0.0, lt=1.0, description="D's Adam beta1")
+    beta2_d: float = Field(0.999, ge=0.0, lt=1.0, description="D's Adam beta2")
 
     # Read the learning rates through these: lr_g / lr_d are overrides and may be None.
     @property
@@ -147,8 +147,8 @@ class RunConfigBase(Section):
     """The sections every run has; `bench.run_config.RunConfig` adds the techniques' keys to `model` and
     `techniques`. Code below the registries (models, techniques) reads a run's config through this type."""
 
-    seed: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, ge=0, description="seeds the nets' initialisation, the batches and the noise")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else the CPU")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     techniques: Section = Section()
