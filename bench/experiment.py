@@ -28,6 +28,9 @@ from bench.tracking import TAG_CONFIG_ID, TAG_DIVERGED, MlflowTracker, NullTrack
 from bench.train import Checkpoint, EpochHook, Member, TrainResult, train
 
 GRID_COLUMNS = 10
+# A finished run's last checkpoint (nets, optimizers, RNG and data order, history): what extending it to more
+# epochs continues from (`bench.studies.extend`). Kept with the run, so it goes wherever the run goes.
+STATE_ARTIFACT = "checkpoints/state.pt"
 
 
 @dataclass
@@ -114,6 +117,9 @@ class MemberRun:
     hooks: Sequence[EpochHook] = ()
     on_run_start: Callable[[str], None] | None = None
     checkpoint_path: Path | None = None
+    # The MLflow run this member continues (an extension, from the checkpoint at `checkpoint_path`): its
+    # params and setup are logged already; its curves go on where they stopped.
+    continues: str | None = None
 
 
 def run(cfg: RunConfig, *, tracking_uri: str | None, experiment: str = "gan-bench",
@@ -157,21 +163,26 @@ def run_group(runs: Sequence[MemberRun], *, tracking_uri: str | None, experiment
     trackers = []
     try:
         for k, (r, part) in enumerate(zip(runs, parts)):
+            tags = ({TAG_CONFIG_ID: config_id(r.cfg), **(r.tags or {})} if r.continues else
+                    {**run_tags(r.cfg, device), **ctx.evaluator.tags(), **(r.tags or {})})
             tracker = (NullTracker() if tracking_uri is None else
-                       MlflowTracker(tracking_uri, experiment, run_name=r.name or run_name(r.cfg),
-                                     tags={**run_tags(r.cfg, device), **ctx.evaluator.tags(), **(r.tags or {})},
-                                     parent_run_id=parent_run_id, killed_on=killed_on))
+                       MlflowTracker(tracking_uri, experiment, run_name=r.name or run_name(r.cfg), tags=tags,
+                                     parent_run_id=parent_run_id, killed_on=killed_on, run_id=r.continues))
             trackers.append(tracker)
             if r.on_run_start is not None and tracker.run_id is not None:
                 r.on_run_start(tracker.run_id)
             if announce and tracker.run_id is not None:
                 print(watch_text(tracking_uri, tracker.experiment_id, tracker.run_id), flush=True)
-            _log_setup(tracker, r.cfg, step.gan_of(k), part)
+            if r.continues:
+                tracker.log_dict(r.cfg.model_dump(), "config.json")  # the config it has trained now: its epochs
+            else:
+                _log_setup(tracker, r.cfg, step.gan_of(k), part)
         if len(runs) > 1 and trackers[0].run_id is not None:  # find a member's group in the UI: tags.train.group
             for k, tracker in enumerate(trackers):
                 tracker.set_tags({"train.group": trackers[0].run_id, "train.group_member": str(k)})
         members = [Member(r.cfg, p.data, t, evaluate=p.evaluate, samples=p.samples, hooks=r.hooks,
-                          checkpoint=Checkpoint(r.checkpoint_path) if r.checkpoint_path else None)
+                          checkpoint=Checkpoint(r.checkpoint_path) if r.checkpoint_path else None,
+                          logged=_logged_until(t) if r.continues and t.run_id else None)
                    for r, p, t in zip(runs, parts, trackers)]
         results = train(step, members, progress=progress)
     except BaseException as e:  # every run started so far ends with the error (FAILED, or KILLED on Ctrl-C)
@@ -223,8 +234,22 @@ def _log_setup(tracker, cfg: RunConfig, gan: GAN, part: _Parts) -> None:
                      "model_summary.txt")
 
 
+def _logged_until(tracker) -> tuple[int, int]:
+    """(last train step, last evaluated epoch) the tracker's run holds; -1 where it holds none."""
+    from bench.step import STEP_METRICS
+
+    keys = tracker.client.get_run(tracker.run_id).data.metrics
+    eval_key = next((k for k in sorted(keys) if k.startswith("eval/")), None)
+
+    def last(key: str | None) -> int:
+        return max((m.step for m in tracker.client.get_metric_history(tracker.run_id, key)), default=-1) if key else -1
+
+    return last(f"train/{STEP_METRICS[0]}"), last(eval_key)
+
+
 def _finish(r: MemberRun, result: TrainResult, tracker, log_checkpoints: bool) -> RunResult | BaseException:
-    """End one run: what stopped it, or its plots and the weights it keeps (the evaluated ones)."""
+    """End one run: what stopped it, or its plots, the weights it keeps (the evaluated ones) and, for a run with a
+    checkpoint that did not diverge, its last checkpoint (`STATE_ARTIFACT`)."""
     if result.raised is not None:
         tracker.__exit__(type(result.raised), result.raised, result.raised.__traceback__)
         return result.raised
@@ -237,12 +262,15 @@ def _finish(r: MemberRun, result: TrainResult, tracker, log_checkpoints: bool) -
         if log_checkpoints:
             tracker.log_torch(gan.generator.state_dict(), "checkpoints/generator.pt")
             tracker.log_torch(gan.discriminator.state_dict(), "checkpoints/discriminator.pt")
+            state = Checkpoint(r.checkpoint_path).load() if r.checkpoint_path and tracker.run_id else None
+            if state is not None and not result.diverged:
+                tracker.log_torch(state, STATE_ARTIFACT)
     except BaseException as e:
         tracker.__exit__(type(e), e, e.__traceback__)
         raise
     tracker.__exit__(None, None, None)
     if r.checkpoint_path:
-        Checkpoint(r.checkpoint_path).remove()  # the run completed: nothing left to resume
+        Checkpoint(r.checkpoint_path).remove()  # the run completed: nothing left to resume (its state is logged)
     metrics = {**{f"eval/{k}": v for k, v in result.metrics.items()},
                "time/train_s": result.train_s, "time/eval_s": result.eval_s}
     return RunResult(tracker.run_id, metrics, result, gan)

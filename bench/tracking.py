@@ -298,13 +298,17 @@ def git_commit() -> str | None:
 
 
 class MlflowTracker:
-    """One MLflow run. Metrics are buffered and sent with `log_batch`, never one call per value."""
+    """One MLflow run. Metrics are buffered and sent with `log_batch`, never one call per value.
+
+    `run_id`: continue that run instead of creating one, as `mlflow.start_run(run_id=...)` does: it is
+    RUNNING again, keeps its params and curves, and gets `tags` (this process as its writer included).
+    """
 
     def __init__(self, tracking_uri: str, experiment: str, run_name: str | None = None,
                  tags: dict[str, Any] | None = None, parent_run_id: str | None = None,
                  flush_every: int = MAX_METRICS_PER_BATCH,
                  killed_on: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
-                 flush_interval_s: float | None = None, system_metrics: bool = True):
+                 flush_interval_s: float | None = None, system_metrics: bool = True, run_id: str | None = None):
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         self.tracking_uri = tracking_uri
@@ -313,7 +317,15 @@ class MlflowTracker:
         all_tags = {**owner_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
         if parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-        run = with_retries(lambda: self.client.create_run(experiment_id, run_name=run_name, tags=all_tags))
+        if run_id is None:
+            run = with_retries(lambda: self.client.create_run(experiment_id, run_name=run_name, tags=all_tags))
+        else:  # its writer first: `close_orphans` must never see it RUNNING under a gone process
+            from mlflow.entities import RunTag
+
+            with_retries(lambda: self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in all_tags.items()]))
+            with_retries(lambda: self.client.update_run(run_id, status="RUNNING"))
+            run = with_retries(lambda: self.client.get_run(run_id))
+            experiment_id = run.info.experiment_id
         self.run_id = run.info.run_id
         self.experiment_id = experiment_id
         self.artifact_uri = run.info.artifact_uri

@@ -57,6 +57,11 @@ class TrainResult:
     raised: Exception | None = None  # what one of its hooks raised to stop it (e.g. optuna.TrialPruned)
 
 
+# The layout of a checkpoint's state and what a step does with it; a checkpoint of another format is not
+# continued (`bench.studies.extend` refuses it). Raise it when either changes.
+CHECKPOINT_FORMAT = 1
+
+
 class Checkpoint:
     """Per-epoch training state on disk, so a killed run resumes from its last finished epoch."""
 
@@ -102,6 +107,9 @@ class Member:
     samples: Callable[[GAN], Any] | None = None
     hooks: Sequence[EpochHook] = ()
     checkpoint: Checkpoint | None = None
+    # (last train step, last evaluated epoch) its tracker's run holds already: it continues that run (an
+    # extension), so a checkpoint replays only what comes after. None: a new run, given the whole history.
+    logged: tuple[int, int] | None = None
 
 
 class _Progress:
@@ -195,8 +203,9 @@ def _start(step: Step, r: _Progress) -> _Progress:
         step.set_rng_state(r.k, saved)
         r.history, r.last_eval = History(**saved["history"]), saved["last_eval"]
         r.train_s, r.eval_s = saved["train_s"], saved["eval_s"]
-        _replay(r.history, m.tracker)
-        m.tracker.set_tags({"resumed_from_epoch": saved["epoch"]})
+        _replay(r.history, m.tracker, after=m.logged or (-1, -1))
+        if m.logged is None:
+            m.tracker.set_tags({"resumed_from_epoch": saved["epoch"]})
     if m.evaluate is not None and m.cfg.train.collapse_std > 0 and r.history.init_sample_std is None:
         r.history.init_sample_std = initial_sample_std(step.gan_of(r.k), m.cfg.model.latent_dim, step.device,
                                                        seed=m.cfg.seed)
@@ -227,7 +236,8 @@ def _end_epoch(step: Step, r: _Progress, epoch: int, bar) -> None:
             step.drop(r.k)
             return
     if m.checkpoint is not None:
-        state = {"epoch": epoch, "global_step": r.global_step, "step": step.state_dict(r.k),
+        state = {"format": CHECKPOINT_FORMAT, "config": m.cfg.model_dump(mode="json"),
+                 "epoch": epoch, "global_step": r.global_step, "step": step.state_dict(r.k),
                  "data_rng": r.gen.get_state(), **step.rng_state(r.k),  # torch_rng (and cuda_rng)
                  "history": asdict(r.history), "last_eval": r.last_eval, "train_s": r.train_s, "eval_s": r.eval_s}
         m.checkpoint.save(state)
@@ -312,12 +322,15 @@ def _record_eval(r: _Progress, metrics: dict[str, float], epoch: int, seconds: f
     r.m.tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step=epoch)
 
 
-def _replay(history: History, tracker) -> None:
-    """A resumed run is a new MLflow run: give it the curves of the epochs it did not train itself."""
+def _replay(history: History, tracker, after: tuple[int, int]) -> None:
+    """A resumed run is a new MLflow run: give it the curves of the epochs it did not train itself (those
+    after `after`, the last train step and evaluated epoch its run holds already)."""
     for i, step in enumerate(history.steps):
-        tracker.log_metrics({f"train/{k}": v[i] for k, v in history.train.items()}, step=step)
+        if step > after[0]:
+            tracker.log_metrics({f"train/{k}": v[i] for k, v in history.train.items()}, step=step)
     for i, epoch in enumerate(history.epochs):
-        tracker.log_metrics({f"eval/{k}": v[i] for k, v in history.eval.items()}, step=epoch)
+        if epoch > after[1]:
+            tracker.log_metrics({f"eval/{k}": v[i] for k, v in history.eval.items()}, step=epoch)
 
 
 def _record(history: History, tracker, values: dict[str, float], step: int) -> None:

@@ -58,6 +58,7 @@ class Plan:
 
 
 RETRIES_ATTR = "retries"  # a retry names the trial it trains again
+EXTENDS_ATTR = "extends"  # an extension (`bench.studies.extend`) names the finished trial it trains longer
 
 
 def retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
@@ -68,8 +69,9 @@ def retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
 
 
 def uses_budget(trial: optuna.trial.FrozenTrial, retried_numbers: set[int]) -> bool:
-    """Trials that use up budget: all except failures that were retried (their retry counts)."""
-    return trial.number not in retried_numbers
+    """Trials that use up budget: all except failures that were retried (their retry counts) and extensions
+    (the trial they extend counts)."""
+    return trial.number not in retried_numbers and EXTENDS_ATTR not in trial.user_attrs
 
 
 def retry_failed(study: optuna.Study) -> list[int]:

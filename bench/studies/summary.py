@@ -14,16 +14,20 @@ from bench.tracking import client
 
 
 def trials_table(study: optuna.Study) -> list[dict]:
+    from bench.studies.extend import extension_note
+
     rows = []
     names = study.metric_names or []  # the objective's metrics (eval/tarr), set by preparation.prepare
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    for t in trials:
         rows.append({
             "trial": t.number, "state": t.state.name,
             **{k: v for k, v in t.params.items()},
             **({(names[i] if i < len(names) else f"value_{i}"): v for i, v in enumerate(t.values)} if t.values else {}),
             "duration_s": round(t.duration.total_seconds(), 1) if t.duration else None,
             "mlflow_run_ids": " ".join(t.user_attrs.get("mlflow_run_ids", [])),
-            "note": t.user_attrs.get("error") or ("diverged" if t.user_attrs.get("diverged") else ""),
+            "note": t.user_attrs.get("error") or ("diverged" if t.user_attrs.get("diverged") else "")
+                    or extension_note(t, trials),
         })
     return rows
 
@@ -44,10 +48,23 @@ def _fmt(v):
 
 
 def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The best trial (or the Pareto-optimal ones) by Optuna's own rule, among the trials that count: an
+    extended trial's extension counts instead of it (`bench.studies.extend`)."""
+    from bench.studies.extend import current_trials
+
+    trials = current_trials(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" line
     try:
-        return list(study.best_trials) if len(study.directions) > 1 else [study.best_trial]
+        ranked = optuna.create_study(directions=study.directions)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    ranked.add_trials(trials)  # numbered 0.. in this order
+    try:
+        best = ranked.best_trials if len(study.directions) > 1 else [ranked.best_trial]
     except ValueError:  # no completed trial yet
         return []
+    return [trials[t.number] for t in best]
 
 
 def _plots(study: optuna.Study, spec: StudySpec) -> dict:

@@ -20,6 +20,7 @@ class InstanceNoise(Technique):
     label_key = "noise"
     paper = "Sonderby et al. 2016"
     study = "instance-noise"
+    anneals = True  # the noise falls to 0 at the end of the run's planned length
     fields = {"instance_noise_std": (float, Field(0.0, ge=0.0, le=2.0, description=(
         "instance noise: initial std on D's inputs (images in [-1, 1]), annealed to 0 (0: off)")))}
 
