@@ -13,18 +13,19 @@ import optuna
 from optuna.trial import TrialState
 
 from bench.progress import bar as progress_bar
-from bench.studies.preparation import Plan, recover_stale, retried, uses_budget
+from bench.studies.preparation import EXTENDS_ATTR, Plan, recover_stale, retried, uses_budget
 from bench.studies.workers import Budget, work, worker_main
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
-    """Trials by state (complete, pruned, fail, running, waiting); failures that were retried left out."""
+    """Trials by state (complete, pruned, fail, running, waiting); failures that were retried and extensions
+    (their extended trial counts) left out."""
     trials = study.get_trials(deepcopy=False)
     again = retried(trials)
     out = {s.name.lower(): 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
                                        TrialState.RUNNING, TrialState.WAITING)}
     for t in trials:
-        if t.state == TrialState.FAIL and not uses_budget(t, again):
+        if (t.state == TrialState.FAIL and not uses_budget(t, again)) or EXTENDS_ATTR in t.user_attrs:
             continue
         out[t.state.name.lower()] += 1
     return out

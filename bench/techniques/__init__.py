@@ -110,6 +110,9 @@ class Technique:
     varies_per_member: ClassVar[bool] = True  # its values may differ between the members of one group
     changes_shapes: ClassVar[bool] = False    # its values change the nets' structure: a group's members agree
     groupable: ClassVar[bool] = True  # False: it re-parametrizes or copies the weights, so runs train one by one
+    # True: its hooks read `info.progress`, so what it does at an iteration depends on how long the run is set to
+    # train; such a run extended to more epochs is not that run trained longer from the start (not extended).
+    anneals: ClassVar[bool] = False
 
     def __init__(self, values: SimpleNamespace, info: StepInfo):
         self.values, self.info = values, info
