@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import statistics
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,65 @@ def random_data(n: int = 64, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     return DeviceDataset(torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=g),
                          torch.randint(10, (n,), generator=g))
+
+
+# -- time limits that scale with the machine's measured speed --------------------------------------------------
+
+# `calibration_unit()` on the 2-core AMD EPYC (AVX2) where the limits were set, uncontended: its CPU time, the
+# least of 15 (wall time there was 1.0 s at load 14)
+NOMINAL_UNIT_S = 0.06
+
+
+def calibration_unit() -> float:
+    """Wall seconds for a fixed piece of what tests wait on: small float32 conv steps and interpreter work."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one core's work: its CPU time on an idle machine is its wall time
+    try:
+        g = torch.Generator().manual_seed(0)
+        x, w = torch.randn(32, 1, 28, 28, generator=g), torch.randn(16, 1, 5, 5, generator=g, requires_grad=True)
+        start = time.perf_counter()
+        for _ in range(10):
+            torch.nn.functional.conv2d(x, w).square().mean().backward()
+        sum(i * i for i in range(200_000))
+        return time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+
+
+_slowdown: tuple[float, float] | None = None  # (when measured, value)
+
+
+def slowdown() -> float:
+    """How many times slower than nominal this machine runs now (at least 1): the median of 3 calibration
+    units, measured again once a minute (busy neighbours come and go)."""
+    global _slowdown
+    if _slowdown is None or time.monotonic() - _slowdown[0] > 60:
+        _slowdown = (time.monotonic(), max(1.0, statistics.median(calibration_unit() for _ in range(3)) / NOMINAL_UNIT_S))
+    return _slowdown[1]
+
+
+def time_limit(seconds: float) -> float:
+    """A limit that is `seconds` on an idle machine like the nominal one, scaled to this machine's speed now."""
+    return seconds * slowdown()
+
+
+class Deadline:
+    """`time_limit(seconds)` from now; `progress(marker)` starts it again whenever the marker changes, so a
+    process that is slow but advancing is waited for, and one that stalls fails after the limit."""
+
+    def __init__(self, seconds: float):
+        self.seconds = time_limit(seconds)
+        self._end = time.monotonic() + self.seconds
+        self._marker: object = object()
+
+    def progress(self, marker) -> None:
+        if marker != self._marker:
+            self._marker, self._end = marker, time.monotonic() + self.seconds
+
+    def left(self) -> float:
+        return max(0.0, self._end - time.monotonic())
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self._end

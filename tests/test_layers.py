@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import time_limit
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "bench"
 # The program's entry points may import the CLI: `python -m bench` is one.
@@ -174,7 +176,7 @@ def test_importing_a_low_layer_loads_nothing_above_it(module, forbidden):
             f"print('\\n'.join(m for m in sys.modules if m.startswith({forbidden!r})))")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
-                          timeout=60)
+                          timeout=time_limit(60))
     assert done.returncode == 0, done.stderr
     loaded = done.stdout.split()
     assert not loaded, f"import {module} loaded {loaded}"

@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 
 from bench import ui
 from bench.cli import main
-from tests.conftest import sigint_default
+from tests.conftest import sigint_default, time_limit
 
 STUDY = "ui-test"
 
@@ -49,7 +49,7 @@ def api(url: str, endpoint: str, body: dict | None = None, **query) -> dict:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(full, data=data, headers={"Content-Type": "application/json"},
                                  method="POST" if body is not None else "GET")
-    with urllib.request.urlopen(req, timeout=30) as r:
+    with urllib.request.urlopen(req, timeout=time_limit(30)) as r:
         return json.load(r)
 
 
@@ -70,13 +70,13 @@ def test_ui_serves_the_study_over_mlflow_rest(tiny, store, tmp_path):
                                 preexec_fn=sigint_default)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + time_limit(120)
         while "ready: " not in log.read_text():
             assert proc.poll() is None, f"gan-bench ui exited early:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"the MLflow UI did not come up:\n{log.read_text()[-3000:]}"
             time.sleep(0.5)
         assert f"at {url}" in log.read_text()  # the URL is printed
-        with urllib.request.urlopen(url, timeout=30) as r:  # the UI itself
+        with urllib.request.urlopen(url, timeout=time_limit(30)) as r:  # the UI itself
             assert r.status == 200 and b"<html" in r.read(2000).lower()
 
         exp = api(url, "experiments/get-by-name", experiment_name=STUDY)["experiment"]
@@ -102,13 +102,13 @@ def test_ui_serves_the_study_over_mlflow_rest(tiny, store, tmp_path):
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
             try:
-                proc.wait(60)
+                proc.wait(time_limit(60))
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
     assert proc.returncode == 0, log.read_text()[-3000:]
     print(f"stopped in {time.monotonic() - stopping:.1f} s")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + time_limit(10)
     while port_open(port) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not port_open(port), "the MLflow server outlived gan-bench ui"

@@ -24,7 +24,7 @@ import pytest
 
 from bench import ui
 from bench.cli import main
-from tests.conftest import sigint_default
+from tests.conftest import sigint_default, time_limit
 
 CHROMIUM = "/usr/bin/chromium"
 STUDY = "ui-browser"
@@ -58,7 +58,7 @@ def finished_study(tiny, tmp_path_factory) -> dict:
 def test_optuna_tools_name_the_objective(finished_study, capsys):
     out = subprocess.run([sys.executable, "-c", "from optuna.cli import main; main()", "trials",
                           "--study-name", STUDY, "--storage", finished_study["journal"], "-f", "json"],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=time_limit(120))
     assert out.returncode == 0, out.stderr
     trials = json.loads(out.stdout)
     # single objective: {"value": {"eval/tarr": 0.1}, ...}; without metric names it would be a bare number
@@ -124,7 +124,7 @@ def test_mlflow_ui_in_chromium(finished_study, tmp_path):
                                 preexec_fn=sigint_default)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + time_limit(120)
         while "ready: " not in log.read_text():
             assert proc.poll() is None, f"gan-bench ui exited early:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"the MLflow UI did not come up:\n{log.read_text()[-3000:]}"
@@ -140,7 +140,7 @@ def test_mlflow_ui_in_chromium(finished_study, tmp_path):
 
                 # The experiment page: model-training view, the study's description, the parent run.
                 page.goto(f"{url}/#/experiments/{exp.experiment_id}")
-                page.get_by_text(f"study:{STUDY}").first.wait_for(timeout=60_000)
+                page.get_by_text(f"study:{STUDY}").first.wait_for(timeout=time_limit(60) * 1000)
                 page.wait_for_timeout(1000)
                 page.screenshot(path=shots / "1-experiment.png")
                 body = page.inner_text("body")
@@ -151,13 +151,13 @@ def test_mlflow_ui_in_chromium(finished_study, tmp_path):
                 # The trials under their parent: expand the parent row.
                 page.locator(".ag-cell-wrapper", has=page.get_by_text(f"study:{STUDY}")).locator("button").first.click()
                 for name in trials:
-                    page.get_by_text(name).first.wait_for(timeout=30_000)
+                    page.get_by_text(name).first.wait_for(timeout=time_limit(30) * 1000)
                 page.screenshot(path=shots / "2-trials.png")
 
                 # A trial's Model metrics tab: the sample grid as an image, visible in its card.
                 name, run_id = sorted(trials.items())[0]
                 page.goto(f"{url}/#/experiments/{exp.experiment_id}/runs/{run_id}/model-metrics")
-                page.get_by_text(name).first.wait_for(timeout=60_000)
+                page.get_by_text(name).first.wait_for(timeout=time_limit(60) * 1000)
                 image = page.locator("img[src*='get-artifact'][src*='samples']").first
                 for _ in range(30):  # the image section is below the eval and train charts
                     if image.count() and image.is_visible():
@@ -165,7 +165,7 @@ def test_mlflow_ui_in_chromium(finished_study, tmp_path):
                     page.mouse.move(700, 500)
                     page.mouse.wheel(0, 1000)
                     page.wait_for_timeout(500)
-                image.wait_for(state="visible", timeout=30_000)
+                image.wait_for(state="visible", timeout=time_limit(30) * 1000)
                 image.scroll_into_view_if_needed()
                 page.wait_for_timeout(1000)
                 page.screenshot(path=shots / "3-samples.png")
@@ -180,7 +180,7 @@ def test_mlflow_ui_in_chromium(finished_study, tmp_path):
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
-                proc.wait(60)
+                proc.wait(time_limit(60))
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)

@@ -27,7 +27,7 @@ from bench.cli import main
 from bench.studies import preparation
 from bench.studies.storage import default_storage, make_storage
 from bench.studies.workers import run_name
-from tests.conftest import sigint_default
+from tests.conftest import sigint_default, time_limit
 
 GRID = """
 name = "{name}"
@@ -87,7 +87,7 @@ def test_cut_journal_is_repaired_and_the_study_goes_on(tmp_path, store, tiny, ca
     path = _study(tmp_path)
     # In a process of its own: a crash leaves a dead worker, whose RUNNING trials the next run recovers.
     done = subprocess.run([sys.executable, "-m", "bench", *_study_args(path, store, cfg)], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=time_limit(300))
     assert done.returncode == 0, done.stderr[-2000:]
     # --config is honoured: every trial ran with the file's width (not the default 64)
     assert {r.data.params["model/width"] for r in _runs(store, "cells", "trial")} == {"8"}
@@ -211,8 +211,8 @@ def test_first_store_creation_is_serialised(tmp_path):
     for p in procs:
         p.start()
     for p in procs:
-        p.join(timeout=120)
-    ids = [results.get(timeout=5) for _ in procs]
+        p.join(timeout=time_limit(120))
+    ids = [results.get(timeout=time_limit(5)) for _ in procs]
     assert len(set(ids)) == 1 and not ids[0].startswith("error"), ids  # one experiment, the same id everywhere
 
 
@@ -223,7 +223,7 @@ def test_two_first_study_runs_at_once(tmp_path, store, tiny):
     path = _study(tmp_path, "together")
     args = [sys.executable, "-m", "bench", *_study_args(path, store, cfg)]
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    results = [p.communicate(timeout=300) for p in procs]
+    results = [p.communicate(timeout=time_limit(300)) for p in procs]
     assert all(p.returncode == 0 for p in procs), [e[-1500:] for _, e in results]
     study = _load(store, "together")
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2 and len(study.trials) == 2
@@ -345,7 +345,7 @@ def test_python_m_bench_cli_reports_input_errors_of_command_modules(tmp_path):
     """`python -m bench.cli` (the README's form) runs cli.py as __main__: errors raised elsewhere are still caught."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     done = subprocess.run([sys.executable, "-m", "bench.cli", "perf", "--seeds", "2"], capture_output=True,
-                          text=True, env=env, cwd=tmp_path, timeout=120)
+                          text=True, env=env, cwd=tmp_path, timeout=time_limit(120))
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-1500:]
     assert done.stderr.strip() == "gan-bench: error: --seeds=2: only read with --parity"
 
@@ -446,7 +446,7 @@ def test_ctrl_c_marks_the_trial_and_kills_its_run(workers, tmp_path, store, tiny
     proc = subprocess.Popen([sys.executable, "-m", "bench", *_study_args(path, store, cfg, "--workers", str(workers))],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     journal = Path(default_storage(store))
-    deadline = time.time() + 180
+    deadline = time.time() + time_limit(180)
     try:
         while time.time() < deadline:  # wait for a running trial with its MLflow run
             time.sleep(0.5)
@@ -461,7 +461,7 @@ def test_ctrl_c_marks_the_trial_and_kills_its_run(workers, tmp_path, store, tiny
         else:
             pytest.fail("no trial started")
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=time_limit(60))
     finally:
         if proc.poll() is None:
             proc.kill()

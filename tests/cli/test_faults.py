@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from bench.cli import main
 from bench.studies.storage import default_storage, make_storage
+from tests.conftest import Deadline
 
 KILL_GRID = """
 name = "killme"
@@ -47,10 +48,10 @@ def test_kill_9_mid_trial_then_resume(tmp_path, store, tiny):
     proc = subprocess.Popen([sys.executable, "-m", "bench", *_args(path, store, tiny)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     storage = default_storage(store)
-    deadline = time.time() + 180
+    deadline = Deadline(180)  # at nominal speed, for each stage: start-up, trial 0, trial 1
     study = None
     try:
-        while time.time() < deadline:  # wait for one finished trial and one running
+        while not deadline.expired():  # wait for one finished trial and one running
             time.sleep(0.5)
             if not Path(storage).exists():
                 continue
@@ -59,11 +60,13 @@ def test_kill_9_mid_trial_then_resume(tmp_path, store, tiny):
             except KeyError:
                 continue
             states = [t.state for t in study.get_trials(deepcopy=False)]
+            deadline.progress(tuple(states))
             running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
             if TrialState.COMPLETE in states and running and running[0].user_attrs.get("mlflow_run_ids"):
                 break
         else:
-            pytest.fail("the study never had a finished and a running trial")
+            pytest.fail(f"the study never had a finished and a running trial (nothing changed for "
+                        f"{deadline.seconds:.0f} s)")
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

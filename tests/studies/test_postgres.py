@@ -30,6 +30,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tests.conftest import time_limit
+
 from .test_runner import ALL_CELLS, GRID  # the same 2x2 grid as the single-machine tests
 WORKER_TIMEOUT_S = 300
 
@@ -51,7 +53,7 @@ def _psql(sql: str, db: str = "postgres") -> subprocess.CompletedProcess:
         argv = ["su", "postgres", "-c", cmd]
     else:
         argv = shlex.split(cmd)
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=time_limit(60))
 
 
 def _free_port() -> int:
@@ -116,7 +118,8 @@ def mlflow_server(postgres, tmp_path_factory):
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no GenAI job runners
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
+        limit = time_limit(120)
+        deadline = time.time() + limit
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"mlflow server exited ({proc.returncode}):\n{_tail(folder / 'server.log')}")
@@ -127,13 +130,13 @@ def mlflow_server(postgres, tmp_path_factory):
             except OSError:
                 pass
             if time.time() > deadline:
-                pytest.fail(f"mlflow server did not answer /health in 120 s:\n{_tail(folder / 'server.log')}")
+                pytest.fail(f"mlflow server did not answer /health in {limit:.0f} s:\n{_tail(folder / 'server.log')}")
             time.sleep(0.5)
         yield uri
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn workers: our own group
-            proc.wait(timeout=30)
+            proc.wait(timeout=time_limit(30))
         except ProcessLookupError:
             pass
         except subprocess.TimeoutExpired:
@@ -188,12 +191,13 @@ class Machine:
 
 
 def _finish(proc: subprocess.Popen, machine: Machine) -> str:
+    limit = time_limit(WORKER_TIMEOUT_S)
     try:
-        proc.wait(timeout=WORKER_TIMEOUT_S)
+        proc.wait(timeout=limit)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        pytest.fail(f"worker in {machine.folder} did not finish in {WORKER_TIMEOUT_S} s:\n{machine.output()[-4000:]}")
+        pytest.fail(f"worker in {machine.folder} did not finish in {limit:.0f} s:\n{machine.output()[-4000:]}")
     out = machine.output()
     assert proc.returncode == 0, f"worker in {machine.folder} exited {proc.returncode}:\n{out[-4000:]}"
     return out
@@ -294,7 +298,7 @@ def test_kill_9_one_machine_then_resume(postgres, mlflow_server, tiny, tmp_path,
 
     # Wait until a trial is COMPLETE and a worker is in the middle of another one (its MLflow run started).
     victim = None
-    deadline = time.time() + WORKER_TIMEOUT_S
+    deadline = time.time() + time_limit(WORKER_TIMEOUT_S)
     while victim is None:
         for p, m in by_pid.values():
             if p.poll() is not None:
