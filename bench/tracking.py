@@ -27,7 +27,7 @@ DEFAULT_STORE = Path("mlruns")
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
 MAX_PARAMS_PER_BATCH = 100
 # Buffered metrics go out at least this often, so a running run's curves show in the UI while it
-# trains (one log_batch per interval: measured overhead in README "Watching a run").
+# trains (one log_batch per interval: measured overhead in docs/reports.md, "Watching a run").
 FLUSH_INTERVAL_S = 15.0
 SYSTEM_METRICS_INTERVAL_S = 10.0  # MLflow's default sampling interval for system/* metrics
 # MLflow 3 shows an experiment as model training (runs, charts) rather than GenAI (traces,

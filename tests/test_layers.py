@@ -19,8 +19,9 @@ from tests.conftest import time_limit
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "bench"
-# The program's entry points may import the CLI: `python -m bench` is one.
-ENTRY_POINTS = {"bench.__main__"}
+# The program's entry points may import the CLI: `python -m bench` is one, `python -m bench.docs` (which
+# renders every command's --help into docs/) another.
+ENTRY_POINTS = {"bench.__main__", "bench.docs"}
 # The units that must not import each other in a circle (a package counts as one unit).
 UNITS = ("bench.config", "bench.run_config", "bench.data", "bench.models", "bench.techniques", "bench.step",
          "bench.train", "bench.metrics", "bench.evaluator", "bench.tracking", "bench.experiment", "bench.studies",

@@ -24,7 +24,7 @@ EVAL_BATCH = 2000
 # also the recipe of self-trained evaluators, with `eval.evaluator_epochs` / `evaluator_subset`.
 # Phase 1 learns with random shifts and dropout (accuracy); phase 2 ("polish") goes on without
 # either, which makes the softmax confident on clean digits: that is what a high real-data IS needs
-# (with shifts and dropout kept, 4 more epochs reached IS 9.81; see README).
+# (with shifts and dropout kept, 4 more epochs reached IS 9.81; docs/metrics.md).
 REFERENCE_RECIPE = {"epochs": 12, "batch_size": 128, "lr": 2e-3, "shift": 2, "seed": 0,
                     "polish_epochs": 8, "polish_lr": 1e-3, "polish_dropout": False}
 

@@ -225,7 +225,7 @@ def progress_keys() -> list[str]:
 
 
 def markdown_table() -> str:
-    """README's metrics table, generated so it cannot drift from this one."""
+    """docs/metrics.md's table (written by `python -m bench.docs`, checked by tests/test_docs.py)."""
     lines = ["| metric | better | meaning | needs |", "|---|---|---|---|"]
     for m in METRICS:
         shown = m.key.replace(CLASS, "0..9") if m.per_class else m.key
