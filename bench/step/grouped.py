@@ -65,7 +65,7 @@ def grouping_refusal(cfgs: Sequence) -> str | None:
 
 
 def default_forward(device: torch.device) -> str:
-    """`train.group_forward` "auto": the form measured faster on this kind of device (README)."""
+    """`train.group_forward` "auto": the form measured faster on this kind of device (docs/performance.md)."""
     return "vmap" if device.type == "cuda" else "member_by_member"
 
 

@@ -1,6 +1,6 @@
 """The study file: a declarative TOML description of one question, validated before anything runs.
 
-Example (see README for the full format)::
+Example (docs/studies.md has the full format)::
 
     name = "label-smoothing"
     description = "Does one-/two-sided label smoothing help the conditional DCGAN?"

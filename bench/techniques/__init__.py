@@ -242,7 +242,7 @@ def technique_labels(cfg: RunConfig) -> dict[str, str]:
 
 
 def markdown_table() -> str:
-    """README's technique table, generated from the registry so it cannot drift."""
+    """docs/techniques.md's table (written by `python -m bench.docs`, checked by tests/test_docs.py)."""
     lines = ["| technique | config keys (default) | what it does | paper | study |", "|---|---|---|---|---|"]
     for t in TECHNIQUES.values():
         keys = "<br>".join(f"`{t.section}.{k}` ({_short(f.default)}): {f.description}" for k, (_, f) in t.fields.items())
