@@ -61,6 +61,15 @@ class Group:
     def values(self, metric: str) -> list[float]:
         return [r.final[metric] for r in self.usable if metric in r.final]
 
+    def values_at(self, metric: str, step: int) -> list[float]:
+        """Each counted run's value of `metric` at `step` (an epoch, for `eval/*`)."""
+        return [v for r in self.usable for s, v in r.history.get(metric, []) if s == step]
+
+    def steps(self, metric: str) -> set[int]:
+        """The steps at which every counted run logged `metric` (none without counted runs)."""
+        runs = self.usable
+        return set.intersection(*({s for s, _ in r.history.get(metric, [])} for r in runs)) if runs else set()
+
     def status_text(self) -> str:
         counts: dict[str, int] = {}
         for r in self.runs:

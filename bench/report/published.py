@@ -16,6 +16,9 @@ Before any of these, `bench.report.judge` decides whether the runs' scale can te
 (nothing learned, or a collapse the runs were too short to reach): then the verdict is "not judgeable at
 this scale", with the scale the report trained at and, from the runs' own timing, what it would cost here.
 
+The same verdict is given at every epoch all the comparison's runs evaluated (`Cell.trajectory`), each
+epoch judged as that many epochs of training; a claim is settled when `judge.settled` says so.
+
 Fractions put two evaluators on one scale: IS / that evaluator's IS of real test images, accuracy-like
 metrics (TARR, per-class accuracies) / that evaluator's real test accuracy. The report's own ceiling is
 in its table's `reference`; ours is the report's reference row (our evaluator on real data).
@@ -32,8 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.metrics import registry
-from bench.report import judge
-from bench.report.common import ALPHA
+from bench.report import judge, trajectory
 from bench.report.load import Group, StudyData
 from bench.report.stats import Diff, Stat, compare, summarize
 from bench.report.table import Table, p_text
@@ -76,6 +78,7 @@ class Cell:
     published_diff: float | None = None  # row minus the baseline row, both published
     diff: Diff | None = None  # ours: row minus baseline (Welch)
     verdict: str = ""
+    trajectory: list[judge.Mark] = field(default_factory=list)  # the verdict at each epoch all its runs evaluated
 
     @property
     def judged(self) -> bool:
@@ -85,6 +88,10 @@ class Cell:
     @property
     def beyond_scale(self) -> bool:
         return self.verdict.startswith(judge.NOT_JUDGEABLE)
+
+    @property
+    def settled(self) -> bool:
+        return self.judged and judge.settled(self.trajectory)
 
 
 @dataclass
@@ -169,16 +176,17 @@ def _untested(d: Diff) -> str:
 
 
 def _verdict(published_diff: float, d: Diff) -> str:
-    sig = d.tested and d.p < ALPHA
+    """The judge's mark (direction and significance) of a finite difference, in words."""
+    m = judge.mark(0, published_diff, d)
+    untested = "" if d.tested else _untested(d)
     if published_diff == 0:
-        return "published tie; ours " + ("significant" if sig else "not significant" if d.tested else "not tested")
-    if d.diff == 0:
-        return "no measured difference" + ("" if d.tested else _untested(d))
-    if (d.diff > 0) == (published_diff > 0):
-        if sig:
-            return "same direction, significant"
-        return "same direction, not significant" + ("" if d.tested else _untested(d))
-    return "reversed" + (" (significant)" if sig else " (not significant)" if d.tested else _untested(d))
+        return "published tie; ours " + ("significant" if m.significant else "not significant" if d.tested
+                                         else "not tested")
+    if m.direction == judge.TIE:
+        return "no measured difference" + untested
+    if m.direction == judge.SAME:
+        return "same direction, " + ("significant" if m.significant else "not significant" + untested)
+    return "reversed" + (" (significant)" if m.significant else " (not significant)" if d.tested else untested)
 
 
 def full_images(group: Group) -> int:
@@ -212,16 +220,34 @@ def cost_at(groups: list[Group], ours: judge.Scale, report: judge.Scale) -> str:
     return f"the report's scale ({report.text()}): about {when} for these {runs} runs on this machine"
 
 
+def _why_not(cell: Cell, base_value: float, row: Stat, base: Stat, ours: judge.Scale | None,
+             report: judge.Scale | None) -> str | None:
+    """Why `ours` (a scale of training) cannot test the cell's claim, or None (`judge.untestable`)."""
+    if ours is None or report is None:
+        return None
+    return judge.untestable(cell.metric, cell.published, base_value, row.mean, base.mean, ours, report)
+
+
 def _judge(cell: Cell, base_value: float, base_stat: Stat, groups: list[Group], ours: judge.Scale | None,
            report: judge.Scale | None) -> None:
     """Give the cell its verdict: beyond this scale (and what would test it), or same / reversed."""
     if not math.isfinite(cell.diff.diff):
         cell.verdict = f"{NOT_MEASURED} (no finished run logged it)"
         return
-    why = (judge.untestable(cell.metric, cell.published, base_value, cell.measured.mean, base_stat.mean, ours, report)
-           if ours and report else None)
+    why = _why_not(cell, base_value, cell.measured, base_stat, ours, report)
     cell.verdict = (f"{judge.NOT_JUDGEABLE}: {why}; needs {cost_at(groups, ours, report)}" if why
                     else _verdict(cell.published_diff, cell.diff))
+
+
+def _trajectory(cell: Cell, base_value: float, row: Group, base: Group, ours: judge.Scale | None,
+                report: judge.Scale | None) -> list[judge.Mark]:
+    """The cell's verdict at each epoch all its runs evaluated, each judged as that many epochs of training."""
+    marks = []
+    for epoch, a, b, d in trajectory.epoch_diffs(row, base, cell.metric):
+        why = _why_not(cell, base_value, a, b, ours and judge.Scale(epoch, ours.images), report)
+        text = "" if why else f"{_verdict(cell.published_diff, d)}; ours {_diff_text(cell.metric, d)}"
+        marks.append(judge.mark(epoch, cell.published_diff, d, why, text))
+    return marks
 
 
 def compare_table(study: StudyData, table: Table, spec: PublishedTable) -> Comparison:
@@ -267,8 +293,9 @@ def compare_table(study: StudyData, table: Table, spec: PublishedTable) -> Compa
                     base_stats[metric] = summarize(base_group.values(metric))
                 cell.published_diff = value - base_values[metric]
                 cell.diff = compare(measured, base_stats[metric])
-                _judge(cell, base_values[metric], base_stats[metric], [r.group, base_group], run_scale(r.group) or ours,
-                       report)
+                scale = run_scale(r.group) or ours
+                _judge(cell, base_values[metric], base_stats[metric], [r.group, base_group], scale, report)
+                cell.trajectory = _trajectory(cell, base_values[metric], r.group, base_group, scale, report)
             r.cells[metric] = cell
     analyses = sorted({m.split("/")[1] for p in spec.rows for m in p.values if m.startswith("analysis/")})
     if analyses and not any(cell.measured.n for r in rows for cell in r.cells.values()):
@@ -312,9 +339,10 @@ def verdict_lines(c: Comparison) -> list[str]:
                 if not r.is_baseline:
                     lines.append(f"{c.title}: {r.label} ({metric_label(cell.metric)}): {cell.verdict}.")
                 continue
+            per_epoch = f" Per epoch: {trajectory.text_row(cell.trajectory)}." if cell.trajectory else ""
             lines.append(f"{c.title}: {r.label} vs baseline, {metric_label(cell.metric)}: published "
                          f"{_signed(cell.metric, cell.published_diff)}, ours {_diff_text(cell.metric, cell.diff)}: "
-                         f"{cell.verdict}.")
+                         f"{cell.verdict}.{per_epoch}")
     return lines
 
 
@@ -331,10 +359,21 @@ def summary_counts(comparisons: list[Comparison]) -> dict[str, int]:
     return out
 
 
+def _cells(comparisons: list[Comparison]) -> list[Cell]:
+    return [cell for c in comparisons for r in c.rows for cell in r.cells.values()]
+
+
 def claim_counts(comparisons: list[Comparison]) -> tuple[int, int]:
     """(claims given a direction verdict, claims not judgeable at the runs' scale)."""
-    cells = [cell for c in comparisons for r in c.rows for cell in r.cells.values()]
+    cells = _cells(comparisons)
     return sum(cell.judged for cell in cells), sum(cell.beyond_scale for cell in cells)
+
+
+def claims_line(comparisons: list[Comparison]) -> str:
+    """The summary line: `claims: S settled, J judged, M not judgeable at this scale` (settled ones are judged)."""
+    judged, beyond = claim_counts(comparisons)
+    settled = sum(cell.settled for cell in _cells(comparisons))
+    return f"claims: {settled} settled, {judged} judged, {beyond} {judge.NOT_JUDGEABLE}"
 
 
 def scale_note(c: Comparison) -> str:
@@ -411,6 +450,18 @@ def detail_rows(c: Comparison) -> list[list[str]]:
     return out
 
 
+def epoch_rows(c: Comparison) -> tuple[list[str], list[list]]:
+    """(header, rows) of the verdicts per evaluated epoch: one row per compared setting, one column per metric."""
+    head = ["setting", "ours", *[metric_label(m) for m in c.metrics]]
+    body = [[r.label, r.ours, *[r.cells[m].trajectory if m in r.cells else "" for m in c.metrics]]
+            for r in c.rows if any(cell.trajectory for cell in r.cells.values())]
+    return head, body
+
+
+def epoch_note(c: Comparison) -> str:
+    return trajectory.settled_note([cell.trajectory for r in c.rows for cell in r.cells.values() if cell.judged])
+
+
 def reference_note(c: Comparison) -> str:
     ref = c.spec.reference
     theirs = ", ".join(x for x in (f"test accuracy {ref.accuracy:g}" if ref.accuracy else "",
@@ -440,6 +491,9 @@ def markdown(c: Comparison, level: str = "###") -> list[str]:
             out += [f"*{caption}*", ""]
         out += [_md_table(head, body), ""]
     out += [_md_table(DETAIL_HEAD, detail_rows(c)), ""]
+    head, body = epoch_rows(c)
+    if body:
+        out += ["*Verdict at each evaluated epoch*", "", trajectory.md_table(head, body), "", epoch_note(c), ""]
     out += [f"- ⚠ {n}" for n in c.notes]
     return out + ([""] if c.notes else [])
 
@@ -472,11 +526,15 @@ def html_section(c: Comparison, level: str = "h3") -> str:
             parts.append(f'<p class="meta">{e(caption)}</p>')
         parts.append(_html_table(head, body))
     parts.append(_html_table(DETAIL_HEAD, detail_rows(c), verdict_col=len(DETAIL_HEAD) - 1))
+    head, body = epoch_rows(c)
+    if body:
+        parts += ['<p class="meta">Verdict at each evaluated epoch</p>', trajectory.html_table(head, body),
+                  f'<p class="note">{e(epoch_note(c))}</p>']
     parts += [f'<p class="note">⚠ {e(n)}</p>' for n in c.notes]
     return "\n".join(parts)
 
 
-CSS = "td.rev{background:#fdecea} td.na{color:#666;background:#f3f3f3}"
+CSS = "td.rev{background:#fdecea} td.na{color:#666;background:#f3f3f3}" + trajectory.CSS
 
 
 def to_csv(comparisons: list[Comparison]) -> str:
@@ -484,7 +542,7 @@ def to_csv(comparisons: list[Comparison]) -> str:
     buf = io.StringIO()
     fields = ["study", "report", "table", "setting", "params", "config", "baseline", "metric", "published",
               "published_frac", "measured_mean", "measured_std", "measured_n", "measured_frac", "published_diff",
-              "diff", "diff_ci95_low", "diff_ci95_high", "p", "test", "verdict"]
+              "diff", "diff_ci95_low", "diff_ci95_high", "p", "test", "verdict", "per_epoch", "settled"]
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     num = lambda v: "" if v is None or not math.isfinite(v) else repr(float(v))  # noqa: E731
@@ -500,5 +558,6 @@ def to_csv(comparisons: list[Comparison]) -> str:
                             "measured_frac": num(cell.measured_frac), "published_diff": num(cell.published_diff),
                             "diff": num(d.diff if d else None), "diff_ci95_low": num(d.ci_low if d else None),
                             "diff_ci95_high": num(d.ci_high if d else None), "p": num(d.p if d else None),
-                            "test": d.test if d else "", "verdict": cell.verdict})
+                            "test": d.test if d else "", "verdict": cell.verdict,
+                            "per_epoch": trajectory.text_row(cell.trajectory), "settled": cell.settled})
     return buf.getvalue()

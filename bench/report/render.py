@@ -13,9 +13,9 @@ from pathlib import Path
 from bench.tracking import TAG_TRIAL, mask_uri, safe_name
 from bench.report.common import ALPHA, COLUMNS, Column
 from bench.report.load import StudyData
-from bench.report.table import Row, Table, diff_text, p_text, precise
+from bench.report.table import Row, Table, diff_text, epoch_rows, p_text, precise
 from bench.report.build import Report
-from bench.report import published
+from bench.report import published, trajectory
 
 
 def _cell(row: Row, c: Column) -> tuple[str, str, str]:
@@ -144,6 +144,7 @@ tr.baseline th{background:#fff8e1}tr.reference{font-style:italic;background:#f6f
 figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #e3e6ec}
 figcaption{color:#5a6372;font-size:.9em}.note{color:#5a6372;font-size:.9em}
 details{margin:.6em 0}code{background:#f2f4f7;padding:0 .25em;border-radius:3px}
+.summary{font-weight:600}
 """ + published.CSS
 
 
@@ -177,6 +178,30 @@ METHODS = ("Each run's value is its metric at the last logged step (the final ep
            "marked ⚠; diverged runs count (their last finite evaluation) and are marked.")
 
 
+def _comparisons(report: Report) -> list[published.Comparison]:
+    return [c for sr in report.studies for c in sr.published]
+
+
+def _epochs_note(body: list[list]) -> str:
+    return trajectory.settled_note([x for row in body for x in row[2:] if x])  # columns 2+: the trajectories
+
+
+def epochs_html(t: Table) -> str:
+    """The table's verdicts per evaluated epoch as coloured cells ("" when there are none)."""
+    head, body = epoch_rows(t)
+    if not body:
+        return ""
+    return ("<h3>Verdict at each evaluated epoch</h3>" + trajectory.html_table(head, body)
+            + f'<p class="note">{html.escape(_epochs_note(body))}</p>')
+
+
+def epochs_markdown(t: Table) -> list[str]:
+    head, body = epoch_rows(t)
+    if not body:
+        return []
+    return ["### Verdict at each evaluated epoch", "", trajectory.md_table(head, body), "", _epochs_note(body), ""]
+
+
 def render_html(report: Report, tracking_uri: str) -> str:
     e = html.escape
     names = ", ".join(s.study.name for s in report.studies)
@@ -186,6 +211,8 @@ def render_html(report: Report, tracking_uri: str) -> str:
              f"<h1>gan-bench report: {e(names)}</h1>",
              f"<p class=\"meta\">Generated {e(time.strftime('%Y-%m-%d %H:%M:%S'))} from MLflow store "
              f"<code>{e(mask_uri(tracking_uri))}</code>.</p><p class=\"note\">{e(METHODS)}</p>"]
+    if _comparisons(report):
+        parts.append(f'<p class="summary">{e(published.claims_line(_comparisons(report)))}</p>')
     if report.reproduces:
         parts.append(f'<section id="reproduction"><h2>Report {e(report.reproduces)}: published beside measured</h2>')
         parts += [published.html_section(c) for sr in report.studies for c in sr.published]
@@ -205,6 +232,7 @@ def render_html(report: Report, tracking_uri: str) -> str:
         parts.append(f'<p class="meta">{e(" · ".join(meta))}</p>')
         parts.append("<h3>Verdict</h3><ul class=\"verdict\">" + "".join(f"<li>{e(v)}</li>" for v in sr.verdict)
                      + "</ul>")
+        parts.append(epochs_html(sr.table))
         parts.append("<h3>Table</h3>" + table_html(sr.table))
         parts.append(f'<p class="note">{e(sr.table.baseline_note)}</p>')
         if sr.table.reference_note:
@@ -230,6 +258,7 @@ def render_html(report: Report, tracking_uri: str) -> str:
         if report.comparison is not None:
             table, lines = report.comparison
             parts.append("<ul class=\"verdict\">" + "".join(f"<li>{e(v)}</li>" for v in lines) + "</ul>")
+            parts.append(epochs_html(table))
             parts.append(table_html(table) + f'<p class="note">{e(table.baseline_note)}</p>')
         parts.append("</section>")
     parts.append("</body></html>")
@@ -238,6 +267,8 @@ def render_html(report: Report, tracking_uri: str) -> str:
 
 def render_markdown(report: Report) -> str:
     out = [f"# gan-bench report: {', '.join(s.study.name for s in report.studies)}", "", METHODS, ""]
+    if _comparisons(report):
+        out += [f"**{published.claims_line(_comparisons(report))}**", ""]
     if report.reproduces:
         out += [f"## Report {report.reproduces}: published beside measured", ""]
         for sr in report.studies:
@@ -248,7 +279,8 @@ def render_markdown(report: Report) -> str:
         out += [f"## Study: {s.name}", ""]
         if s.question:
             out += [f"> {s.question}", ""]
-        out += [f"- {v}" for v in sr.verdict] + ["", table_markdown(sr.table), "", sr.table.baseline_note, ""]
+        out += [f"- {v}" for v in sr.verdict] + [""] + epochs_markdown(sr.table)
+        out += [table_markdown(sr.table), "", sr.table.baseline_note, ""]
         if sr.table.reference_note:
             out += [sr.table.reference_note, ""]
         if not report.reproduces:
@@ -271,7 +303,8 @@ def render_markdown(report: Report) -> str:
         out += ["## Comparison across studies", "", report.comparison_note, ""]
         if report.comparison is not None:
             table, lines = report.comparison
-            out += [f"- {v}" for v in lines] + ["", table_markdown(table), "", table.baseline_note, ""]
+            out += [f"- {v}" for v in lines] + [""] + epochs_markdown(table)
+            out += [table_markdown(table), "", table.baseline_note, ""]
     return "\n".join(out)
 
 
@@ -284,7 +317,7 @@ def write_report(report: Report, tracking_uri: str) -> dict[str, Path]:
         tables.append(("comparison", report.comparison[0]))
     files["csv"] = out / "table.csv"
     files["csv"].write_text(table_csv(tables))
-    comparisons = [c for sr in report.studies for c in sr.published]
+    comparisons = _comparisons(report)
     if comparisons:
         files["published_csv"] = out / "published.csv"
         files["published_csv"].write_text(published.to_csv(comparisons))

@@ -1,4 +1,5 @@
-"""The comparison table (one row per configuration, best values, differences to the baseline) and its verdict."""
+"""The comparison table (one row per configuration, best values, differences to the baseline) and its verdict,
+with each configuration's verdict on each objective at every epoch it and its baseline evaluated."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from dataclasses import dataclass, field
 
 from bench.metrics import registry
 from bench.metrics.registry import Direction
+from bench.report import judge
 from bench.report.common import ALPHA, COLUMNS, CORE_METRICS, Column, REFERENCE_MAP
 from bench.report.baseline import baseline_of
 from bench.report.load import Group, varied_keys
 from bench.report.stats import Diff, Stat, compare, summarize
+from bench.report.trajectory import epoch_diffs
 
 
 @dataclass
@@ -23,6 +26,7 @@ class Row:
     is_baseline: bool = False
     base: Row | None = None  # the baseline row this row's differences are to
     reference: dict[str, float] | None = None  # the real-data row
+    trajectories: dict[str, list[judge.Mark]] = field(default_factory=dict)  # objective -> verdict per epoch
 
     @property
     def n(self) -> int:
@@ -71,6 +75,8 @@ def build_table(title: str, groups: list[Group], objectives: list[tuple[str, str
         r.base = by_group.get(id(base_group)) if base_group is not None else None
         if r.base is not None and not r.is_baseline:
             r.diffs = {c.metric: compare(r.stats[c.metric], r.base.stats[c.metric]) for c in cols}
+            r.trajectories = {c.metric: trajectory(r.group, r.base.group, c, direction)
+                              for metric, direction in objectives for c in cols if c.metric == metric}
     for c in cols:
         best = best_row(c, rows)
         if best is not None:
@@ -119,6 +125,40 @@ def p_text(d: Diff) -> str:
     return "p<0.001" if d.p < 0.001 else f"p={d.p:.3f}"
 
 
+def _better(direction: str) -> float:
+    """The claim a configuration is judged against: a difference to the baseline in the objective's direction."""
+    return 1.0 if direction == "maximize" else -1.0
+
+
+def judgement(d: Diff, direction: str) -> str:
+    """Whether a tested difference is significant (the judge's mark), and if so better or worse."""
+    m = judge.mark(0, _better(direction), d)
+    return f"significant at {ALPHA:g}, {'better' if m.direction == judge.SAME else 'worse'}" if m.significant \
+        else "not significant"
+
+
+def trajectory(row: Group, base: Group, c: Column, direction: str) -> list[judge.Mark]:
+    """The row's verdict against its baseline at each epoch both evaluated: better or worse, with significance.
+    An epoch where the baseline has not learned (`judge.unlearned_baseline`) is not judgeable."""
+    marks = []
+    for epoch, _, b, d in epoch_diffs(row, base, c.metric):
+        why = judge.unlearned_baseline(c.metric, b.mean)
+        text = "" if why else (f"{c.label} {diff_text(c, d.diff)}, {p_text(d)}: "
+                               + (judgement(d, direction) if d.tested else "no test"))
+        marks.append(judge.mark(epoch, _better(direction), d, why, text))
+    return marks
+
+
+def epoch_rows(t: Table) -> tuple[list[str], list[list]]:
+    """(header, rows) of the verdicts per evaluated epoch: one row per compared configuration, one column per
+    objective (empty rows when no configuration has evaluated epochs in common with its baseline)."""
+    metrics = list(dict.fromkeys(m for r in t.rows for m in r.trajectories))
+    labels = [next(c.label for c in t.columns if c.metric == m) for m in metrics]
+    body = [[r.label, r.base.label, *[r.trajectories.get(m, "") for m in metrics]]
+            for r in t.rows if any(r.trajectories.values())]
+    return ["configuration", "vs", *labels], body
+
+
 def verdict(t: Table, objectives: list[tuple[str, str]], limit: int = 8) -> list[str]:
     """A few sentences: the best configuration, and each configuration vs the baseline on the objective."""
     lines = []
@@ -155,11 +195,8 @@ def verdict(t: Table, objectives: list[tuple[str, str]], limit: int = 8) -> list
                 continue
             text = f"{r.label} vs {base_label}: {col.label} {diff_text(col, d.diff)}"
             if d.tested:
-                better = (d.diff > 0) == (direction == "maximize")
                 text += (f" [95% CI {precise(col, d.ci_low)}, {precise(col, d.ci_high)}], {p_text(d)} (Welch's t-test, "
-                         f"n={d.n[0]} vs {d.n[1]}): "
-                         + (f"significant at {ALPHA:g}, {'better' if better else 'worse'}" if d.p < ALPHA
-                            else "not significant"))
+                         f"n={d.n[0]} vs {d.n[1]}): " + judgement(d, direction))
             else:
                 text += f": no test, {d.test} (n={d.n[0]} vs {d.n[1]})"
             if r.group.flagged:

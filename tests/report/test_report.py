@@ -255,6 +255,54 @@ def test_report_logged_to_parent_run(built):
     assert {f"{p}.png" for p in PLOTS} <= plots
 
 
+CLAIMS = {"eval/fid": (10.0, 20.0), "eval/d_acc_real_test": (0.60, 0.55)}  # metric -> published (baseline, other)
+
+
+def expected_epochs(client: MlflowClient, runs: dict, metric: str, published_diff: float) -> list[str]:
+    """Recomputed from MLflow's histories with scipy: `e<epoch> <symbol>` per epoch (metrics with no floor)."""
+    def at(run_id: str, epoch: int) -> float:
+        return next(m.value for m in client.get_metric_history(run_id, metric) if m.step == epoch)
+
+    out = []
+    for epoch in (1, 2):
+        row, base = ([at(r, epoch) for r in runs[label]] for label in (OTHER, BASELINE))
+        diff = np.mean(row) - np.mean(base)
+        p = stats.ttest_ind(row, base, equal_var=False).pvalue
+        sym = "≈" if diff == 0 else "✓" if (diff > 0) == (published_diff > 0) else "✗"
+        out.append(f"e{epoch} {sym}" + ("*" if p < 0.05 else ""))
+    return out
+
+
+def test_report_shows_each_claim_per_epoch_and_the_settled_count(study, tmp_path):
+    """The study's 2-epoch runs, beside a hand-written published table: both epochs judged, in HTML and Markdown."""
+    from bench.report.build import build_report
+    from bench.report.render import write_report
+    from bench.studies.spec import PublishedTable
+
+    client = MlflowClient(study["store"])
+    spec = PublishedTable.model_validate({"report": "900", "table": "Table 1", "epochs": 2, "rows": [
+        {"params": CONFIGS[label], **{m: v[i] for m, v in CLAIMS.items()}}
+        for i, label in enumerate((BASELINE, OTHER))]})
+    rep = build_report(client, [STUDY], out_dir=tmp_path / "out", reference=False, progress=lambda m: None,
+                       published={STUDY: [spec]})
+    rep.reproduces = "900"
+    files = write_report(rep, study["store"])
+    md, html = files["md"].read_text(), files["html"].read_text()
+    rows = {m: expected_epochs(client, study["runs"], m, b - a) for m, (a, b) in CLAIMS.items()}
+    same = {m: r[0].split()[1] == r[1].split()[1] for m, r in rows.items()}  # e1's symbol is e2's
+    settled = sum(same.values())
+    shown = [line for line in md.splitlines() if "claims:" in line or " · e2 " in line]
+    assert f"**claims: {settled} settled, 2 judged, 0 not judgeable at this scale**" in md, (rows, shown)
+    assert f'<p class="summary">claims: {settled} settled, 2 judged, 0 not judgeable at this scale</p>' in html
+    cells = [" · ".join(r) + (" (settled)" if same[m] else "") for m, r in rows.items()]
+    assert f"| real_target=0.9,fake_target=0.1 | {OTHER} | {cells[0]} | {cells[1]} |" in md, (rows, shown)
+    for epoch in (1, 2):  # one coloured cell per claim and epoch, its title the epoch and verdict
+        titles = [line for line in html.split('<span class="mk ')[1:] if f'title="epoch {epoch}: ' in line]
+        assert len(titles) >= len(CLAIMS), epoch
+    assert html.count('<span class="settled">settled</span>') >= settled
+    assert "Verdict at each evaluated epoch" in html and "Verdict at each evaluated epoch" in md
+
+
 def test_runs_filter_and_explicit_baseline(study, tmp_path, capsys):
     out = tmp_path / "seed0"
     code = main(["report", STUDY, "--tracking-uri", study["store"], "--out", str(out), "--runs", "tags.seed = '0'",
