@@ -1,4 +1,4 @@
-"""`gan-bench reproduce REPORT`: argument parsing and the command (`bench.reproduce` finds the studies)."""
+"""`gan-bench reproduce REPORT`: argument parsing and printing; `bench.api.reproduce` does the work."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.cli.args import add_run_options, overrides_from_args, parse_overrides, tracking_uri_from_args
-from bench.cli.report import print_verdicts, save_report
-from bench.cli.study import add_budget_option, add_group_options, budget_scales, cmd_run, group_size
+from bench.cli.args import add_run_options, overrides_from_args, parse_overrides
+from bench.cli.report import print_verdicts
+from bench.cli.study import add_budget_option, add_group_options, budget_args, print_outcome, requested_group
 from bench.errors import InputError
-from bench.reproduce import default_studies_dir, find_studies, needed_analyses, run_analyses
+from bench.reproduce import needed_analyses
 
 
 def analysis_options(items: list[str], names: list[str]) -> dict[str, dict]:
@@ -32,62 +32,38 @@ def analysis_options(items: list[str], names: list[str]) -> dict[str, dict]:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from bench.report.build import build_report
-    from bench.run_config import build_config
-    from bench.report.common import ReportError
+    from bench import api
     from bench.report.published import claim_counts, summary_counts
-    from bench.tracking import client as make_client, safe_name
+    from bench.reproduce import default_studies_dir, find_studies
 
     if args.workers <= 0:
         raise InputError(f"--workers={args.workers}: must be positive")
-    overrides = overrides_from_args(args)
-    folder = Path(args.studies) if args.studies else default_studies_dir()
-    studies = find_studies(folder, args.report, overrides)
-    tables = {spec.name: [t for t in spec.published if t.matches(args.report)] for _, spec in studies}
-    needed = sorted({n for ts in tables.values() for n in needed_analyses(ts)})
-    options = analysis_options(args.analysis_set, needed) if args.analyze else {}
     if args.analysis_set and not args.analyze:
         raise InputError("--analysis-set: only with --analyze")
-    out = Path(args.out) if args.out else Path("reports") / safe_name(f"reproduce-{args.report}")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {str(out)!r}: exists and is not a folder")
-    print(f"report {args.report}: {len(studies)} stud{'y' if len(studies) == 1 else 'ies'}: "
-          + ", ".join(f"{s.name} ({', '.join(t.table for t in s.published if t.matches(args.report))})"
-                      for _, s in studies))
-    size = group_size(args, build_config(studies[0][1].base, overrides),  # decided (and said) once for all studies
-                      max(spec.repeats for _, spec in studies))
-    scales = budget_scales(args, [spec for _, spec in studies], size)
+    overrides = overrides_from_args(args)
     if args.plan_only:
+        budget_args(args)
+        studies = find_studies(Path(args.studies) if args.studies else default_studies_dir(), args.report, overrides)
+        api.plan_budget([p for p, _ in studies], args.budget, overrides=overrides, tracking_uri=args.tracking_uri,
+                        epochs=args.epochs, train_subset=args.train_subset, keep=False, progress=not args.quiet)
         return 0
-    for path, spec in studies:
-        print(f"\n== study {spec.name} ({path}) ==")
-        scale = scales.get(spec.name, {})
-        run_args = argparse.Namespace(**{**vars(args), "file": str(path), "n_trials": None, "timeout": None,
-                                        "force_new": False, "budget": None, "group_size": size, "no_group": False,
-                                        "epochs": scale.get("optim.epochs", args.epochs),
-                                        "train_subset": scale.get("data.train_subset", args.train_subset),
-                                        "overrides": [*args.overrides, *(f"{k}={v}" for k, v in scale.items()
-                                                                         if k.startswith("eval."))]})
-        code = cmd_run(run_args)
-        if code != 0:
-            return code
-        if args.analyze and needed_analyses(tables[spec.name]):
-            n = run_analyses(tracking_uri_from_args(args), spec.name, tables[spec.name], options, args.data_root,
-                             args.device or "auto", not args.quiet)
-            print(f"{spec.name}: {n} run(s) analysed")
-
-    uri = tracking_uri_from_args(args)
-    published = tables
-    c = make_client(uri)
+    options = None
+    if args.analyze:
+        studies = find_studies(Path(args.studies) if args.studies else default_studies_dir(), args.report, overrides)
+        tables = [t for _, spec in studies for t in spec.published if t.matches(args.report)]
+        options = analysis_options(args.analysis_set, sorted(needed_analyses(tables)))
     try:
-        report = build_report(c, list(published), out_dir=out, data_root=args.data_root,
-                              reference=not args.no_reference, progress=lambda m: print(m, file=sys.stderr),
-                              published=published)
-    except ReportError as e:
-        raise InputError(str(e)) from None
-    report.reproduces = args.report
-    files, _ = save_report(c, report, uri, log=not args.no_log)
-    comparisons = [cmp for sr in report.studies for cmp in sr.published]
+        outcome = api.reproduce(args.report, studies_dir=args.studies, out_dir=args.out, overrides=overrides,
+                                storage=args.storage, tracking_uri=args.tracking_uri, workers=args.workers,
+                                group_size=requested_group(args), analyze=args.analyze, analysis_options=options,
+                                reference=not args.no_reference, log=not args.no_log, progress=not args.quiet,
+                                **budget_args(args))
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    if outcome.report is None:  # a study failed: its table says which trials and why
+        return print_outcome(outcome.studies[-1])
+    files, comparisons = outcome.report.files, outcome.comparisons
     print(f"\n== report {args.report}: published beside measured ==")
     print_verdicts(comparisons)
     counts = summary_counts(comparisons)

@@ -1,16 +1,13 @@
-"""`gan-bench study run|estimate|status`: argument parsing and the commands (`bench.studies` does the work)."""
+"""`gan-bench study run|estimate|status|extend`: argument parsing and printing; `bench.api` does the work."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-import warnings
-from pathlib import Path
 
-from bench.cli.args import add_run_options, layered_overrides, overrides_from_args, tracking_uri_from_args
+from bench.cli.args import add_run_options, layered_overrides, overrides_from_args
 from bench.errors import InputError
-from bench.studies.spec import StudyError, load_study_file
+from bench.studies.spec import load_study_file
 
 
 def add_budget_option(p) -> None:
@@ -22,10 +19,9 @@ def add_budget_option(p) -> None:
                    help="with --budget: measure, print the plan and stop (nothing trained or kept)")
 
 
-GPU_GROUP_SIZE = 27  # runs per group on a GPU by default: Table 1's 27 runs at once where shapes allow
-
-
 def add_group_options(p) -> None:
+    from bench.studies.invocation import GPU_GROUP_SIZE
+
     g = p.add_mutually_exclusive_group()
     g.add_argument("--group-size", type=int, metavar="K",
                    help="train up to K runs (a trial's seeds, and queued trials with the same shapes and batch "
@@ -33,175 +29,81 @@ def add_group_options(p) -> None:
     g.add_argument("--no-group", action="store_true", help="train runs one by one (the sequential path)")
 
 
-def group_size(args: argparse.Namespace, cfg, seeds: int) -> int:
-    """--group-size / --no-group, else the device's default (said once): up to `GPU_GROUP_SIZE` runs on a
-    GPU; on a CPU a trial's `seeds`, which finish together as they would one by one (a larger group delays
-    every trial's result and, member by member, trains no faster)."""
-    from bench.step import resolve_device
-
-    if getattr(args, "no_group", False):
-        return 1
-    given = getattr(args, "group_size", None)
-    if given is not None:
-        if given < 1:
-            raise InputError(f"--group-size={given}: must be positive")
-        return given
-    if resolve_device(cfg.device).type == "cuda":
-        return GPU_GROUP_SIZE
-    if seeds > 1:
-        print(f"grouping: on the CPU a trial's {seeds} seeds train together, member by member (about as fast as "
-              "one by one, with the same numbers); --group-size K groups up to K runs, --no-group none", flush=True)
-    return seeds
+def requested_group(args: argparse.Namespace) -> int | None:
+    """--no-group / --group-size as the library's `group_size` (None: the device's default)."""
+    return 1 if args.no_group else args.group_size
 
 
-def budget_scales(args: argparse.Namespace, specs: list, group: int = 1) -> dict[str, dict]:
-    """--budget: the epochs and subset each study trains at, planned to fit the budget on this machine ({}
-    without --budget). Throughput is measured as `study estimate` measures it, for runs in groups of up to
-    `group` where grouping is on; the plan is printed, and kept beside the store so that the same command,
-    run again, resumes at the same scale."""
-    import hashlib
-    import json
-
-    from bench import experiment
-    from bench.perf import budget, estimate
-    from bench.studies.storage import default_storage
-
-    if not getattr(args, "budget", None):
-        if getattr(args, "plan_only", False):
-            raise InputError("--plan-only: only with --budget")
-        return {}
-    budget_s = budget.parse_duration(args.budget)
-    overrides = {k: v for k, v in layered_overrides(args).items() if k not in ("optim.epochs", "data.train_subset")}
-    key = json.dumps([sorted(s.name for s in specs), args.budget, args.epochs, args.train_subset, overrides]
-                     + ([group] if group > 1 else []), sort_keys=True, default=str)
-    kept = Path(default_storage(tracking_uri_from_args(args))).parent / "plans" / \
-        f"{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
-    if kept.is_file() and not args.plan_only:
-        scales = json.loads(kept.read_text())
-        print(f"budget {args.budget}: resuming the plan of this command's first run ({kept}; delete it to plan "
-              f"again): " + "; ".join(f"{name}: {s}" for name, s in scales.items()))
-        return scales
-    t0 = time.perf_counter()
-    print(f"budget {args.budget}: measuring this machine's throughput for {len(specs)} stud"
-          f"{'y' if len(specs) == 1 else 'ies'}", flush=True)
-    ctx = experiment.prepare(estimate.configurations(specs[0], overrides)[0][1], progress=False)
-    cache: dict = {}
-    rows = {s.name: estimate.estimate(s, overrides, ctx.train_full, ctx.test, cache=cache, progress=not args.quiet,
-                                      group_size=group) for s in specs}
-    plan = budget.plan([r for rs in rows.values() for r in rs], len(ctx.train_full), budget_s,
-                       time.perf_counter() - t0, epochs=args.epochs, train_images=args.train_subset)
-    print(plan.text(), flush=True)
-    scales = {name: plan.overrides(rs) for name, rs in rows.items()}
-    if args.plan_only:
-        return scales
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    kept.write_text(json.dumps(scales, indent=1))
-    return scales
+def budget_args(args: argparse.Namespace) -> dict:
+    """--budget / --plan-only as the library's keywords (--plan-only needs --budget)."""
+    if args.plan_only and not args.budget:
+        raise InputError("--plan-only: only with --budget")
+    return {"budget": args.budget, "epochs": args.epochs, "train_subset": args.train_subset}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.studies import summary
-    from bench.studies.invocation import best_text, counts, run_study
-    from bench.run_config import build_config
-    from bench.studies.preparation import Plan, prepare
-    from bench.studies.storage import default_storage
-    from bench.tracking import mask_uri
+    from bench import api
 
-    for flag, value in (("--n-trials", args.n_trials), ("--workers", args.workers), ("--timeout", args.timeout)):
-        if value is not None and not value > 0:  # nan too
-            raise InputError(f"{flag}={value}: must be positive")
     overrides = layered_overrides(args)  # --config FILE, then --set and the shortcuts
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        spec, text = load_study_file(args.file, overrides)
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
-    size = group_size(args, build_config(spec.base, overrides), spec.repeats)
-    if getattr(args, "budget", None) or getattr(args, "plan_only", False):
-        scales = budget_scales(args, [spec], size)  # refuses --plan-only alone
-        if args.plan_only:
-            return 0
-        overrides.update(scales.popitem()[1])
-        spec, text = load_study_file(args.file, overrides)
-    uri = tracking_uri_from_args(args)
-    storage = args.storage or default_storage(uri)
-    started = time.time()  # --timeout counts from here, once for all workers
-    prepared = prepare(spec, text, storage, uri, force_new=args.force_new)
-    study, parent_id = prepared.study, prepared.parent_run_id
-    if prepared.stale:
-        print(f"retrying trials left running by a dead worker: {prepared.stale}")
-    if prepared.failed:
-        print(f"retrying trials that failed in an earlier run: {prepared.failed}")
-    before = counts(study)
-    if before["waiting"] == 0:
-        if before["running"]:
-            print(f"study {spec.name!r}: nothing left to start; {before['running']} trial(s) still running "
-                  "in other workers.")
-            return 0
-        print(f"study {spec.name!r} is already finished ({before['complete']} complete, "
-              f"{before['pruned']} pruned); nothing to do.")
-        summary.log_to_parent(study, spec, uri, parent_id, complete=True)
+    if args.plan_only:
+        budget_args(args)
+        api.plan_budget([args.file], args.budget, overrides=overrides, tracking_uri=args.tracking_uri,
+                        epochs=args.epochs, train_subset=args.train_subset, keep=False, progress=not args.quiet)
         return 0
-    print(f"study {spec.name!r}: {before['waiting']} trials to run, {args.workers} worker(s); "
-          f"storage {mask_uri(storage)}; MLflow {mask_uri(uri)} (parent run {parent_id})")
-    plan = Plan(spec=spec, storage_url=storage, tracking_uri=uri, overrides=overrides,
-                parent_run_id=parent_id, max_trials=args.n_trials, timeout=args.timeout or spec.budget.timeout,
-                workers=args.workers, group_size=size,
-                progress=not args.quiet, started=started)
     try:
-        after = run_study(plan, study)
+        outcome = api.run_study(args.file, overrides=overrides, storage=args.storage, tracking_uri=args.tracking_uri,
+                                workers=args.workers, n_trials=args.n_trials, timeout=args.timeout,
+                                group_size=requested_group(args), force_new=args.force_new,
+                                progress=not args.quiet, **budget_args(args))
     except KeyboardInterrupt:
         print("interrupted: finished trials are kept; run the same command again to resume", file=sys.stderr)
-        summary.log_to_parent(study, spec, uri, parent_id, complete=False)
         return 130
-    complete = after["waiting"] == 0 and after["running"] == 0
-    summary.log_to_parent(study, spec, uri, parent_id, complete=complete)
-    print(summary.format_table(summary.trials_table(study)))
-    if after["running"]:
-        note = f"  ({after['running']} trial(s) still running in other workers)"
+    return print_outcome(outcome)
+
+
+def print_outcome(outcome) -> int:
+    """The trials table, the best value and what failed; 1 when a trial failed or a worker died."""
+    from bench.studies import summary
+    from bench.studies.invocation import best_text
+
+    c = outcome.counts
+    print(summary.format_table(summary.trials_table(outcome.study)))
+    if c["running"]:
+        note = f"  ({c['running']} trial(s) still running in other workers)"
     else:
-        note = "" if complete else "  (study not finished: run again to resume)"
-    print(f"best: {best_text(study)}{note}")
-    return _failures(study, after)
-
-
-def _failures(study, after: dict[str, int]) -> int:
-    """1, with the failed trials and their errors, when trials failed or a worker died; else 0."""
-    from optuna.trial import TrialState
-
-    from bench.studies.preparation import retried
-
-    trials = study.get_trials(deepcopy=False)
-    again = retried(trials)
-    failed = [t for t in trials if t.state == TrialState.FAIL and t.number not in again]
-    for t in failed:
-        print(f"trial {t.number} failed: {t.user_attrs.get('error', 'no error recorded')}", file=sys.stderr)
-    if failed:
-        print(f"{len(failed)} trial(s) failed; fix the cause and run the same command again: it retries them "
-              "with the same parameters", file=sys.stderr)
-    if after.get("died"):
-        print(f"{after['died']} worker(s) died; their trials were queued again: run the same command again to "
+        note = "" if outcome.finished else "  (study not finished: run again to resume)"
+    print(f"best: {best_text(outcome.study)}{note}")
+    for number, error in outcome.failed:
+        print(f"trial {number} failed: {error}", file=sys.stderr)
+    if outcome.failed:
+        print(f"{len(outcome.failed)} trial(s) failed; fix the cause and run the same command again: it retries "
+              "them with the same parameters", file=sys.stderr)
+    if outcome.died:
+        print(f"{outcome.died} worker(s) died; their trials were queued again: run the same command again to "
               "resume", file=sys.stderr)
-    return 1 if failed or after.get("died") else 0
+    return 0 if outcome.ok else 1
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    from bench import api
+
+    try:
+        result = api.extend_study(args.study, args.epochs, storage=args.storage, tracking_uri=args.tracking_uri,
+                                  progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("interrupted: the runs being extended keep their last finished epoch; run the same command again to "
+              "continue them", file=sys.stderr)
+        return 130
+    print(result.text())
+    return 1 if result.refused else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import optuna
-
+    from bench import api
     from bench.studies import summary
     from bench.studies.invocation import counts
-    from bench.studies.storage import default_storage, read_storage
-    from bench.tracking import mask_uri
 
-    name = args.study
-    if Path(name).is_file():
-        name = load_study_file(name)[0].name
-    uri = tracking_uri_from_args(args)
-    storage = args.storage or default_storage(uri)
-    try:
-        study = optuna.load_study(study_name=name, storage=read_storage(storage))
-    except KeyError:
-        raise StudyError(f"study {name!r} not found in storage {mask_uri(storage)!r}") from None
+    study = api.study_status(args.study, storage=args.storage, tracking_uri=args.tracking_uri)
     print(summary.format_table(summary.trials_table(study)))
     print("counts:", ", ".join(f"{k} {v}" for k, v in counts(study).items()))
     for t in summary.best_trials(study):
@@ -210,25 +112,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from bench import experiment
     from bench.perf import estimate
+    from bench.studies.invocation import group_size
 
     if args.steps < 1:
         raise InputError(f"--steps={args.steps}: must be positive")
     overrides = overrides_from_args(args)
     specs = [load_study_file(f, overrides)[0] for f in args.files]  # every file validated before timing any
-    size = group_size(args, estimate.configurations(specs[0], overrides)[0][1],  # decided (and said) once
-                      max(s.repeats for s in specs))
-    contexts: dict = {}
+    size = group_size(estimate.configurations(specs[0], overrides)[0][1].device,  # decided (and said) once
+                      max(s.repeats for s in specs), requested_group(args))
     grand = 0.0
-    for spec in specs:
-        cfg = estimate.configurations(spec, overrides)[0][1]
-        key = (cfg.device, cfg.data.dataset, cfg.data.root)
-        if key not in contexts:
-            contexts[key] = experiment.prepare(cfg, progress=False)
-        ctx = contexts[key]
-        rows = estimate.estimate(spec, overrides, ctx.train_full, ctx.test, steps=args.steps, group_size=size)
-        print(estimate.format_table(spec, rows, ctx.device), flush=True)
+    for spec, rows, device in estimate.estimate_studies(specs, overrides, steps=args.steps, group_size=size):
+        print(estimate.format_table(spec, rows, device), flush=True)
         grand += estimate.total_seconds(rows)
     if len(specs) > 1:
         print(f"all {len(specs)} studies: estimated {estimate.fmt_duration(grand)}")
@@ -271,3 +166,15 @@ def register_cli(subparsers) -> None:
     s.add_argument("--storage")
     s.add_argument("--tracking-uri")
     s.set_defaults(func=cmd_status)
+
+    x = sub.add_parser("extend", help="train a finished study's runs on, from their last checkpoints, to more epochs",
+                       description="Continue every finished run of the study from its last checkpoint to N epochs: "
+                                   "the same MLflow runs (tag extended_to_epochs) and, for each extended trial, a new "
+                                   "Optuna trial with the same parameters (user attribute `extends`). Runs that "
+                                   "cannot be extended are named with the reason and left as they are (exit 1).")
+    x.add_argument("study", help="study file or study name")
+    x.add_argument("--epochs", type=int, required=True, metavar="N", help="the epochs every run has afterwards")
+    x.add_argument("--storage")
+    x.add_argument("--tracking-uri")
+    x.add_argument("--quiet", action="store_true", help="no progress bars")
+    x.set_defaults(func=cmd_extend)

@@ -12,7 +12,9 @@ whole set does not fit does it train on a class-balanced subset. Times come from
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench.errors import InputError
 from bench.perf.estimate import Estimate, fmt_duration
@@ -148,3 +150,45 @@ def eval_fraction(rows: list[Estimate], left_s: float) -> float:
     if one_each <= EVAL_SHARE * left_s:
         return 1.0
     return max(MIN_EVAL_FRACTION, int(EVAL_SHARE * left_s / one_each * 20) / 20)
+
+
+def plan_scales(specs: list, budget: str, overrides: dict, plans_dir: Path, *, group: int = 1,
+                epochs: int | None = None, train_images: int | None = None, plan_only: bool = False,
+                progress: bool = True) -> dict[str, dict]:
+    """The overrides (epochs, subset, evaluation sizes) each study trains at to fit `budget` here.
+
+    Throughput is measured as `study estimate` measures it, for runs in groups of up to `group`; the plan
+    is printed, and kept in `plans_dir` (beside the store) so that the same command, run again, resumes at
+    the same scale instead of measuring again. `plan_only`: measure and print, keep nothing.
+    """
+    import hashlib
+    import json
+
+    from bench import experiment
+    from bench.perf import estimate
+
+    budget_s = parse_duration(budget)
+    overrides = {k: v for k, v in overrides.items() if k not in ("optim.epochs", "data.train_subset")}
+    key = json.dumps([sorted(s.name for s in specs), budget, epochs, train_images, overrides]
+                     + ([group] if group > 1 else []), sort_keys=True, default=str)
+    kept = Path(plans_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
+    if kept.is_file() and not plan_only:
+        scales = json.loads(kept.read_text())
+        print(f"budget {budget}: resuming the plan of this command's first run ({kept}; delete it to plan "
+              f"again): " + "; ".join(f"{name}: {s}" for name, s in scales.items()))
+        return scales
+    t0 = time.perf_counter()
+    print(f"budget {budget}: measuring this machine's throughput for {len(specs)} stud"
+          f"{'y' if len(specs) == 1 else 'ies'}", flush=True)
+    ctx = experiment.prepare(estimate.configurations(specs[0], overrides)[0][1], progress=False)
+    cache: dict = {}
+    rows = {s.name: estimate.estimate(s, overrides, ctx.train_full, ctx.test, cache=cache, progress=progress,
+                                      group_size=group) for s in specs}
+    chosen = plan([r for rs in rows.values() for r in rs], len(ctx.train_full), budget_s,
+                  time.perf_counter() - t0, epochs=epochs, train_images=train_images)
+    print(chosen.text(), flush=True)
+    scales = {name: chosen.overrides(rs) for name, rs in rows.items()}
+    if not plan_only:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(json.dumps(scales, indent=1))
+    return scales

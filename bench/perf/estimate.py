@@ -185,3 +185,17 @@ def format_table(spec: StudySpec, rows: list[Estimate], device: torch.device) ->
 
 def total_seconds(rows: list[Estimate]) -> float:
     return math.fsum(r.total_s for r in rows)
+
+
+def estimate_studies(specs: list, overrides: dict, steps: int, group_size: int = 1):
+    """(spec, its estimates, the device) for each study, the data loaded once per device and dataset."""
+    from bench import experiment
+
+    contexts: dict = {}
+    for spec in specs:
+        cfg = configurations(spec, overrides)[0][1]
+        key = (cfg.device, cfg.data.dataset, cfg.data.root)
+        if key not in contexts:
+            contexts[key] = experiment.prepare(cfg, progress=False)
+        ctx = contexts[key]
+        yield spec, estimate(spec, overrides, ctx.train_full, ctx.test, steps=steps, group_size=group_size), ctx.device

@@ -12,9 +12,32 @@ import time
 import optuna
 from optuna.trial import TrialState
 
+from bench.errors import InputError
 from bench.progress import bar as progress_bar
 from bench.studies.preparation import EXTENDS_ATTR, Plan, recover_stale, retried, uses_budget
 from bench.studies.workers import Budget, work, worker_main
+
+
+GPU_GROUP_SIZE = 27  # runs per group on a GPU by default: report 002 Table 1's 27 runs at once where shapes allow
+
+
+def group_size(device: str, seeds: int, requested: int | None = None) -> int:
+    """How many runs a worker trains as one group: `requested` (1: one by one), else the device's default
+    (said once): up to `GPU_GROUP_SIZE` runs on a GPU; on a CPU a trial's `seeds`, which finish together as
+    they would one by one (a larger group delays every trial's result and, member by member, trains no
+    faster)."""
+    from bench.step import resolve_device
+
+    if requested is not None:
+        if requested < 1:
+            raise InputError(f"group_size={requested}: must be positive", field="group_size")
+        return requested
+    if resolve_device(device).type == "cuda":
+        return GPU_GROUP_SIZE
+    if seeds > 1:
+        print(f"grouping: on the CPU a trial's {seeds} seeds train together, member by member (about as fast as "
+              "one by one, with the same numbers); --group-size K groups up to K runs, --no-group none", flush=True)
+    return seeds
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
