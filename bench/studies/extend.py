@@ -146,6 +146,7 @@ class _Trial:
     trial: FrozenTrial
     runs: list[_Run]
     done: set[str] = field(default_factory=set)  # its runs trained to the target in this call
+    started: datetime.datetime | None = None  # when its first run started training in this call
 
 
 def extend_study(study: str | Path, epochs: int, *, storage_url: str | None = None, tracking_uri: str | None = None,
@@ -169,20 +170,24 @@ def extend_study(study: str | Path, epochs: int, *, storage_url: str | None = No
                 parent_run_id=parent_id, progress=progress)
     result = ExtendResult(name, epochs)
     contexts: dict = {}
-    with exclusive(storage_url):  # one `study run` preparation or extension at a time picks and claims runs
-        close_orphans(uri, mlflow.get_run(parent_id).info.experiment_id)  # runs whose process died: KILLED
-        todo = _select(optuna_study, plan, epochs, mlflow, contexts, result)
-        claimed = _claim(mlflow, [r for t in todo for r in t.runs if r.trains])
-    started = datetime.datetime.now()
+    claimed: dict[str, str] = {}  # runs marked RUNNING for this call and not yet handed to training
     try:
+        with exclusive(storage_url):  # one `study run` preparation or extension at a time picks and claims runs
+            close_orphans(uri, mlflow.get_run(parent_id).info.experiment_id)  # runs whose process died: KILLED
+            todo = _select(optuna_study, plan, epochs, mlflow, contexts, result)
+            _claim(mlflow, [r for t in todo for r in t.runs if r.trains], claimed)
         for t in [t for t in todo if not any(r.trains for r in t.runs)]:  # trained by a call that stopped after
-            result.extended.append(_record(optuna_study, t, epochs, mlflow, plan, started))
+            result.extended.append(_record(optuna_study, t, epochs, mlflow, plan))
         for runs in _groups(todo):
+            ids = {r.run_id for r in runs}
+            mine = [t for t in todo if ids & {r.run_id for r in t.runs}]
+            for t in mine:
+                t.started = t.started or datetime.datetime.now()
             _train(runs, plan, epochs, contexts, claimed)
-            for t in todo:
-                t.done.update(r.run_id for r in runs if r in t.runs)
-                if t.done >= {r.run_id for r in t.runs if r.trains} and not _recorded(t, result):
-                    result.extended.append(_record(optuna_study, t, epochs, mlflow, plan, started))
+            for t in mine:
+                t.done |= ids
+                if t.done >= {r.run_id for r in t.runs if r.trains}:
+                    result.extended.append(_record(optuna_study, t, epochs, mlflow, plan))
     finally:
         _release(mlflow, claimed)  # runs claimed but never started go back as they were
     if result.extended:
@@ -279,7 +284,6 @@ def _check_run(mlflow, run_id: str, plan: Plan, epochs: int, contexts: dict) -> 
     """The run, ready to extend, or (run id, seed, why not)."""
     from mlflow.exceptions import MlflowException
 
-    from bench import experiment
     from bench.run_config import build_config
     from bench.studies.workers import _context, checkpoint_dir
     from bench.techniques import TECHNIQUES
@@ -316,10 +320,9 @@ def _check_run(mlflow, run_id: str, plan: Plan, epochs: int, contexts: dict) -> 
         return no(f"technique {anneal[0]} anneals over the run's planned length, so {trained} epochs extended to "
                   f"{epochs} would not be {epochs} epochs from the start")
     ctx = _context(cfg, plan, contexts)
-    theirs = {k: v for k, v in tags.items() if k.startswith("evaluator.")}
-    ours = ctx.evaluator.tags()
-    if theirs and theirs != ours:
-        return no(f"it was evaluated with another evaluator ({theirs}; here: {ours})")
+    theirs, ours = tags.get("evaluator.sha256"), ctx.evaluator.tags().get("evaluator.sha256")
+    if theirs and theirs != ours:  # its later evaluations would use another ruler
+        return no(f"it was evaluated with another evaluator (weights {theirs[:12]}; here {str(ours)[:12]})")
     working = checkpoint_dir(plan) / "extend" / f"{run_id}.pt"
     downloaded = not working.exists()
     state = _state(mlflow, run_id, working)
@@ -390,16 +393,15 @@ def _state_refusal(state: dict, config_tree: dict, trained: int | None) -> str |
 # -- training and recording ----------------------------------------------------------------------------------
 
 
-def _claim(mlflow, runs: list[_Run]) -> dict[str, str]:
-    """Mark the runs RUNNING under this process (a second extension then refuses them); run id -> status before."""
+def _claim(mlflow, runs: list[_Run], claimed: dict[str, str]) -> None:
+    """Mark the runs RUNNING under this process (a second extension then refuses them), keeping their status
+    before in `claimed`."""
     from mlflow.entities import RunTag
 
-    claimed: dict[str, str] = {}
     for r in runs:
         mlflow.log_batch(r.run_id, tags=[RunTag(k, v) for k, v in owner_tags().items()])
-        mlflow.update_run(r.run_id, status="RUNNING")
         claimed[r.run_id] = r.status
-    return claimed
+        mlflow.update_run(r.run_id, status="RUNNING")
 
 
 def _release(mlflow, claimed: dict[str, str]) -> None:
@@ -430,8 +432,9 @@ def _train(runs: list[_Run], plan: Plan, epochs: int, contexts: dict, claimed: d
         [[m] for m in members]
     for batch in batches:
         if plan.progress:
-            print(f"extending {len(batch)} run(s) from epoch {runs[0].at_epoch} to {epochs}: "
-                  f"{', '.join(m.continues for m in batch)}", file=sys.stderr, flush=True)
+            what = f"from epoch {runs[0].at_epoch} to {epochs}" if runs[0].at_epoch < epochs else "to its end"
+            print(f"extending {len(batch)} run(s) {what}: {', '.join(m.continues for m in batch)}", file=sys.stderr,
+                  flush=True)
         results = experiment.run_group(batch, tracking_uri=plan.tracking_uri, experiment=plan.spec.name,
                                        context=_context(batch[0].cfg, plan, contexts), progress=plan.progress)
         for result in results:
@@ -439,11 +442,7 @@ def _train(runs: list[_Run], plan: Plan, epochs: int, contexts: dict, claimed: d
                 raise result
 
 
-def _recorded(t: _Trial, result: ExtendResult) -> bool:
-    return any(e.trial == t.trial.number for e in result.extended)
-
-
-def _record(study: optuna.Study, t: _Trial, epochs: int, mlflow, plan: Plan, started: datetime.datetime) -> Extension:
+def _record(study: optuna.Study, t: _Trial, epochs: int, mlflow, plan: Plan) -> Extension:
     """The trial that records the extension: the old one's params, values at the new length, same runs."""
     old = t.trial
     run_ids = [r.run_id for r in t.runs]
@@ -454,8 +453,9 @@ def _record(study: optuna.Study, t: _Trial, epochs: int, mlflow, plan: Plan, sta
         raise RuntimeError(f"trial {old.number}: run {missing[0][0]} has no {missing[0][1]}; the trial's extension "
                            "is not recorded")
     values = [sum(run.data.metrics[m] for run in runs) / len(runs) for m in metrics]  # the mean over seeds
+    first = min(r.from_epochs for r in t.runs)
     attrs: dict[str, Any] = {"mlflow_run_ids": run_ids, EXTENDS_ATTR: old.number, EPOCHS_ATTR: epochs,
-                             TAG_EXTENDED_FROM: min(r.from_epochs for r in t.runs)}
+                             TAG_EXTENDED_FROM: first}
     diverged = [run.data.tags.get("diverged_reason") for run in runs if run.data.tags.get(TAG_DIVERGED) == "true"]
     if diverged:
         attrs["diverged"] = diverged[0]
@@ -468,12 +468,12 @@ def _record(study: optuna.Study, t: _Trial, epochs: int, mlflow, plan: Plan, sta
     trial = optuna.trial.create_trial(state=TrialState.COMPLETE, values=values, params=old.params,
                                       distributions=old.distributions, user_attrs=attrs,
                                       intermediate_values=intermediate)
-    trial.datetime_start = started  # its duration: the extension's
+    trial.datetime_start = t.started or trial.datetime_start  # its duration: the extension's
     study.add_trial(trial)
     new = next(n.number for n in study.get_trials(deepcopy=False) if n.user_attrs.get(EXTENDS_ATTR) == old.number)
     for run_id in run_ids:
         mlflow.set_tag(run_id, TAG_TRIAL, str(new))
-    return Extension(old.number, new, run_ids, attrs[TAG_EXTENDED_FROM], epochs, values)
+    return Extension(old.number, new, run_ids, old.user_attrs.get(EPOCHS_ATTR, first), epochs, values)
 
 
 def _summarize(study: optuna.Study, plan: Plan) -> None:

@@ -9,7 +9,6 @@ from urllib.parse import unquote, urlparse
 import optuna
 import pytest
 import torch
-from mlflow import MlflowClient
 
 from bench import experiment
 from bench.cli import main
@@ -42,13 +41,22 @@ SMALL = {"data.train_subset": 128, "eval.n_samples": 100, "eval.n_per_class": 10
 CURVES = ("train/loss_d", "train/loss_g", "train/d_real", "train/d_fake", "eval/tarr", "eval/fid", "eval/sample_std")
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """One MLflow store for the module's studies (creating its tables takes seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('extend') / 'store' / 'mlflow.db'}"
+
+
 @pytest.fixture(autouse=True)
 def _quick(monkeypatch):
-    """One thread (a shared CPU's spinning threads cost more than they give at this size), and no curve figures
-    (seconds of matplotlib a run; the curves themselves are compared here)."""
+    """One thread (a shared CPU's spinning threads cost more than they give at this size), and no figures (seconds
+    of matplotlib each: a run's curves, a study's Optuna plots; the curves themselves are compared here)."""
+    from bench.studies import summary
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     monkeypatch.setattr(experiment, "curves_figure", lambda history: {})
+    monkeypatch.setattr(summary, "_plots", lambda study, spec: {})
     yield
     torch.set_num_threads(threads)
 
@@ -158,7 +166,7 @@ def test_a_trials_seeds_trained_as_a_group_extend_as_a_group(tmp_path, store, ti
     assert new.values == pytest.approx([sum(w.eval["tarr"][-1] for w in wants) / 2], rel=1e-5)
 
 
-def _state_file(c, run) -> Path:
+def _state_file(run) -> Path:
     return Path(unquote(urlparse(run.info.artifact_uri).path)) / "checkpoints" / "state.pt"
 
 
@@ -168,7 +176,7 @@ def test_runs_that_cannot_be_extended_are_named_with_the_reason_and_left_as_they
     c, exp, runs = child_runs(store, "ext-no")
     plain = next(r for r in runs if r.data.tags["param.techniques.instance_noise_std"] == "0.0")
     trial, noisy = int(plain.data.tags["trial"]), 1 - int(plain.data.tags["trial"])
-    state_file = _state_file(c, plain)
+    state_file = _state_file(plain)
     kept = torch.load(state_file, weights_only=True)
     assert kept["epoch"] == 1 and kept["config"]["optim"]["epochs"] == 1
     before = _snapshot(c, runs)
@@ -192,7 +200,7 @@ def test_runs_that_cannot_be_extended_are_named_with_the_reason_and_left_as_they
     torch.save(kept, state_file)
     assert _snapshot(c, runs) == before  # statuses, tags, params, curves, artifacts: as they were
     assert [t.number for t in load(store, "ext-no").trials] == [0, 1]  # no trial recorded
-    assert not list((Path(store[len("sqlite:///"):]).parent / "checkpoints").rglob("*.pt"))  # nothing left behind
+    assert not list((Path(store[len("sqlite:///"):]).parent / "checkpoints" / "ext-no").rglob("*.pt"))  # none left
 
 
 def test_every_technique_that_reads_the_runs_progress_says_it_anneals():
