@@ -33,6 +33,7 @@ from scipy import stats
 
 from bench import report
 from bench.cli import main
+from tests.conftest import time_limit
 
 STUDY = "ls-test"
 CONFIGS = {  # config_label -> varied parameters
@@ -402,7 +403,7 @@ class DevTools:
 
     def __init__(self, ws_url: str, timeout: float = 60.0):
         u = urlsplit(ws_url)
-        self.sock = socket.create_connection((u.hostname, u.port), timeout=timeout)
+        self.sock = socket.create_connection((u.hostname, u.port), timeout=time_limit(timeout))
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall((f"GET {u.path} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nUpgrade: websocket\r\n"
                            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -476,7 +477,7 @@ class DevTools:
             self.events.append(msg)
 
     def wait_for(self, method: str, timeout: float = 60.0) -> dict:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + time_limit(timeout)
         for e in self.events:
             if e.get("method") == method:
                 return e
@@ -499,7 +500,7 @@ def open_in_chromium(html: Path, screenshot: Path, profile: Path, width: int = 1
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + time_limit(60)
         while not (port_file.exists() and port_file.read_text().strip()):
             assert proc.poll() is None, "chromium exited before DevTools came up"
             assert time.monotonic() < deadline, "chromium did not open its DevTools port"
@@ -507,7 +508,7 @@ def open_in_chromium(html: Path, screenshot: Path, profile: Path, width: int = 1
         port = int(port_file.read_text().split()[0])
         page = None
         while page is None:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=time_limit(30)) as r:
                 page = next((t for t in json.load(r) if t["type"] == "page"), None)
             assert page is not None or time.monotonic() < deadline, "chromium opened no page"
             time.sleep(0.1)
