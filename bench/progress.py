@@ -1,4 +1,5 @@
-"""Progress bars: live on a terminal, a plain line every 30 s in a log file, nothing with --quiet.
+"""Progress bars: live on a terminal and in a notebook, a plain line every 30 s in a log file, nothing
+with --quiet.
 
 Every bar in gan-bench comes from `bar(...)` (same arguments as tqdm). When stderr is not a
 terminal, tqdm would rewrite its line with carriage returns thousands of times (one 40 kB line
@@ -53,8 +54,15 @@ def is_terminal(stream=None) -> bool:
     return bool(getattr(stream, "isatty", lambda: False)())
 
 
+def in_notebook() -> bool:
+    """A Jupyter kernel runs this process: its stderr is no terminal, yet tqdm.auto draws widgets there."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def bar(iterable=None, *, enabled: bool = True, **kwargs) -> tqdm:
-    """A progress bar (tqdm arguments): live on a terminal, plain periodic lines otherwise; off when not `enabled`."""
+    """A progress bar (tqdm arguments): live on a terminal and in a notebook (tqdm.auto: a widget), plain
+    periodic lines otherwise (a log file); off when not `enabled`."""
     kwargs["disable"] = not enabled or kwargs.get("disable", False)
-    cls = live_tqdm if is_terminal(kwargs.get("file")) else LineBar
+    cls = live_tqdm if is_terminal(kwargs.get("file")) or in_notebook() else LineBar
     return cls(iterable, **kwargs)

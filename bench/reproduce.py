@@ -10,8 +10,11 @@ The command itself (arguments, the run of each study) is `bench.cli.reproduce`.
 from __future__ import annotations
 
 import sys
+import time
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.errors import InputError
 from bench.studies.spec import StudySpec, load_study_file, same_report
@@ -92,4 +95,182 @@ def run_analyses(uri: str, study_name: str, tables, options: dict[str, dict], da
     return done
 
 
-__all__ = ["default_studies_dir", "find_studies", "needed_analyses", "run_analyses"]
+@dataclass
+class Reproduction:
+    """A reproduction: its studies' outcomes, its rounds (racing) and the report (None when a study failed)."""
+
+    report_id: str
+    studies: list = field(default_factory=list)  # bench.studies.invocation.StudyOutcome, each study's last
+    rounds: list[dict] = field(default_factory=list)
+    report: Any = None  # bench.report.build.Report
+
+    @property
+    def comparisons(self) -> list:
+        return [c for sr in self.report.studies for c in sr.published] if self.report else []
+
+
+@dataclass
+class Setup:
+    """What every step of a reproduction shares: where it writes and how it trains."""
+
+    report_id: str
+    studies: list[tuple[Path, StudySpec]]
+    tables: dict[str, list]
+    overrides: dict[str, Any]
+    storage: str
+    tracking_uri: str
+    out: Path
+    workers: int = 1
+    group: int = 1
+    progress: bool = True
+
+    def run(self, path: Path, scale: dict[str, Any]):
+        from bench.studies.invocation import run_file
+
+        return run_file(path, {**self.overrides, **scale}, self.storage, self.tracking_uri, workers=self.workers,
+                        group=self.group, progress=self.progress)
+
+    def report(self, log: bool, reference: bool = True):
+        from bench.report.build import make_report
+
+        return make_report(list(self.tables), tracking_uri=self.tracking_uri, out_dir=self.out,
+                           data_root=self.overrides.get("data.root"), reference=reference, log=log,
+                           published=self.tables, reproduces=self.report_id)
+
+
+def reproduce_uniform(setup: Setup, scales: dict[str, dict], analyze: bool, options: dict[str, dict],
+                      reference: bool, log: bool) -> Reproduction:
+    """Every study once, at its planned scale (`scales`; {}: the study file's own), then the report."""
+    out = Reproduction(setup.report_id)
+    for path, spec in setup.studies:
+        print(f"\n== study {spec.name} ({path}) ==")
+        done = setup.run(path, scales.get(spec.name, {}))
+        out.studies.append(done)
+        if not done.ok:
+            return out
+        if analyze:
+            _analyze(setup, spec.name, options)
+    out.report = setup.report(log, reference)
+    return out
+
+
+def _analyze(setup: Setup, name: str, options: dict[str, dict]) -> None:
+    if needed_analyses(setup.tables[name]):
+        n = run_analyses(setup.tracking_uri, name, setup.tables[name], options, setup.overrides.get("data.root"),
+                         setup.overrides.get("device", "auto"), setup.progress)
+        print(f"{name}: {n} run(s) analysed")
+
+
+# Racing the open claims: successive halving's shape, with claims, not configurations, as what stops.
+
+
+def open_claims(report, name: str) -> tuple[int, int]:
+    """(claims of study `name` not yet settled, all its claims): cells with a published value."""
+    cells = [cell for sr in report.studies if sr.study.name == name for c in sr.published
+             for r in c.rows for cell in r.cells.values()]
+    return sum(not cell.settled for cell in cells), len(cells)
+
+
+def race(setup: Setup, budget_s: float, round1: dict[str, dict], state_file: Path, analyze: bool,
+         options: dict[str, dict], reference: bool, log: bool, spent_s: float = 0.0) -> Reproduction:
+    """Spend `budget_s` in rounds: round 1 trains every study at `round1`; after each round every claim is
+    judged at every epoch; a study whose claims are all settled stops, the others are extended (their
+    same runs trained on) to twice their epochs, up to the report's own, while the budget lasts.
+
+    Every round is printed and kept in `state_file`, so the same command resumes where it stopped (the
+    time already spent counts)."""
+    import json
+
+    from bench.studies.extend import extend_study
+
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {"spent_s": spent_s, "rounds": []}
+    clock = time.perf_counter() - state["spent_s"]
+    left = lambda: budget_s - (time.perf_counter() - clock)  # noqa: E731
+    out = Reproduction(setup.report_id, rounds=state["rounds"])
+    full = {spec.name: _report_epochs(spec) for _, spec in setup.studies}
+    epochs = dict(state["rounds"][-1]["epochs"]) if state["rounds"] else {}
+    per_epoch = dict(state["rounds"][-1]["per_epoch_s"]) if state["rounds"] else {}
+    if not state["rounds"]:
+        for path, spec in setup.studies:
+            print(f"\n== round 1: study {spec.name} ({path}) ==")
+            t0 = time.perf_counter()
+            done = setup.run(path, round1.get(spec.name, {}))
+            out.studies.append(done)
+            if not done.ok:
+                return out
+            epochs[spec.name] = round1.get(spec.name, {}).get("optim.epochs", full[spec.name])
+            per_epoch[spec.name] = (time.perf_counter() - t0) / epochs[spec.name]
+    extended: dict[str, int] = {}
+    while True:
+        report = setup.report(log=False, reference=reference)
+        opened = {name: open_claims(report, name) for name in epochs}
+        record = {"round": len(out.rounds) + 1, "epochs": epochs, "per_epoch_s": per_epoch, "extended": extended,
+                  "spent_s": round(budget_s - left(), 1), "claims": report_summary(report)}
+        if not out.rounds or out.rounds[-1]["epochs"] != epochs:
+            out.rounds.append(record)
+            _keep(state_file, out.rounds, budget_s - left())
+            print(f"round {record['round']}: epochs {epochs}; {record['claims']}; "
+                  f"{_duration(record['spent_s'])} of {_duration(budget_s)} spent", flush=True)
+        extended = _next_round(opened, epochs, full, per_epoch, left())
+        if not extended:
+            break
+        for name, target in extended.items():
+            print(f"\n== round {len(out.rounds) + 1}: study {name}: {opened[name][0]} of {opened[name][1]} "
+                  f"claim(s) open; extending {epochs[name]} -> {target} epochs ==", flush=True)
+            t0 = time.perf_counter()
+            result = extend_study(name, target, storage_url=setup.storage, tracking_uri=setup.tracking_uri,
+                                  progress=setup.progress)
+            print(result.text())
+            per_epoch[name] = max(per_epoch[name], (time.perf_counter() - t0) / (target - epochs[name]))
+            epochs[name] = target
+        epochs = dict(epochs)
+    for _, spec in setup.studies if analyze else ():
+        _analyze(setup, spec.name, options)
+    out.report = setup.report(log, reference)
+    return out
+
+
+def _next_round(opened: dict[str, tuple[int, int]], epochs: dict[str, int], full: dict[str, int],
+                per_epoch: dict[str, float], left_s: float) -> dict[str, int]:
+    """Study -> the epochs to extend it to: every study with an open claim, doubling (at most the report's
+    epochs), as far as the time left allows, the studies with the most open claims first."""
+    chosen = {}
+    for name in sorted(epochs, key=lambda n: -opened[n][0]):
+        if not opened[name][0] or epochs[name] >= full[name]:
+            continue
+        for target in range(min(2 * epochs[name], full[name]), epochs[name], -1):
+            cost = per_epoch[name] * (target - epochs[name])
+            if cost <= left_s:
+                chosen[name], left_s = target, left_s - cost
+                break
+    return chosen
+
+
+def report_summary(report) -> str:
+    from bench.report.published import claims_line
+
+    return claims_line([c for sr in report.studies for c in sr.published])
+
+
+def _report_epochs(spec: StudySpec) -> int:
+    """The epochs the study file trains (the report's own), before any override."""
+    from bench.run_config import build_config
+
+    return build_config(spec.base).optim.epochs
+
+
+def _keep(state_file: Path, rounds: list[dict], spent_s: float) -> None:
+    import json
+
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps({"spent_s": round(spent_s, 1), "rounds": rounds}, indent=1))
+
+
+def _duration(seconds: float) -> str:
+    from bench.perf.estimate import fmt_duration
+
+    return fmt_duration(seconds)
+
+
+__all__ = ["Reproduction", "Setup", "default_studies_dir", "find_studies", "needed_analyses", "race",
+           "reproduce_uniform", "run_analyses"]

@@ -33,7 +33,7 @@ def analysis_options(items: list[str], names: list[str]) -> dict[str, dict]:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from bench import api
-    from bench.report.published import claim_counts, summary_counts
+    from bench.report.published import claims_line, summary_counts
     from bench.reproduce import default_studies_dir, find_studies
 
     if args.workers <= 0:
@@ -57,9 +57,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                                 storage=args.storage, tracking_uri=args.tracking_uri, workers=args.workers,
                                 group_size=requested_group(args), analyze=args.analyze, analysis_options=options,
                                 reference=not args.no_reference, log=not args.no_log, progress=not args.quiet,
-                                **budget_args(args))
+                                uniform=args.uniform, **budget_args(args))
     except KeyboardInterrupt:
-        print("interrupted: finished trials are kept; run the same command again to resume", file=sys.stderr)
+        print("interrupted: finished trials and rounds are kept; run the same command again to resume",
+              file=sys.stderr)
         return 130
     if outcome.report is None:  # a study failed: its table says which trials and why
         return print_outcome(outcome.studies[-1])
@@ -68,8 +69,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print_verdicts(comparisons)
     counts = summary_counts(comparisons)
     print("verdicts: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none"))
-    judged, beyond = claim_counts(comparisons)
-    print(f"claims: {judged} judged, {beyond} not judgeable at this scale")
+    print(claims_line(comparisons))
+    for r in outcome.rounds:
+        print(f"round {r['round']}: epochs {r['epochs']}; {r['claims']}")
     print(f"\nreport: {files['html'].resolve()}\nmarkdown: {files['md']}  published: "
           f"{files.get('published_csv', '-')}  table: {files['csv']}")
     return 0
@@ -99,6 +101,9 @@ def register_cli(subparsers) -> None:
                    help="with --analyze: an option of the analysis, e.g. epochs=10 or real_size=6000 (repeatable)")
     add_run_options(p)
     add_budget_option(p)
+    p.add_argument("--uniform", action="store_true",
+                   help="with --budget: one scale for every run, the largest that fits, trained once (default: "
+                        "rounds that extend the studies whose claims are still open)")
     add_group_options(p)
     p.set_defaults(func=cmd_reproduce)
 

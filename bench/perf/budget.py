@@ -7,6 +7,9 @@ more). Then a budget shrinks the epochs first and keeps the whole set, so every 
 relative number of steps (batch 32 still takes 4x the steps of batch 128); only when one epoch of the
 whole set does not fit does it train on a class-balanced subset. Times come from
 `bench.perf.estimate` (measured throughput on this machine), so the plan is an estimate and says so.
+Measuring is part of the budget: it stops at a tenth of it (counted from the start of planning), the
+configurations not timed by then are estimated from similar timed ones, and the time it took is left out
+of the time to train.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import InputError
-from bench.perf.estimate import Estimate, fmt_duration
+from bench.perf.estimate import PER_IMAGE, SIMILAR, Estimate, fmt_duration
 
 UNITS_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
 MIN_IMAGES = 1000  # the smallest subset a plan trains on (100 digits per class)
@@ -27,6 +30,8 @@ MIN_EVAL_FRACTION = 0.1  # evaluation sample counts shrink at most to a tenth (1
 # plots, checkpoints), and the report at the end: measured on a 2-core CPU (docs/performance.md).
 RUN_OVERHEAD_S = 4.0
 REPORT_S = 60.0
+MEASURE_SHARE = 0.1  # measuring throughput may take at most this share of the budget
+ROUND1_SHARE = 0.5  # a racing reproduction plans its first round (one epoch) into this share of the budget
 
 
 def parse_duration(text: str, field: str = "--budget") -> float:
@@ -106,14 +111,26 @@ class Plan:
         frac = " to ".join(f"{f:.1%}" for f in (fractions[0], fractions[-1]) if f is not None)
         if len(fractions) == 1:
             frac = f"{fractions[0]:.1%}"
+        grouped = [r for r in self.rows if r.group > 1]
         return "\n".join([
             f"budget {fmt_duration(self.budget_s)}: {fmt_duration(self.spent_s)} spent measuring this machine's "
-            f"throughput, {fmt_duration(self.budget_s - self.spent_s)} left to train",
-            f"plan: {self.scale.text(self.full_images)} (each study at most its report's epochs)",
-            f"  {frac} of the reports' training (images seen), {self.runs} runs, "
-            f"estimated {fmt_duration(self.estimated_s)} (from measured throughput)"]
-            + ([f"  runs train in groups of up to {max(r.group for r in self.rows)} (timed as groups)"]
-               if any(r.group > 1 for r in self.rows) else []))
+            f"throughput, {fmt_duration(self.budget_s - self.spent_s)} left to train"]
+            + self.timed_text()
+            + [f"plan: {self.scale.text(self.full_images)} (each study at most its report's epochs)",
+               f"  {frac} of the reports' training (images seen), {self.runs} runs, "
+               f"estimated {fmt_duration(self.estimated_s)} (from measured throughput)"]
+            + ([f"  runs train in groups of up to {max(r.group for r in grouped)} "
+                + ("(timed as groups)" if all(r.group_timed for r in grouped)
+                   else "(groups not all timed: those charged one-by-one times)")] if grouped else []))
+
+    def timed_text(self) -> list[str]:
+        """How many configurations were timed, and what the rest were estimated from (none: all timed)."""
+        left = {how: sum(r.estimated_from == how for r in self.rows) for how in (SIMILAR, PER_IMAGE)}
+        if not any(left.values()):
+            return []
+        timed = len(self.rows) - sum(left.values())
+        return [f"  {timed} of {len(self.rows)} configurations timed; the rest estimated from "
+                + " and from ".join(f"{how} ({n})" for how, n in left.items() if n)]
 
 
 def plan(rows: list[Estimate], full_images: int, budget_s: float, spent_s: float = 0.0, *,
@@ -157,9 +174,11 @@ def plan_scales(specs: list, budget: str, overrides: dict, plans_dir: Path, *, g
                 progress: bool = True) -> dict[str, dict]:
     """The overrides (epochs, subset, evaluation sizes) each study trains at to fit `budget` here.
 
-    Throughput is measured as `study estimate` measures it, for runs in groups of up to `group`; the plan
-    is printed, and kept in `plans_dir` (beside the store) so that the same command, run again, resumes at
-    the same scale instead of measuring again. `plan_only`: measure and print, keep nothing.
+    Throughput is measured as `study estimate` measures it, for runs in groups of up to `group`, for at most
+    MEASURE_SHARE of the budget (the rest of the configurations estimated from similar timed ones); the
+    time measuring took is not planned for training. The plan is printed, and kept in `plans_dir` (beside
+    the store) so that the same command, run again, resumes at the same scale instead of measuring again.
+    `plan_only`: measure and print, keep nothing.
     """
     import hashlib
     import json
@@ -179,10 +198,10 @@ def plan_scales(specs: list, budget: str, overrides: dict, plans_dir: Path, *, g
         return scales
     t0 = time.perf_counter()
     print(f"budget {budget}: measuring this machine's throughput for {len(specs)} stud"
-          f"{'y' if len(specs) == 1 else 'ies'}", flush=True)
+          f"{'y' if len(specs) == 1 else 'ies'} (at most {fmt_duration(budget_s * MEASURE_SHARE)})", flush=True)
     ctx = experiment.prepare(estimate.configurations(specs[0], overrides)[0][1], progress=False)
-    cache: dict = {}
-    rows = {s.name: estimate.estimate(s, overrides, ctx.train_full, ctx.test, cache=cache, progress=progress,
+    timings = estimate.Timings(deadline=t0 + budget_s * MEASURE_SHARE)
+    rows = {s.name: estimate.estimate(s, overrides, ctx.train_full, ctx.test, timings=timings, progress=progress,
                                       group_size=group) for s in specs}
     chosen = plan([r for rs in rows.values() for r in rs], len(ctx.train_full), budget_s,
                   time.perf_counter() - t0, epochs=epochs, train_images=train_images)

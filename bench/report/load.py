@@ -203,6 +203,8 @@ def load_study_runs(client, name: str, runs_filter: str | None = None) -> StudyD
         tags = dict(r.data.tags)
         params = {dotted_key(k): v for k, v in r.data.params.items()}
         params.update({k[len("param."):]: v for k, v in tags.items() if k.startswith("param.")})
+        if "extended_to_epochs" in tags:  # `study extend` trained it on; MLflow params cannot change
+            params["optim.epochs"] = tags["extended_to_epochs"]
         runs.append(RunData(run_id=r.info.run_id, name=r.info.run_name or r.info.run_id, status=r.info.status,
                             seed=tags.get("seed", params.get("seed", "?")), tags=tags, params=params,
                             error=tags.get("error"), start_time=r.info.start_time or 0))

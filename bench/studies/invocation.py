@@ -7,7 +7,12 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import sys
 import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -55,13 +60,16 @@ def counts(study: optuna.Study) -> dict[str, int]:
 
 
 def best_text(study: optuna.Study) -> str:
-    """The best value so far and its trial (a multi-objective study: how many are Pareto-optimal), or `-`."""
-    try:
-        if len(study.directions) > 1:
-            return f"{len(study.best_trials)} Pareto-optimal"
-        return f"{study.best_value:.4g} (trial {study.best_trial.number})"
-    except ValueError:
+    """The best value so far and its trial (a multi-objective study: how many are Pareto-optimal), or `-`;
+    among the trials that count (an extension instead of the trial it extends)."""
+    from bench.studies.summary import best_trials
+
+    best = best_trials(study)
+    if not best:
         return "-"
+    if len(study.directions) > 1:
+        return f"{len(best)} Pareto-optimal"
+    return f"{best[0].value:.4g} (trial {best[0].number})"
 
 
 def run_study(plan: Plan, study: optuna.Study) -> dict[str, int]:
@@ -126,3 +134,100 @@ def _interrupt_workers(procs: list, grace_s: float = 60.0) -> None:
                 p.join(timeout=0.5)
         if p.is_alive():
             p.terminate()
+
+
+@dataclass
+class StudyOutcome:
+    """What one `run_study` did, and where the study stands."""
+
+    name: str
+    parent_run_id: str
+    study: Any  # optuna.Study
+    counts: dict[str, int]  # trials by state: complete, pruned, fail, running, waiting
+    retried: list[int] = field(default_factory=list)  # trials queued again (a dead worker's, or failed)
+    failed: list[tuple[int, str]] = field(default_factory=list)  # (trial, error) still failed
+    died: int = 0  # workers of this call that died (their trials are queued again)
+
+    @property
+    def finished(self) -> bool:
+        return self.counts["waiting"] == 0 and self.counts["running"] == 0
+
+    @property
+    def ok(self) -> bool:
+        """No trial failed and no worker died (the study may still be unfinished)."""
+        return not self.failed and not self.died
+
+
+def run_file(file: str | Path, overrides: dict[str, Any], storage: str, tracking_uri: str, *, workers: int = 1,
+             n_trials: int | None = None, timeout: float | None = None, group: int | None = None,
+             force_new: bool = False, progress: bool = True) -> StudyOutcome:
+    """Create or resume the study in `file` (with dotted `overrides`) and run its queued trials.
+
+    `group`: runs trained as one group (1: one by one; None: the device's default). Trials that
+    failed in an earlier call are trained again; Ctrl-C marks the running trial to be retried, closes
+    the parent run and raises KeyboardInterrupt.
+    """
+    from bench.run_config import build_config
+    from bench.studies import summary
+    from bench.studies.preparation import Plan, prepare
+    from bench.tracking import mask_uri
+
+    for name, value in (("n_trials", n_trials), ("workers", workers), ("timeout", timeout)):
+        if value is not None and not value > 0:  # nan too
+            raise InputError(f"{name}={value}: must be positive", field=name)
+    spec, text = load_spec(file, overrides)
+    size = group_size(build_config(spec.base, overrides).device, spec.repeats, group)
+    uri = tracking_uri
+    started = time.time()  # `timeout` counts from here, once for all workers
+    prepared = prepare(spec, text, storage, uri, force_new=force_new)
+    study, parent_id = prepared.study, prepared.parent_run_id
+    if prepared.stale:
+        print(f"retrying trials left running by a dead worker: {prepared.stale}")
+    if prepared.failed:
+        print(f"retrying trials that failed in an earlier run: {prepared.failed}")
+    outcome = StudyOutcome(spec.name, parent_id, study, counts(study), prepared.stale + prepared.failed)
+    if outcome.counts["waiting"] == 0:
+        c = outcome.counts
+        if c["running"]:
+            print(f"study {spec.name!r}: nothing left to start; {c['running']} trial(s) still running in other "
+                  "workers.")
+        else:
+            print(f"study {spec.name!r} is already finished ({c['complete']} complete, {c['pruned']} pruned); "
+                  "nothing to do.")
+            summary.log_to_parent(study, spec, uri, parent_id, complete=True)
+        return outcome
+    print(f"study {spec.name!r}: {outcome.counts['waiting']} trials to run, {workers} worker(s); "
+          f"storage {mask_uri(storage)}; MLflow {mask_uri(uri)} (parent run {parent_id})")
+    plan = Plan(spec=spec, storage_url=storage, tracking_uri=uri, overrides=overrides, parent_run_id=parent_id,
+                max_trials=n_trials, timeout=timeout or spec.budget.timeout, workers=workers, group_size=size,
+                progress=progress, started=started)
+    try:
+        after = run_study(plan, study)
+    except KeyboardInterrupt:
+        summary.log_to_parent(study, spec, uri, parent_id, complete=False)
+        raise
+    outcome.died = after.pop("died")
+    outcome.counts = after
+    outcome.failed = failed_trials(study)
+    summary.log_to_parent(study, spec, uri, parent_id, complete=outcome.finished)
+    return outcome
+
+
+def load_spec(file: str | Path, overrides: dict[str, Any]):
+    """The study file, validated with the overrides; its warnings printed (stderr), not raised."""
+    from bench.studies.spec import load_study_file
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        spec, text = load_study_file(file, overrides)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    return spec, text
+
+
+def failed_trials(study) -> list[tuple[int, str]]:
+    """The study's failed trials that no later trial retries, with their errors."""
+    trials = study.get_trials(deepcopy=False)
+    again = retried(trials)
+    return [(t.number, t.user_attrs.get("error", "no error recorded")) for t in trials
+            if t.state == TrialState.FAIL and t.number not in again]
