@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from bench.cli import main
 from bench.studies.storage import default_storage, make_storage
+from tests.conftest import time_limit
 
 GRID = """
 name = "retry-me"
@@ -166,7 +167,7 @@ def test_the_ui_puts_no_password_on_any_command_line(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     seen_server, leaked = False, []
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + time_limit(60)
         while time.monotonic() < deadline and not seen_server:
             for p in psutil.process_iter(["cmdline"]):
                 line = " ".join(p.info["cmdline"] or [])

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from bench.studies import optuna_adapter as oa
 from bench.studies.storage import make_storage
+from tests.conftest import time_limit
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 STORAGES = ("journal", "sqlite", "memory")
@@ -139,6 +140,6 @@ def test_journal_file_lock_holds_off_the_writers(tmp_path):
         writer.start()
         time.sleep(1.0)
         assert not wrote.is_set() and path.stat().st_size == size
-    assert wrote.wait(30)
-    writer.join(5)
+    assert wrote.wait(time_limit(30))
+    writer.join(time_limit(5))
     assert path.stat().st_size > size
