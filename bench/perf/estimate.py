@@ -9,6 +9,11 @@ study runner packs them, each group's iteration is timed as one batched step, an
 share of it; evaluation stays counted per run. Evaluation cost is linear in the number of images
 (generation and classifier passes), so a fifth of the images times five is a fair estimate. The figures are
 estimates from measured throughput, and say so; a loaded machine inflates them.
+
+Measuring can have a deadline (`Timings.deadline`, a budget's tenth): configurations are timed in an order
+that covers each model family and batch size first, and those not timed by the deadline take the timing of
+the most similar timed one (same model family, batch size and batches per iteration; else the slowest timed
+one scaled per image), and say so (`Estimate.estimated_from`).
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ class Estimate:
     eval_sizes: dict = field(default_factory=lambda: {"n_samples": 10_000, "n_per_class": 1_000, "n_real": 10_000,
                                                       "splits": 10})
     group: int = 1  # runs in the largest group this configuration trains in (1: one by one)
+    model: str = ""  # model family, to match configurations not timed by the deadline
+    estimated_from: str = ""  # "" when timed here; else what its timing was taken from (SIMILAR or PER_IMAGE)
+    group_timed: bool = True  # False: its group was not timed by the deadline; charged one-by-one times
 
     @property
     def run_s(self) -> float:
@@ -54,6 +62,25 @@ class Estimate:
     @property
     def total_s(self) -> float:
         return self.runs * self.run_s
+
+
+SIMILAR = "the same model and batch size"
+PER_IMAGE = "the slowest timed, per image"
+
+
+@dataclass
+class Timings:
+    """Measured seconds by what they depend on (`_timing_key`), shared by the studies of one plan, and when
+    measuring stops: after `deadline` (a time.perf_counter() value; None: never) nothing more is timed, except
+    a first training step and a first evaluation, without which nothing can be estimated."""
+    deadline: float | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    steps: list[Estimate] = field(default_factory=list)  # rows whose iteration was timed: matches for the rest
+    evals: list[Estimate] = field(default_factory=list)  # rows whose evaluation was timed
+
+    def may_time(self, needed: bool = False) -> bool:
+        """Whether to time one more thing now; `needed`: nothing can be estimated without it."""
+        return needed or self.deadline is None or time.perf_counter() < self.deadline
 
 
 def configurations(spec: StudySpec, overrides: dict) -> list[tuple[str, RunConfig, int]]:
@@ -93,33 +120,89 @@ def _timing_key(cfg: RunConfig, *sections: str) -> str:
 
 
 def estimate(spec: StudySpec, overrides: dict, train_full: DeviceDataset, test: DeviceDataset,
-             steps: int = 6, warmup: int = 2, progress: bool = True, cache: dict | None = None,
+             steps: int = 6, warmup: int = 2, progress: bool = True, timings: Timings | None = None,
              group_size: int = 1) -> list[Estimate]:
-    """Measured seconds per iteration and per evaluation of each configuration the study trains. `cache`
-    (shared across studies) keeps the timings of configurations that differ only in rates, seeds or epochs.
-    `group_size` > 1: runs train in groups of up to that many (`study run --group-size`); each run's
-    seconds per iteration are then its share of its group's."""
-    cache = {} if cache is None else cache
-    out, trials = [], []
+    """Seconds per iteration and per evaluation of each configuration the study trains, measured, or taken
+    from similar measured ones after `timings.deadline`. `timings` (shared across studies) keeps the timings
+    of configurations that differ only in rates, seeds or epochs. `group_size` > 1: runs train in groups of
+    up to that many (`study run --group-size`); each run's seconds per iteration are then its share of its
+    group's."""
+    timings = Timings() if timings is None else timings
+    out, trials, setups = [], [], []
     for label, cfg, runs in configurations(spec, overrides):
         data = train_full if cfg.data.train_subset is None else train_full.subset(cfg.data.train_subset)
-        step_key, eval_key = _timing_key(cfg), _timing_key(cfg, "model", "eval")
-        if step_key not in cache:
-            say(progress, f"  timing {spec.name}: {label}")
-            timed = harness_loop(cfg, data, steps, warmup)
-            cache[step_key] = timed["seconds"] / timed["steps"]
-        if eval_key not in cache:
-            cache[eval_key] = _eval_seconds(cfg, train_full, test)
         epochs = cfg.optim.epochs
         evals = len({*range(cfg.eval.every, epochs + 1, cfg.eval.every), epochs})
-        out.append(Estimate(label, runs, cache[step_key], iterations_per_epoch(cfg, data), epochs, cache[eval_key],
-                            evals, cfg.optim.batch_size, cfg.techniques.d_steps, cfg.eval.every,
-                            {k: getattr(cfg.eval, k) for k in ("n_samples", "n_per_class", "n_real", "splits")}))
+        out.append(Estimate(label, runs, math.nan, iterations_per_epoch(cfg, data), epochs, math.nan, evals,
+                            cfg.optim.batch_size, cfg.techniques.d_steps, cfg.eval.every,
+                            {k: getattr(cfg.eval, k) for k in ("n_samples", "n_per_class", "n_real", "splits")},
+                            model=cfg.model.name))
+        setups.append((cfg, data))
         seeds = [cfg.model_copy(update={"seed": cfg.seed + k}) for k in range(spec.repeats)]
         trials += [(len(out) - 1, seeds)] * (runs // spec.repeats)
+    left = 0
+    for i in _timing_order(out, timings):
+        (cfg, data), row = setups[i], out[i]
+        step_key, eval_key = _timing_key(cfg), _timing_key(cfg, "model", "eval")
+        if step_key not in timings.seconds and timings.may_time(needed=not timings.steps):
+            say(progress, f"  timing {spec.name}: {row.label}")
+            timed = harness_loop(cfg, data, steps, warmup)
+            timings.seconds[step_key] = timed["seconds"] / timed["steps"]
+        if eval_key not in timings.seconds and timings.may_time(needed=not timings.evals):
+            timings.seconds[eval_key] = _eval_seconds(cfg, train_full, test)
+        row.iter_s = timings.seconds.get(step_key, math.nan)
+        row.eval_s = timings.seconds.get(eval_key, math.nan)
+        timings.steps += [row] if step_key in timings.seconds else []
+        timings.evals += [row] if eval_key in timings.seconds else []
+        left += step_key not in timings.seconds or eval_key not in timings.seconds
+    if left:
+        say(progress, f"  measuring time is up: {left} of {len(out)} configurations of {spec.name} estimated from "
+                      "similar timed ones")
+        fill_untimed(out, timings)
     if group_size > 1:
-        _charge_groups(out, pack_groups(trials, group_size), train_full, cache, steps, warmup, progress, spec.name)
+        _charge_groups(out, pack_groups(trials, group_size), train_full, timings, steps, warmup, progress,
+                       spec.name)
     return out
+
+
+def _kind(row: Estimate) -> tuple:
+    """What makes two configurations' iterations comparable: model family, batch size, batches per iteration."""
+    return row.model, row.batch_size, row.d_steps
+
+
+def _timing_order(rows: list[Estimate], timings: Timings) -> list[int]:
+    """Row indices, each kind not yet timed first, so that a deadline leaves a close match for the rest."""
+    seen = {_kind(r) for r in timings.steps}
+    first, later = [], []
+    for i, r in enumerate(rows):
+        (later if _kind(r) in seen else first).append(i)
+        seen.add(_kind(r))
+    return first + later
+
+
+def _eval_images(row: Estimate) -> int:
+    s = row.eval_sizes
+    return s["n_samples"] + s["n_real"] + 10 * s["n_per_class"]
+
+
+def fill_untimed(rows: list[Estimate], timings: Timings) -> None:
+    """Rows not timed take the slowest timed one of their kind (model, batch size, batches per iteration) or,
+    without one, the slowest timed seconds per image (per training image; per evaluated image of the same
+    model, else of any): an estimate that errs long, so that a plan still fits its budget."""
+    for r in rows:
+        how = []
+        if math.isnan(r.iter_s):
+            same = [t.iter_s for t in timings.steps if _kind(t) == _kind(r)]
+            images = r.batch_size * r.d_steps
+            r.iter_s = max(same) if same else images * max(t.iter_s / (t.batch_size * t.d_steps)
+                                                            for t in timings.steps)
+            how.append(SIMILAR if same else PER_IMAGE)
+        if math.isnan(r.eval_s):
+            same = [t for t in timings.evals if t.model == r.model]
+            r.eval_s = _eval_images(r) * max(t.eval_s / _eval_images(t) for t in same or timings.evals)
+            how.append(SIMILAR if same else PER_IMAGE)
+        if how:
+            r.estimated_from = PER_IMAGE if PER_IMAGE in how else SIMILAR
 
 
 def pack_groups(trials: list[tuple[int, list[RunConfig]]], size: int) -> list[list[tuple[int, list[RunConfig]]]]:
@@ -140,24 +223,28 @@ def pack_groups(trials: list[tuple[int, list[RunConfig]]], size: int) -> list[li
     return groups
 
 
-def _charge_groups(rows: list[Estimate], groups: list, train_full: DeviceDataset, cache: dict, steps: int,
+def _charge_groups(rows: list[Estimate], groups: list, train_full: DeviceDataset, timings: Timings, steps: int,
                    warmup: int, progress: bool, name: str) -> None:
     """Each run's seconds per iteration become its share of its group's measured iteration (mean over the
-    configuration's runs). Groups that cannot train as one (a refused technique) keep the sequential times."""
+    configuration's runs). Groups that cannot train as one (a refused technique), or that the deadline left
+    untimed, keep the sequential times."""
     share: dict[int, list[float]] = {}
     for group in groups:
         cfgs = [c for _, cs in group for c in cs]
         if len(cfgs) == 1 or grouping_refusal(cfgs) is not None:
             continue
         key = json.dumps(sorted(_timing_key(c) for c in cfgs))
-        if key not in cache:
+        if key not in timings.seconds and timings.may_time():
             say(progress, f"  timing {name}: a group of {len(cfgs)} runs ({rows[group[0][0]].label}, ...)")
             subset = cfgs[0].data.train_subset  # the same for the whole group (its data sections are equal)
             timed = group_loop(cfgs, train_full if subset is None else train_full.subset(subset), steps, warmup)
-            cache[key] = timed["seconds"] / timed["steps"]
+            timings.seconds[key] = timed["seconds"] / timed["steps"]
         for i, cs in group:
-            share.setdefault(i, []).extend([cache[key] / len(cfgs)] * len(cs))
             rows[i].group = max(rows[i].group, len(cfgs))
+            if key in timings.seconds:
+                share.setdefault(i, []).extend([timings.seconds[key] / len(cfgs)] * len(cs))
+            else:
+                rows[i].group_timed = False
     for i, shares in share.items():
         r = rows[i]
         r.iter_s = (sum(shares) + r.iter_s * (r.runs - len(shares))) / r.runs

@@ -111,3 +111,120 @@ def test_each_run_and_the_report_cost_a_fixed_time_too(monkeypatch):
     monkeypatch.setattr(budget, "RUN_OVERHEAD_S", 4.0)
     monkeypatch.setattr(budget, "REPORT_S", 60.0)
     assert seconds_at(ROWS, Scale(1), FULL) == pytest.approx(bare + 6 * 4.0 + 60.0)
+
+
+# -- measuring to a deadline ------------------------------------------------------------------------------------
+
+DEADLINE_GRID = """
+name = "deadline"
+description = "batch 32 / 64 x two widths, one model family"
+repeats = 1
+[base]
+model.name = "cgan-mlp"
+model.d_dropout = 0.0
+optim.epochs = 10
+[space]
+"optim.batch_size" = { choices = [32, 64] }
+"model.hidden" = { choices = [16, 32] }
+[sampler]
+type = "grid"
+[objective]
+metrics = ["eval/tarr"]
+directions = ["maximize"]
+"""
+STEP_COST_S, EVAL_COST_S = 10.0, 5.0  # fake seconds each timing takes on the fake clock
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    """A clock that moves only when something is timed: each training timing costs STEP_COST_S, each
+    evaluation timing EVAL_COST_S. Seconds per iteration: 1 ms per image, twice that at hidden 32."""
+    from types import SimpleNamespace
+
+    from bench.perf import budget, estimate
+
+    clock = SimpleNamespace(now=1000.0, steps=[])
+    fake_time = SimpleNamespace(perf_counter=lambda: clock.now)
+
+    def harness_loop(cfg, data, steps, warmup):
+        clock.now += STEP_COST_S
+        clock.steps.append((cfg.optim.batch_size, cfg.model.hidden))
+        return {"seconds": steps * cfg.optim.batch_size * cfg.model.hidden / 16_000, "steps": steps}
+
+    def eval_seconds(cfg, train_full, test):
+        clock.now += EVAL_COST_S
+        return 3.0
+
+    monkeypatch.setattr(estimate, "time", fake_time)
+    monkeypatch.setattr(budget, "time", fake_time)
+    monkeypatch.setattr(estimate, "harness_loop", harness_loop)
+    monkeypatch.setattr(estimate, "_eval_seconds", eval_seconds)
+    return clock
+
+
+def _study(tmp_path, text=DEADLINE_GRID):
+    import textwrap
+
+    from bench.studies.spec import load_study_file
+
+    path = tmp_path / "study.toml"
+    path.write_text(textwrap.dedent(text))
+    return load_study_file(path, {"device": "cpu"})[0]
+
+
+def test_measuring_stops_at_the_deadline_and_estimates_every_configuration(tmp_path, fake_clock):
+    from bench.perf import estimate
+    from tests.conftest import random_data
+
+    data = random_data(256)
+    timings = estimate.Timings(deadline=fake_clock.now + 12)  # the first training and evaluation timing pass it
+    rows = estimate.estimate(_study(tmp_path), {"device": "cpu"}, data, data, progress=False, timings=timings)
+    assert fake_clock.steps == [(32, 16)]  # nothing timed after the deadline but the first of each kind
+    by = {r.label: r for r in rows}
+    assert len(rows) == 4 and all(r.iter_s > 0 and r.eval_s == 3.0 for r in rows)
+    timed = [r for r in rows if not r.estimated_from]
+    assert [(r.batch_size, r.iter_s) for r in timed] == [(32, pytest.approx(0.032))]
+    same = [r for r in rows if r.estimated_from == estimate.SIMILAR]  # batch 32 at hidden 32: the batch-32 timing
+    assert [(r.batch_size, r.iter_s) for r in same] == [(32, pytest.approx(0.032))]
+    per_image = [r for r in rows if r.estimated_from == estimate.PER_IMAGE]  # batch 64: 1 ms per image, x 64
+    assert sorted((r.batch_size, r.iter_s) for r in per_image) == [(64, pytest.approx(0.064))] * 2
+    assert set(by) == {r.label for r in timed + same + per_image}
+    text = plan(rows, FULL, 1e9).text()
+    assert "1 of 4 configurations timed; the rest estimated from the same model and batch size (1) and from the " \
+           "slowest timed, per image (2)" in text
+
+
+def test_each_kind_is_timed_first_and_without_a_deadline_everything(tmp_path, fake_clock):
+    from bench.perf import estimate
+    from tests.conftest import random_data
+
+    data = random_data(256)
+    timings = estimate.Timings(deadline=fake_clock.now + STEP_COST_S + EVAL_COST_S + 1)  # room for one more
+    estimate.estimate(_study(tmp_path), {"device": "cpu"}, data, data, progress=False, timings=timings)
+    assert fake_clock.steps == [(32, 16), (64, 16)]  # batch 64 before batch 32's second width
+    fake_clock.steps.clear()
+    rows = estimate.estimate(_study(tmp_path), {"device": "cpu"}, data, data, progress=False)
+    assert len(fake_clock.steps) == 4 and not any(r.estimated_from for r in rows)
+    assert "configurations timed" not in plan(rows, FULL, 1e9).text()
+
+
+def test_a_budget_plan_measures_a_tenth_of_it_and_plans_the_rest(tmp_path, fake_clock, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from bench import experiment
+    from bench.perf import budget
+    from tests.conftest import random_data
+
+    data = random_data(256)
+    monkeypatch.setattr(experiment, "prepare", lambda cfg, progress: SimpleNamespace(train_full=data, test=data))
+    plans = []
+    real_plan = budget.plan
+    monkeypatch.setattr(budget, "plan", lambda *a, **k: plans.append(real_plan(*a, **k)) or plans[-1])
+    budget.plan_scales([_study(tmp_path)], "120s", {"device": "cpu"}, tmp_path / "plans", progress=False)
+    (chosen,) = plans
+    assert fake_clock.steps == [(32, 16)]  # 12 s allowed: the first timings take 15 s, then measuring stops
+    assert chosen.spent_s == STEP_COST_S + EVAL_COST_S
+    assert chosen.estimated_s <= 120 - chosen.spent_s < seconds_at(chosen.rows, Scale(chosen.scale.epochs + 1), 256)
+    assert real_plan(chosen.rows, 256, 120).scale.epochs > chosen.scale.epochs  # measuring took an epoch's time
+    out = capsys.readouterr().out
+    assert "(at most 12 s)" in out and "15 s spent measuring" in out and "1 of 4 configurations timed" in out

@@ -96,3 +96,18 @@ def test_a_budget_plan_says_runs_train_in_groups(tmp_path, timed):
     text = plan(rows(tmp_path, 4), 256, 3600.0).text()
     assert "runs train in groups of up to 4 (timed as groups)" in text
     assert "groups" not in plan(rows(tmp_path, 1), 256, 3600.0).text()
+
+
+def test_groups_not_timed_by_the_deadline_keep_one_by_one_times(tmp_path, timed, monkeypatch):
+    from types import SimpleNamespace
+
+    from bench.perf.budget import plan
+
+    monkeypatch.setattr(estimate, "time", SimpleNamespace(perf_counter=lambda: 100.0))
+    data = random_data(256)
+    out = estimate.estimate(study(tmp_path), {"device": "cpu"}, data, data, progress=False, group_size=4,
+                            timings=estimate.Timings(deadline=50.0))  # past: only the needed first timings
+    # batch 64 untimed: batch 32's one-by-one time per image
+    assert timed == [] and [r.iter_s for r in out] == [SEQUENTIAL_ITER_S * r.batch_size / 32 for r in out]
+    assert [r.group for r in out] == [4] * 4 and not any(r.group_timed for r in out)
+    assert "groups of up to 4 (groups not all timed: those charged one-by-one times)" in plan(out, 256, 3600.0).text()
