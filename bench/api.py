@@ -191,6 +191,8 @@ def reproduce(report_id: str, *, studies_dir: str | Path | None = None, out_dir:
                               train_subset=train_subset, progress=progress) if budget else {})
         return rep.reproduce_uniform(setup, scales, analyze, options, reference, log)
     started = time.perf_counter()
+    print(f"budget {budget}: round 1: every study for {epochs or 1} epoch{'s' * ((epochs or 1) != 1)}, planned into "
+          f"{ROUND1_SHARE:.0%} of the budget; then the studies whose claims are still open train on", flush=True)
     round1 = plan_budget(files, f"{budget_s * ROUND1_SHARE:.0f}s", overrides=overrides, group_size=size,
                          tracking_uri=uri, epochs=epochs or 1, train_subset=train_subset, progress=progress)
     key = json.dumps([report_id, budget, sorted(tables), overrides], sort_keys=True, default=str)

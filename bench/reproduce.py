@@ -204,7 +204,8 @@ def race(setup: Setup, budget_s: float, round1: dict[str, dict], state_file: Pat
     while True:
         report = setup.report(log=False, reference=reference)
         opened = {name: open_claims(report, name) for name in epochs}
-        record = {"round": len(out.rounds) + 1, "epochs": epochs, "per_epoch_s": per_epoch, "extended": extended,
+        record = {"round": len(out.rounds) + 1, "epochs": dict(epochs), "per_epoch_s": dict(per_epoch),
+                  "extended": extended,
                   "spent_s": round(budget_s - left(), 1), "claims": report_summary(report)}
         if not out.rounds or out.rounds[-1]["epochs"] != epochs:
             out.rounds.append(record)
@@ -223,7 +224,6 @@ def race(setup: Setup, budget_s: float, round1: dict[str, dict], state_file: Pat
             print(result.text())
             per_epoch[name] = max(per_epoch[name], (time.perf_counter() - t0) / (target - epochs[name]))
             epochs[name] = target
-        epochs = dict(epochs)
     for _, spec in setup.studies if analyze else ():
         _analyze(setup, spec.name, options)
     out.report = setup.report(log, reference)

@@ -226,7 +226,8 @@ def test_reproduce_with_a_budget_prints_its_plan_keeps_it_and_judges_no_claim_at
                                                                                 "160"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "budget 5m: measuring this machine's throughput" in printed
+    assert "round 1: every study for 1 epoch, planned into 50% of the budget" in printed
+    assert "budget 150s: measuring this machine's throughput" in printed
     assert "plan: 1 epoch on 160 of 60,000 training images" in printed and "runs, estimated" in printed
     assert printed.count("grouping: on the CPU a trial's 2 seeds train together") == 1  # decided once, for the
     # plan and the runs alike
