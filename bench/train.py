@@ -29,6 +29,7 @@ from bench.models import GAN, eval_mode
 from bench.progress import bar as progress_bar
 from bench.run_config import RunConfig
 from bench.step import STEP_METRICS, Step
+from bench.threads import announce
 
 # Called after each epoch's evaluation with (epoch, metrics); may raise to stop its member (optuna.TrialPruned).
 EpochHook = Callable[[int, dict[str, float]], None]
@@ -139,6 +140,7 @@ def train(step: Step, members: Sequence[Member], *, progress: bool = True) -> li
     checkpoint, each finished epoch is saved and a rerun continues after the last one. The members share
     the loop's shape (epochs, batch size, windows), taken from the first member's config.
     """
+    announce()  # the command's thread choice, said as its training starts
     cfg = members[0].cfg
     device, batch, epochs = step.device, cfg.optim.batch_size, cfg.optim.epochs
     iters = max(1, members[0].data.batches_per_epoch(batch) // step.batches_per_iteration)

@@ -14,6 +14,10 @@ import argparse
 import importlib
 import sys
 
+from bench import threads
+
+threads.prepare_environment()  # before the imports below load torch: OpenMP reads OMP_WAIT_POLICY only then
+
 from bench.cli.args import (DATASETS, add_run_options, config_file_overrides, config_from_args,  # noqa: F401
                             dataset_name, int_at_least, layered_overrides, overrides_from_args, parse_overrides,
                             positive_int, print_table, tracking_uri_from_args)
@@ -173,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with threads.for_command():  # threads from the cores and the load (bench.threads)
+            return args.func(args)
     except BenchError as e:
         print(f"gan-bench: error: {e}{flag_hint(e, args)}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -370,7 +370,9 @@ def work(plan: Plan, budget: Budget, on_trial_end: Callable[[], None] | None = N
     if plan.workers > 1:
         import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.workers))  # split the cores
+        from bench.threads import per_worker
+
+        torch.set_num_threads(per_worker(plan.workers))  # split the command's threads (bench.threads)
     study = open_study(plan.spec, make_storage(plan.storage_url), create=False)
     contexts: dict = {}
     while budget.take():
