@@ -134,7 +134,7 @@ def test_the_checks_can_fail():
     assert "invalid choice" in parse_error("gan-bench trian")
     assert parse_error("gan-bench train --epochs 2 --set optim.lr=1e-3") is None
     page = ("```bash\ngan-bench report\ngan-bench study run studies/smoke.toml \\\n  --epochs 1\n```\n"
-            "Then `gan-bench report` and `gan-bench perf\n--no-such-mode`.\n")
+            "Then `gan-bench report` and `gan-bench perf bench\n--no-such-mode`.\n")
     problems = command_problems(page)
     assert len(problems) == 2 and problems[0].startswith("gan-bench report: ") and "required" in problems[0]
-    assert problems[1].startswith("gan-bench perf --no-such-mode: ")
+    assert problems[1].startswith("gan-bench perf bench --no-such-mode: ")

@@ -1,4 +1,4 @@
-"""`gan-bench perf`: how fast trials run on this machine, measured against the textbook loop.
+"""`gan-bench perf bench`: how fast trials run on this machine, measured against the textbook loop.
 
 One process, one device. Sections (each prints a progress line while it runs):
 
@@ -18,7 +18,7 @@ One process, one device. Sections (each prints a progress line while it runs):
   CPU: the cores split between them, `min(threads, cores // K)` torch threads each);
 * memory: peak host RSS (this process and the largest worker) and, on CUDA, peak allocated memory.
 
-`gan-bench perf --parity` instead trains the same short runs with the plain path and the fast path
+`gan-bench perf parity` trains the same short runs with the plain path and the fast path
 (3 seeds each) and tells whether TARR / IS / FID differ by more than the seed-to-seed spread.
 
 The package, one module per concept:
@@ -28,20 +28,23 @@ The package, one module per concept:
 - `compute`: FLOPs per image and the device's measured conv peak;
 - `evaluation`: evaluation time and tracking overhead;
 - `concurrency`: K trials in K processes;
-- `benchmark`: all figures in one dict, and the printed table;
-- `parity`: fast path vs plain path over seeds.
+- `groups`: K members in one grouped step vs the same K runs one by one;
+- `benchmark`: all figures in one dict (`BenchmarkOptions` says how much to measure), and the printed table;
+- `parity`: fast path vs plain path over seeds;
+- `gpu_check`: the figures to take on a GPU (`gan-bench perf gpu-check`);
+- `estimate`, `budget`: how long a study takes here, and the largest scale that fits a time budget.
 
-`gan-bench perf` itself (argument parsing, the command) is `bench.cli.perf`.
+The command line (`gan-bench perf bench | parity | gpu-check`) is `bench.cli.perf`.
 """
 
 from __future__ import annotations
 
-from bench.perf.benchmark import format_benchmark, run_benchmark
+from bench.perf.benchmark import BenchmarkOptions, format_benchmark, run_benchmark
 from bench.perf.common import ABLATIONS, PARITY_MODEL, PLAIN, count_flops
 from bench.perf.compute import compute_use, conv_peak_gflops, harness_flops_per_image, textbook_flops_per_image
 from bench.perf.loops import harness_loop, textbook_loop, torchvision_root
 from bench.perf.parity import format_parity, run_parity
 
-__all__ = ["ABLATIONS", "PARITY_MODEL", "PLAIN", "compute_use", "conv_peak_gflops", "count_flops",
+__all__ = ["ABLATIONS", "BenchmarkOptions", "PARITY_MODEL", "PLAIN", "compute_use", "conv_peak_gflops", "count_flops",
            "format_benchmark", "format_parity", "harness_flops_per_image", "harness_loop",
            "run_benchmark", "run_parity", "textbook_flops_per_image", "textbook_loop", "torchvision_root"]

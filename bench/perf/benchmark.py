@@ -1,4 +1,4 @@
-"""Every figure of `gan-bench perf` in one dict, and the table printed from it."""
+"""Every figure of `gan-bench perf bench` in one dict, and the table printed from it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +41,35 @@ def load_splits(cfg: RunConfig, device: torch.device) -> tuple[DeviceDataset, De
             data_mod.load_dataset(root, cfg.data.dataset, "test", **kw))
 
 
-def run_benchmark(cfg: RunConfig, *, steps: int = DEFAULT_STEPS, warmup: int = DEFAULT_WARMUP,
-                  eval_n: int = DEFAULT_EVAL_N, eval_model: str = PARITY_MODEL, textbook_workers: int = 2,
-                  track_subset: int = DEFAULT_TRACK_SUBSET, track_epochs: int = 2, track_eval_n: int = 1000,
-                  track_repeats: int = 2, levels: list[int] | None = None, ablate: bool = False,
-                  rounds: int = DEFAULT_ROUNDS, groups: list[int] | None = None,
-                  group_steps: int = DEFAULT_GROUP_STEPS, progress: bool = True) -> dict:
-    """Every figure of `gan-bench perf` for cfg (model, batch size, device, data), as a JSON-able dict."""
+@dataclass(frozen=True)
+class BenchmarkOptions:
+    """How much `run_benchmark` measures (cfg says what: model, batch size, device, data)."""
+
+    steps: int = DEFAULT_STEPS  # timed steps per training loop
+    warmup: int = DEFAULT_WARMUP  # untimed steps before each loop
+    rounds: int = DEFAULT_ROUNDS  # throughput rounds, loops in rotation; each loop's best round counts
+    textbook_workers: int = 2  # DataLoader workers of the textbook loop (pytorch/examples' dcgan default)
+    eval_n: int = DEFAULT_EVAL_N  # generated and real images to evaluate
+    eval_model: str = PARITY_MODEL  # conditional model of the evaluation timing
+    track_subset: int = DEFAULT_TRACK_SUBSET  # the tracking trial: training images,
+    track_epochs: int = 2  # epochs,
+    track_eval_n: int = 1000  # evaluation size,
+    track_repeats: int = 2  # and tracked/untracked pairs
+    concurrency: list[int] | None = None  # concurrent trials (None: 1,2,4,8 on GPU; powers of 2 to the cores on CPU)
+    groups: list[int] | None = None  # group sizes K (None: 1,3,9,27 on GPU; 1,3,9 on CPU)
+    group_steps: int = DEFAULT_GROUP_STEPS  # iterations per member in the group section
+    ablate: bool = False  # also time the harness with each fast-path switch flipped (and both group forms)
+
+
+def run_benchmark(cfg: RunConfig, options: BenchmarkOptions = BenchmarkOptions(), progress: bool = True) -> dict:
+    """Every figure of `gan-bench perf bench` for cfg (model, batch size, device, data), as a JSON-able dict."""
+    o = options
     device = resolve_device(cfg.device)
     cores = os.cpu_count() or 1
+    levels = o.concurrency
     if levels is None:
         levels = [1, 2, 4, 8] if device.type == "cuda" else [2**i for i in range(cores.bit_length()) if 2**i <= cores]
+    groups = o.groups
     if groups is None:
         groups = [1, 3, 9, 27] if device.type == "cuda" else [1, 3, 9]
     out: dict[str, Any] = {
@@ -72,38 +91,37 @@ def run_benchmark(cfg: RunConfig, *, steps: int = DEFAULT_STEPS, warmup: int = D
     train_full, test = load_splits(cfg, device)
     section_done("load")
 
-    say(progress, f"perf [1/5] throughput: {cfg.model.name}, batch {cfg.optim.batch_size}, {steps} steps "
-                   f"(+{warmup} warm-up) per loop, best of {rounds} round(s)")
-    out["throughput"] = _throughput(cfg, train_full, steps, warmup, textbook_workers, ablate, rounds, memory, progress)
+    say(progress, f"perf [1/5] throughput: {cfg.model.name}, batch {cfg.optim.batch_size}, {o.steps} steps "
+                   f"(+{o.warmup} warm-up) per loop, best of {o.rounds} round(s)")
+    out["throughput"] = _throughput(cfg, train_full, o, memory, progress)
     say(progress, "  compute: FLOPs per image and the device's conv peak")
     out["compute"] = compute_use(cfg, train_full, out["throughput"])
     section_done("throughput")
 
-    say(progress, f"perf [2/5] evaluation: {eval_model}, {eval_n:,} generated + {min(eval_n, len(test)):,} real")
-    ecfg = apply_overrides(cfg, {"model.name": eval_model})
+    say(progress, f"perf [2/5] evaluation: {o.eval_model}, {o.eval_n:,} generated + {min(o.eval_n, len(test)):,} real")
+    ecfg = apply_overrides(cfg, {"model.name": o.eval_model})
     evaluator = timing_evaluator(ecfg, train_full, test)
     with cuda_peak(device, memory, "cuda_peak_allocated_mb_eval"):
-        out["eval"] = eval_timing(ecfg, evaluator, test, eval_n)
+        out["eval"] = eval_timing(ecfg, evaluator, test, o.eval_n)
     say(progress, f"  evaluation: {out['eval']['seconds']:.2f} s")
     section_done("eval")
 
-    say(progress, f"perf [3/5] tracking overhead: {cfg.model.name}, {track_epochs} epoch(s) on "
-                   f"{track_subset} images, x{track_repeats}")
-    out["tracking"] = _tracking(cfg, train_full, test, evaluator, track_subset, track_epochs, track_eval_n,
-                                track_repeats, progress)
+    say(progress, f"perf [3/5] tracking overhead: {cfg.model.name}, {o.track_epochs} epoch(s) on "
+                   f"{o.track_subset} images, x{o.track_repeats}")
+    out["tracking"] = _tracking(cfg, train_full, test, evaluator, o, progress)
     say(progress, f"  tracking overhead: {out['tracking']['overhead_pct']:.2f}%")
     section_done("tracking")
 
     say(progress, f"perf [4/5] concurrent trials: {levels}")
-    out["concurrency"] = concurrency(cfg, device, levels, steps, warmup, progress)
+    out["concurrency"] = concurrency(cfg, device, levels, o.steps, o.warmup, progress)
     section_done("concurrency")
 
-    forms = GROUP_FORMS if ablate else ("auto",)
-    say(progress, f"perf [5/5] groups: K = {groups} members in one model vs K sequential runs, {group_steps} steps, "
-                  f"forms {', '.join(forms)}, best of {rounds} round(s)")
+    forms = GROUP_FORMS if o.ablate else ("auto",)
+    say(progress, f"perf [5/5] groups: K = {groups} members in one model vs K sequential runs, {o.group_steps} steps, "
+                  f"forms {', '.join(forms)}, best of {o.rounds} round(s)")
     with cuda_peak(device, memory, "cuda_peak_allocated_mb_groups"):
-        out["groups"] = group_throughput(cfg, train_full, groups, group_steps, progress=progress, forms=forms,
-                                         rounds=rounds)
+        out["groups"] = group_throughput(cfg, train_full, groups, o.group_steps, progress=progress, forms=forms,
+                                         rounds=o.rounds)
     section_done("groups")
 
     memory["host_peak_rss_mb"] = peak_rss_mb()
@@ -117,12 +135,12 @@ def run_benchmark(cfg: RunConfig, *, steps: int = DEFAULT_STEPS, warmup: int = D
     return out
 
 
-def _throughput(cfg: RunConfig, train_full, steps: int, warmup: int, textbook_workers: int, ablate: bool,
-                rounds: int, memory: dict, progress: bool) -> dict[str, Any]:
+def _throughput(cfg: RunConfig, train_full, o: BenchmarkOptions, memory: dict, progress: bool) -> dict[str, Any]:
     """Images/s of the textbook loop, the plain harness and the harness (and each ablation), best of `rounds`."""
     device = train_full.device
+    steps, warmup, rounds, ablate = o.steps, o.warmup, o.rounds, o.ablate
     loops: dict[str, Callable[[], dict]] = {
-        "textbook": lambda: textbook_loop(cfg, device, steps, warmup, textbook_workers, progress),
+        "textbook": lambda: textbook_loop(cfg, device, steps, warmup, o.textbook_workers, progress),
         "harness_plain": lambda: harness_loop(apply_overrides(cfg, PLAIN), train_full, steps, warmup),
         "harness": lambda: harness_loop(cfg, train_full, steps, warmup)}
     if ablate:
@@ -151,20 +169,19 @@ def _throughput(cfg: RunConfig, train_full, steps: int, warmup: int, textbook_wo
     return out
 
 
-def _tracking(cfg: RunConfig, train_full, test, evaluator, track_subset: int, track_epochs: int, track_eval_n: int,
-              track_repeats: int, progress: bool) -> dict[str, Any]:
+def _tracking(cfg: RunConfig, train_full, test, evaluator, o: BenchmarkOptions, progress: bool) -> dict[str, Any]:
     """Wall time of whole runs with MLflow tracking on against off."""
     import tempfile
 
     from bench.experiment import Context
 
-    tcfg = apply_overrides(cfg, {"data.train_subset": track_subset, "optim.epochs": track_epochs,
-                                 "eval.n_samples": track_eval_n, "eval.n_real": min(track_eval_n, len(test)),
-                                 "eval.n_per_class": max(2, track_eval_n // 10),
-                                 "eval.splits": min(cfg.eval.splits, track_eval_n)})
+    n = o.track_eval_n
+    tcfg = apply_overrides(cfg, {"data.train_subset": o.track_subset, "optim.epochs": o.track_epochs,
+                                 "eval.n_samples": n, "eval.n_real": min(n, len(test)),
+                                 "eval.n_per_class": max(2, n // 10), "eval.splits": min(cfg.eval.splits, n)})
     with tempfile.TemporaryDirectory(prefix="gan-bench-perf-") as tmp:
         return tracking_overhead(tcfg, Context(train_full.device, train_full, test, evaluator), Path(tmp),
-                                            repeats=track_repeats, progress=progress)
+                                            repeats=o.track_repeats, progress=progress)
 
 
 def _compute_rows(c: dict) -> list[tuple[str, str, str]]:
@@ -209,7 +226,7 @@ def format_benchmark(r: dict) -> str:
     if "cuda_peak_allocated_mb" in m:
         rows.append(("peak CUDA allocated", f"{m['cuda_peak_allocated_mb']:.0f} MB", ""))
     w0, w1 = max(len(a) for a, _, _ in rows), max(len(b) for _, b, _ in rows)
-    lines = [f"gan-bench perf: {r['model']}, batch {r['batch_size']}, {t['harness']['steps']} steps per loop "
+    lines = [f"gan-bench perf bench: {r['model']}, batch {r['batch_size']}, {t['harness']['steps']} steps per loop "
              f"(best of {t.get('rounds', 1)} rounds) on {r['device']} ({r['device_name']}), torch {r['torch']}",
              "  fast path: " + ", ".join(f"{k2}={v}" for k2, v in r["fast_path"].items()),
              f"  load average {r['load_avg_start'][0]:.1f} at start, {r['load_avg_end'][0]:.1f} at end "

@@ -1,4 +1,4 @@
-"""`gan-bench perf --gpu-check`: the figures to take on a GPU, in one command of at most 8 minutes.
+"""`gan-bench perf gpu-check`: the figures to take on a GPU, in one command of at most 8 minutes.
 
 1. A single report-000 DCGAN at batch 32: images/s eager, and on CUDA also compiled (`train.compile`) and
    graphed (each iteration replayed from a CUDA graph, `bench.step.graphed`; with why, if capture fell back);
@@ -9,7 +9,7 @@
    of both, with the report written (the command line runs this part: `bench.cli.perf`).
 
 `--tiny` shrinks every part (a few steps, K = 2, Table 1 on 128 images at width 8 for one epoch), so
-the script itself can be checked on a CPU: `gan-bench perf --gpu-check --device cpu --tiny`.
+the script itself can be checked on a CPU: `gan-bench perf gpu-check --device cpu --tiny`.
 
 Device time is scarce, so the figures are saved after each part (a command cut off still leaves what it
 measured), and Table 1's study stops starting trials at `DEADLINE_S` from the start (`study run --timeout`):
@@ -79,7 +79,7 @@ def device_type(cfg: RunConfig) -> str:
 
 def format_gpu_check(r: dict) -> str:
     s, t = r["single"], r["table1"]
-    lines = [f"gan-bench perf --gpu-check on {r['device']} ({r['device_name']}){', tiny' if r['tiny'] else ''}",
+    lines = [f"gan-bench perf gpu-check on {r['device']} ({r['device_name']}){', tiny' if r['tiny'] else ''}",
              f"  single report-000 DCGAN, batch 32: eager {s['eager']['images_per_s']:.0f} images/s; "
              + (f"compiled {s['compiled']['images_per_s']:.0f} images/s; " if "compiled" in s else "compiled: CUDA only; ")
              + (_graphed(s["graphed"]) if "graphed" in s else "graphed: CUDA only")]

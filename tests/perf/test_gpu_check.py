@@ -1,13 +1,15 @@
-"""`gan-bench perf --gpu-check`, the script a session lent a GPU runs, checked by its CPU dry run (`--tiny`)."""
+"""`gan-bench perf gpu-check`, the figures to take on a GPU, checked by its CPU dry run (`--tiny`)."""
 
 import json
+
+import pytest
 
 from bench.cli import main
 
 
 def test_the_gpu_check_dry_run_prints_every_figure(data_root, tmp_path, capsys):
     out = tmp_path / "check"
-    args = ["perf", "--gpu-check", "--tiny", "--device", "cpu", "--data-root", str(data_root), "--threads", "1",
+    args = ["perf", "gpu-check", "--tiny", "--device", "cpu", "--data-root", str(data_root), "--threads", "1",
             "--quiet", "--out", str(out), "--set", "data.download=false"]
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -26,10 +28,22 @@ def test_the_gpu_check_dry_run_prints_every_figure(data_root, tmp_path, capsys):
         assert line in printed, line
 
 
-def test_gpu_check_flags_are_refused_elsewhere(capsys):
-    assert main(["perf", "--tiny"]) == 2
-    assert "--tiny=True: only read with --gpu-check" in capsys.readouterr().err
-    assert main(["perf", "--gpu-check", "--parity"]) == 2
+@pytest.mark.parametrize("argv,refused", [
+    (["perf", "bench", "--tiny"], "--tiny"), (["perf", "parity", "--studies", "s"], "--studies"),
+    (["perf", "gpu-check", "--steps", "3"], "--steps"), (["perf", "gpu-check", "--model", "cgan-conv"], "--model"),
+    (["perf", "parity", "--ablate"], "--ablate"), (["perf", "bench", "--seeds", "2"], "--seeds")])
+def test_each_action_refuses_the_options_of_the_others(argv, refused, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert f"unrecognized arguments: {refused}" in capsys.readouterr().err
+
+
+def test_perf_asks_for_its_action(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["perf"])
+    assert e.value.code == 2
+    assert "required: ACTION" in capsys.readouterr().err
 
 
 def test_the_graphed_figure_says_when_capture_fell_back():

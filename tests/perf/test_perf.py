@@ -1,4 +1,4 @@
-"""`gan-bench perf` with tiny sizes (every figure present and positive), the parity command, and the
+"""`gan-bench perf bench` with tiny sizes (every figure present and positive), the parity command, and the
 fast-path claims that can be checked exactly: a joint D pass is the same computation as two passes,
 freezing D in the G step changes no G gradient, and switches that are off stay off."""
 
@@ -41,7 +41,7 @@ def _get(tree, path):
 def test_perf_tiny_every_figure_present_and_positive(data_root, tmp_path, capsys):
     out = tmp_path / "out" / "perf.json"
     threads = torch.get_num_threads()
-    assert main(["perf", "--data-root", str(data_root), *TINY_PERF, "--out", str(out)]) == 0
+    assert main(["perf", "bench", "--data-root", str(data_root), *TINY_PERF, "--out", str(out)]) == 0
     assert torch.get_num_threads() == threads  # --threads does not leak into the caller
     r = json.loads(out.read_text())
     for path in FIGURES:
@@ -71,7 +71,7 @@ def test_perf_tiny_every_figure_present_and_positive(data_root, tmp_path, capsys
 
 def test_perf_parity_tiny_prints_both_rows(data_root, tmp_path, capsys):
     out = tmp_path / "parity.json"
-    args = ["perf", "--parity", "--data-root", str(data_root), "--device", "cpu", "--seeds", "2", "--epochs", "1",
+    args = ["perf", "parity", "--data-root", str(data_root), "--device", "cpu", "--seeds", "2", "--epochs", "1",
             "--train-subset", "160", "--threads", "1", "--quiet", "--out", str(out)]
     for kv in ("data.download=false", "model.width=16", "eval.n_per_class=10", "eval.n_samples=100",
                "eval.n_real=100", "eval.splits=2", "eval.evaluator_epochs=1", "eval.evaluator_subset=1000"):
