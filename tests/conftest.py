@@ -110,7 +110,8 @@ def slowdown() -> float:
     units, measured again once a minute (busy neighbours come and go)."""
     global _slowdown
     if _slowdown is None or time.monotonic() - _slowdown[0] > 60:
-        _slowdown = (time.monotonic(), max(1.0, statistics.median(calibration_unit() for _ in range(3)) / NOMINAL_UNIT_S))
+        unit = statistics.median(calibration_unit() for _ in range(3))
+        _slowdown = (time.monotonic(), max(1.0, unit / NOMINAL_UNIT_S))
     return _slowdown[1]
 
 
