@@ -97,7 +97,8 @@ def study_status(study: str | Path, *, storage: str | None = None, tracking_uri:
     """The Optuna study named `study` (or the one a study file names), only read: nothing is written."""
     import optuna
 
-    from bench.studies.spec import StudyError, load_study_file
+    from bench.errors import StudyError
+    from bench.studies.spec import load_study_file
     from bench.studies.storage import read_storage
     from bench.tracking import mask_uri
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
-from bench.errors import ConfigError  # noqa: F401  (re-exported: its historical home)
+from bench.errors import ConfigError
 
 
 class Section(BaseModel):

@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from bench.errors import DataError  # noqa: F401  (re-exported: its historical home)
+from bench.errors import DataError
 
 ENV_DATA_ROOT = "GANBENCH_DATA_ROOT"
 DEFAULT_DATA_ROOT = "data"

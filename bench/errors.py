@@ -2,8 +2,8 @@
 
 Library code raises these; only the command line (`bench.cli`) turns a `BenchError` into a
 one-line message and exit code 2, so a notebook or a test gets an exception it can catch.
-Messages name the config key or argument and the value, never a command-line flag. The
-historical homes (`bench.config.ConfigError`, `bench.data.DataError`, ...) re-export them.
+Messages name the config key or argument and the value, never a command-line flag. Import them
+from here (`from bench.errors import ConfigError`), the only module that defines or exports them.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ class RunResult:
 def prepare(cfg: RunConfig, progress: bool = True, tracking_uri: str | None = None,
             experiment: str | None = None) -> Context:
     """Device, data and evaluator, checked in the order that writes nothing on bad input:
-    data files (`data.DataError`), then the tracking store (`TrackingError`), then training."""
+    data files (`DataError`), then the tracking store (`TrackingError`), then training."""
     device = resolve_device(cfg.device)
     root = data_mod.resolve_root(cfg.data.root)
     kw = dict(device=device, download=cfg.data.download)

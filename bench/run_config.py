@@ -17,7 +17,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError, create_model, model_validator
 
 from bench import techniques
-from bench.config import ConfigError, ModelConfig, RunConfigBase, Section, flatten, format_error
+from bench.config import ModelConfig, RunConfigBase, Section, flatten, format_error
+from bench.errors import ConfigError
 from bench.models import MODELS
 
 # The techniques' own keys: architectural ones (norms, dropout, init) sit with the model's keys,

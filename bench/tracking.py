@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from bench.errors import TrackingError  # noqa: F401  (re-exported: its historical home)
+from bench.errors import TrackingError
 
 DEFAULT_STORE = Path("mlruns")
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call

@@ -1,6 +1,7 @@
 import pytest
 
-from bench.config import ConfigError, flatten, parse_value
+from bench.config import flatten, parse_value
+from bench.errors import ConfigError
 from bench.run_config import build_config, check_key, params
 
 

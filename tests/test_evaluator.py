@@ -12,7 +12,8 @@ from mlflow import MlflowClient
 from bench import evaluator as ev
 from bench.evaluator import shipped
 from bench.cli import main
-from bench.config import ConfigError, EvalConfig
+from bench.config import EvalConfig
+from bench.errors import ConfigError, EvaluatorError
 from bench.run_config import build_config
 from bench.data import load_dataset
 from bench.experiment import run
@@ -50,7 +51,7 @@ def test_damaged_weights_are_refused(tmp_path, monkeypatch):
     (tmp_path / entry["file"]).write_bytes(bytes(blob))
     monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path)  # where load_shipped reads them
     monkeypatch.setattr(shipped, "MANIFEST", tmp_path / "evaluators.json")
-    with pytest.raises(ev.EvaluatorError, match="SHA-256 .* expected " + entry["sha256"]):
+    with pytest.raises(EvaluatorError, match="SHA-256 .* expected " + entry["sha256"]):
         ev.load_shipped("mnist")
 
 

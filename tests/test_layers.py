@@ -244,3 +244,36 @@ def test_the_private_name_check_can_fail(tmp_path):
     assert private_uses(probe, "bench.perf.probe") == [
         "bench.perf.probe: from bench.data import _read", "bench.perf.probe: bench.data._require",
         "bench.perf.probe: bench.data._check"]
+
+
+# ---------------------------------------------------------------------------
+# Errors come from bench.errors only
+
+def error_imports_elsewhere(path: Path) -> list[str]:
+    """`from X import SomeError` with X not bench.errors, and `module.SomeError` reached through another
+    module (bench.errors' classes, read from the module itself)."""
+    import bench.errors
+
+    names = set(bench.errors.__all__)
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module != "bench.errors":
+            found += [f"{path.name}:{node.lineno}: from {node.module} import {a.name}" for a in node.names
+                      if a.name in names]
+        elif isinstance(node, ast.Attribute) and node.attr in names and ast.unparse(node.value) != "bench.errors":
+            found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_errors_are_imported_from_bench_errors_only():
+    files = [*PACKAGE.rglob("*.py"), *(ROOT / "tests").rglob("*.py")]
+    offenders = [use for path in files for use in error_imports_elsewhere(path)]
+    assert not offenders, "errors reached through another module:\n" + "\n".join(offenders)
+
+
+def test_the_error_import_check_can_fail(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("from bench.config import ConfigError\nfrom bench.errors import DataError\nimport bench.errors\n"
+                     "from bench import report\nreport.ReportError\nbench.errors.StudyError\n")
+    assert error_imports_elsewhere(probe) == ["probe.py:1: from bench.config import ConfigError",
+                                              "probe.py:5: report.ReportError"]

@@ -158,7 +158,7 @@ def test_sample_steps_grids_come_from_the_current_generator(cfg):
 
 @pytest.mark.parametrize("bad", [[0], [-3], ["200"], [1.5], 7])
 def test_sample_steps_must_be_positive_ints(bad):
-    from bench.config import ConfigError
+    from bench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="train.sample_steps"):
         build_config(overrides={"train.sample_steps": bad})

@@ -21,7 +21,7 @@ threads.prepare_environment()  # before the imports below load torch: OpenMP rea
 from bench.cli.args import (DATASETS, add_run_options, config_file_overrides, config_from_args,  # noqa: F401
                             dataset_name, int_at_least, layered_overrides, overrides_from_args, parse_overrides,
                             positive_int, print_table, tracking_uri_from_args)
-from bench.errors import BenchError, InputError  # noqa: F401  (InputError: re-exported, tests import it here)
+from bench.errors import BenchError, InputError
 
 EXIT_BAD_INPUT = 2
 # Modules that add their own subcommands (each has `register_cli(subparsers)`), in `--help` order.

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bench.config import ConfigError, flatten, load_file, parse_value
+from bench.config import flatten, load_file, parse_value
+from bench.errors import ConfigError
 from bench.run_config import build_config
 
 DATASETS = ("mnist", "fashion-mnist")

@@ -7,16 +7,15 @@ import sys
 from pathlib import Path
 
 from bench.cli.args import tracking_uri_from_args
-from bench.errors import InputError
+from bench.errors import InputError, ReportError, TrackingError
 from bench.tracking import mask_uri, safe_name
-from bench.report.common import ReportError
 from bench.report.build import Report, build_report
 from bench.report.published import Comparison, verdict_lines
 from bench.report.render import log_report, write_report
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.tracking import TrackingError, client as make_client
+    from bench.tracking import client as make_client
 
     uri = tracking_uri_from_args(args)
     db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None

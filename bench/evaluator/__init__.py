@@ -19,7 +19,6 @@ re-exported here are copies: a test that patches one patches it where it is read
 (`bench.evaluator.shipped.WEIGHTS_DIR`, `bench.evaluator.shipped.MANIFEST`).
 """
 
-from bench.errors import EvaluatorError  # re-exported: its historical home
 from bench.evaluator.classifier import (EVAL_BATCH, REFERENCE_RECIPE, Evaluator, accuracy, no_tf32,
                                         reference_epochs, train_classifier, train_reference)
 from bench.evaluator.scoring import (Evaluation, evaluate_gan, evaluate_gans, fid_to_real, generate,
@@ -30,7 +29,7 @@ from bench.evaluator.shipped import (ARCH_VERSION, MANIFEST, WEIGHTS_DIR, cache_
 
 __all__ = [
     "ARCH_VERSION", "EVAL_BATCH", "MANIFEST", "REFERENCE_RECIPE", "WEIGHTS_DIR", "Evaluation", "Evaluator",
-    "EvaluatorError", "accuracy", "cache_dir", "evaluate_gan", "evaluate_gans", "evaluator_key", "evaluator_path",
+    "accuracy", "cache_dir", "evaluate_gan", "evaluate_gans", "evaluator_key", "evaluator_path",
     "fid_to_real", "generate", "intra_fid_scores", "load_or_train", "load_shipped", "manifold_scores", "no_tf32",
     "real_class_moments", "real_manifold", "real_scores", "reference_epochs", "sha256_file", "shipped_entry",
     "train_classifier", "train_reference", "uses_shipped",

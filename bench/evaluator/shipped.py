@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from bench.config import ConfigError, EvalConfig
+from bench.config import EvalConfig
 from bench.data import DeviceDataset
-from bench.errors import EvaluatorError
+from bench.errors import ConfigError, EvaluatorError
 from bench.evaluator.classifier import REFERENCE_RECIPE, Evaluator, accuracy, train_reference
 from bench.models import LeNet
 

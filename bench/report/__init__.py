@@ -28,51 +28,20 @@ configurations have but this one lacks, are listed and marked, never a crash. A 
 
 The package, one module per concept (data flows one way, top to bottom):
 
-- `common`: constants, table columns, `ReportError`;
+- `common`: constants and table columns;
 - `load`: reading a study's runs from MLflow, grouped by configuration;
 - `stats`: summaries over seeds and Welch's t-test;
 - `baseline`: choosing the baseline, matching configurations across studies;
+- `judge`: whether this scale can test a published claim (chance floors, what counts as settled);
+- `trajectory`: verdicts over training, one per evaluated epoch;
 - `table`: the comparison table and the verdict;
+- `published`: a report's published numbers beside ours, with a verdict per published comparison;
 - `plots`: matplotlib figures;
 - `reference`: the real-data reference row;
 - `build`: assembling the report;
 - `render`: CSV, Markdown, HTML files and logging to MLflow.
 
-`gan-bench report` itself (argument parsing, the command) is `bench.cli.report`.
+Import from the module that defines a name (`from bench.report.build import build_report`); the
+errors are in `bench.errors` (`ReportError`). `gan-bench report` itself (argument parsing, the
+command) is `bench.cli.report`.
 """
-
-from __future__ import annotations
-
-from bench.report.common import (
-    CONFIDENCE, ALPHA, NOTE_TAG, PARENT_ID_TAG, LOSS_KEYS, D_OUT_KEYS, IGNORED_KEYS, Column, COLUMNS,
-    CORE_METRICS, EVAL_PLOT_METRICS, REFERENCE_MAP, ReportError)
-from bench.report.load import (
-    RunData, Group, StudyData, param_value, load_study_runs, varied_keys)
-from bench.report.stats import (
-    Stat, summarize, Diff, compare, final_value)
-from bench.report.baseline import (
-    parse_params, matching, resolve_baseline, base_config, comparable, combined_groups)
-from bench.report.table import (
-    Row, Table, columns_for, build_table, verdict)
-from bench.report.plots import (
-    plot_eval_curves, plot_losses, plot_d_outputs, plot_class_accuracy, plot_heatmap, final_sample_image,
-    plot_samples, param_importances, plot_importances, plot_parallel, cmap_mappable, Plot, study_plots)
-from bench.report.reference import (
-    reference_scores)
-from bench.report.build import (
-    StudyReport, Report, build_report)
-from bench.report.render import (
-    table_csv, table_markdown, table_html, CSS, METHODS, render_html, render_markdown, write_report,
-    log_report)
-
-__all__ = [
-    "CONFIDENCE", "ALPHA", "NOTE_TAG", "PARENT_ID_TAG", "LOSS_KEYS", "D_OUT_KEYS", "IGNORED_KEYS", "Column",
-    "COLUMNS", "CORE_METRICS", "EVAL_PLOT_METRICS", "REFERENCE_MAP", "ReportError", "RunData", "Group",
-    "StudyData", "param_value", "load_study_runs", "varied_keys", "Stat", "summarize", "Diff", "compare",
-    "final_value", "parse_params", "matching", "resolve_baseline", "base_config", "comparable",
-    "combined_groups", "Row", "Table", "columns_for", "build_table", "verdict", "plot_eval_curves",
-    "plot_losses", "plot_d_outputs", "plot_class_accuracy", "plot_heatmap", "final_sample_image",
-    "plot_samples", "param_importances", "plot_importances", "plot_parallel", "cmap_mappable", "Plot",
-    "study_plots", "reference_scores", "StudyReport", "Report", "build_report", "table_csv", "table_markdown",
-    "table_html", "CSS", "METHODS", "render_html", "render_markdown", "write_report", "log_report"
-]

@@ -6,14 +6,16 @@ import json
 import math
 from typing import Any
 
-from bench.report.common import IGNORED_KEYS, ReportError
+from bench.errors import ReportError
+from bench.report.common import IGNORED_KEYS
 from bench.report.load import Group, StudyData, dotted_key, json_tag, param_value, varied_keys
 from bench.report.stats import summarize
 
 
 def parse_params(text: str, option: str = "baseline") -> dict[str, Any]:
     """`key=value[,key=value]` (dotted or `a/b` keys, or a leaf name like real_target) or a JSON dict."""
-    from bench.config import ConfigError, parse_value
+    from bench.config import parse_value
+    from bench.errors import ConfigError
     from bench.run_config import all_keys, check_key
     from bench.studies.spec import VARIANT_KEY
 

@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.report.common import ReportError
+from bench.errors import ReportError
 from bench.report.load import Group, StudyData, load_study_runs
 from bench.report.baseline import (combined_groups, comparable, matching, objective_best, parse_params,
                                    resolve_baseline)
@@ -108,7 +108,6 @@ def make_report(studies: list[str], *, tracking_uri: str, out_dir: str | Path | 
     under report/ on each study's parent run (`Report.logged_to`). `published` and `reproduces`: a
     reproduction's tables (study name -> tables) and its report."""
     from bench.errors import InputError, TrackingError
-    from bench.report.common import ReportError
     from bench.report.render import log_report, write_report
     from bench.tracking import client, mask_uri, safe_name
 

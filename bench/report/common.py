@@ -1,11 +1,10 @@
-"""Constants shared by every part of the report: confidence level, tag names, table columns, the error type."""
+"""Constants shared by every part of the report: confidence level, tag names, table columns."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from bench.errors import ReportError  # noqa: F401  (re-exported: its historical home)
 from bench.metrics import registry
 from bench.metrics.registry import Direction
 

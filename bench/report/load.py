@@ -7,8 +7,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.errors import ReportError
 from bench.tracking import TAG_CONFIG, TAG_CONFIG_ID, TAG_DIVERGED, TAG_ROLE
-from bench.report.common import D_OUT_KEYS, IGNORED_KEYS, LOSS_KEYS, NOTE_TAG, PARENT_ID_TAG, ReportError
+from bench.report.common import D_OUT_KEYS, IGNORED_KEYS, LOSS_KEYS, NOTE_TAG, PARENT_ID_TAG
 
 
 @dataclass

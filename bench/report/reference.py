@@ -8,9 +8,8 @@ from bench.report.load import Group, param_value
 def reference_scores(groups: list[Group], data_root: str | None, cache: dict,
                      progress=lambda message: None) -> tuple[dict | None, str]:
     """bench.evaluator.real_scores for the dataset and evaluator the runs used, or None and why not."""
-    from bench.config import ConfigError
+    from bench.errors import ConfigError, DataError
     from bench.run_config import all_keys, build_config
-    from bench.data import DataError
 
     run = next((r for g in groups for r in g.usable), None)
     if run is None:

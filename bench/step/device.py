@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.config import ConfigError, TrainConfig
+from bench.config import TrainConfig
+from bench.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:

@@ -13,6 +13,6 @@ The `gan-bench study` commands are in `bench.cli.study`.
 
 from __future__ import annotations
 
-from bench.studies.spec import StudyError, StudySpec, load_study_file
+from bench.studies.spec import StudySpec, load_study_file
 
-__all__ = ["StudyError", "StudySpec", "load_study_file"]
+__all__ = ["StudySpec", "load_study_file"]

@@ -215,7 +215,7 @@ def _existing_parent(storage: optuna.storages.BaseStorage, name: str) -> tuple[b
 
 
 def _check_same_study(spec: StudySpec, study_text: str, tracking_uri: str, parent_id: str, storage_url: str) -> None:
-    from bench.studies.spec import StudyError
+    from bench.errors import StudyError
 
     tags = client(tracking_uri).get_run(parent_id).data.tags
     if "study_spec_sha256" in tags:

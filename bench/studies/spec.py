@@ -34,9 +34,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bench.config import ConfigError, flatten, read_text
+from bench.config import flatten, read_text
 from bench.run_config import build_config, check_key, RunConfig
-from bench.errors import StudyError  # noqa: F401  (re-exported: its historical home)
+from bench.errors import ConfigError, DataError, StudyError
 from bench.metrics import registry
 
 # Metrics an analysis logs on a finished run (`gan-bench analyze NAME`), e.g. analysis/retrain/mix/gen10/test_acc:
@@ -410,7 +410,7 @@ def _semantic_checks(spec: StudySpec, path: str, overrides: dict[str, Any]) -> R
 def _check_fit(spec: StudySpec, base_cfg: RunConfig, path: str) -> None:
     """The smallest training set of the space holds its largest iteration (batch x D steps), and the
     data root is a folder (a study must not start trials that can only fail)."""
-    from bench.data import DataError, check_fit, resolve_root
+    from bench.data import check_fit, resolve_root
 
     def values(key: str, default: Any) -> list:
         return spec.space[key].edge_values() if key in spec.space else [default]

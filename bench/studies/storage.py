@@ -19,8 +19,9 @@ from pathlib import Path
 import optuna
 
 from bench.studies import optuna_adapter
+from bench.errors import TrackingError
 from bench.studies.spec import StudySpec
-from bench.tracking import TrackingError, mask_uri, scrub
+from bench.tracking import mask_uri, scrub
 
 PREPARE_LOCK_KEY = 0x67616E62656E6368  # "ganbench": the PostgreSQL advisory lock that serialises `prepare`
 

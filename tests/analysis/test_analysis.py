@@ -14,7 +14,8 @@ import torch
 from mlflow import MlflowClient
 
 from bench.analysis import common, discriminator, features, latent, retrain
-from bench.cli import InputError, main
+from bench.cli import main
+from bench.errors import InputError
 from bench.run_config import build_config
 from bench.experiment import run as train_run
 from bench.step import build_gan

@@ -15,7 +15,8 @@ from bench.metrics import registry
 from bench.metrics.registry import Direction, Needs
 from bench.models import build_nets
 from bench.report.common import COLUMNS, CORE_METRICS, REFERENCE_MAP
-from bench.studies.spec import StudyError, load_study_file
+from bench.errors import StudyError
+from bench.studies.spec import load_study_file
 
 NEW = ("eval/precision", "eval/recall", "eval/density", "eval/coverage", "eval/intra_fid")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.config import ConfigError
+from bench.errors import ConfigError
 from bench.run_config import ModelSection as ModelConfig  # the model section with the techniques' keys
 from bench.run_config import build_config
 from bench.models import (MODELS, LeNet, VirtualBatchNorm, WithReference, build_nets, count_params, sample_latent,

@@ -3,7 +3,7 @@
 import pytest
 
 from bench.report.baseline import resolve_baseline
-from bench.report.common import ReportError
+from bench.errors import ReportError
 from bench.report.load import Group, RunData, StudyData
 from bench.report.table import build_table, verdict
 

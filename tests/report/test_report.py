@@ -31,8 +31,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Param
 from scipy import stats
 
-from bench import report
 from bench.cli import main
+from bench.report.baseline import comparable
+from bench.report.load import load_study_runs
 from tests.conftest import time_limit
 
 STUDY = "ls-test"
@@ -243,7 +244,7 @@ def test_only_the_runs_that_count_fetch_their_histories(study):
     fetched = []
     real = client.get_metric_history
     client.get_metric_history = lambda run_id, key: fetched.append(run_id) or real(run_id, key)
-    data = report.load_study_runs(client, STUDY)
+    data = load_study_runs(client, STUDY)
     counted = {r.run_id for g in data.groups for r in g.usable}
     assert len(counted) == 4 and set(fetched) == counted  # never the superseded, failed or pruned runs
 
@@ -377,7 +378,7 @@ def test_studies_sharing_a_base_config_are_compared(study, tmp_path):
     html = (out / "report.html").read_text()
     assert "Comparison across studies" in html and "share a base configuration" in html
     # a study on another model shares no base configuration: said so, no combined table
-    diffs = report.comparable([report.load_study_runs(client, STUDY), report.load_study_runs(client, "other-model")])
+    diffs = comparable([load_study_runs(client, STUDY), load_study_runs(client, "other-model")])
     assert diffs == ["model.name: cgan-mlp (ls-test) vs cgan-conv (other-model)"]
 
 

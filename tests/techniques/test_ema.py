@@ -38,7 +38,7 @@ def test_the_averaged_generator_is_the_one_evaluated_and_kept(tiny):
 
 
 def test_ema_decay_is_validated():
-    from bench.config import ConfigError
+    from bench.errors import ConfigError
     with pytest.raises(ConfigError, match="ema_decay"):
         build_config(overrides={"techniques.ema_decay": 1.0})
 

@@ -29,7 +29,7 @@ def test_hinge_trains_and_replaces_the_bce_losses(gan_step):
 def test_hinge_and_the_saturating_g_loss_cannot_both_replace_g_loss():
     import pytest
 
-    from bench.config import ConfigError
+    from bench.errors import ConfigError
     from bench.run_config import build_config
     with pytest.raises(ConfigError, match="replace G's loss"):
         build_config(overrides={"techniques.hinge": True, "techniques.g_loss": "saturating"})

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from bench import techniques
-from bench.config import ConfigError
+from bench.errors import ConfigError
 from bench.run_config import all_keys, build_config
 from bench.step import Hooks, build_gan
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bench.config import ConfigError
+from bench.errors import ConfigError
 from bench.run_config import build_config
 from bench.techniques import Batch
 from tests.techniques.conftest import images
