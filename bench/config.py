@@ -21,6 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, m
 
 from bench.errors import ConfigError
 
+# torch's generators take seeds up to 2**64 - 1; runs derive seed + 1 and seed + k (k < 100 repeats) from
+# theirs, and the seed is stored as a signed 64-bit integer: the largest one all of these hold.
+MAX_SEED = 2**63 - 1
+
 
 class Section(BaseModel):
     # Unknown keys are errors, and assignments are validated too (studies set values one by one).
@@ -147,7 +151,7 @@ class RunConfigBase(Section):
     """The sections every run has; `bench.run_config.RunConfig` adds the techniques' keys to `model` and
     `techniques`. Code below the registries (models, techniques) reads a run's config through this type."""
 
-    seed: int = Field(0, ge=0, description="seeds the nets' initialisation, the batches and the noise")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds the nets' initialisation, the batches and the noise")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else the CPU")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

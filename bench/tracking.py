@@ -145,7 +145,8 @@ def ensure_experiment(tracking_uri: str, name: str, description: str | None = No
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise TrackingError(f"tracking store {tracking_uri!r}: cannot create {db.parent} ({e.strerror})") from None
+            why = "a file, not a folder: move it aside" if db.parent.is_file() else e.strerror
+            raise TrackingError(f"tracking store {tracking_uri!r}: cannot create {db.parent} ({why})") from None
         artifact_location = (db.parent / "artifacts" / safe_name(name)).resolve().as_uri()
         with _store_init_lock(db):  # the first connection creates the tables: one process at a time
             return _ensure_experiment(tracking_uri, name, artifact_location, description)
@@ -217,9 +218,79 @@ def _ensure_experiment(tracking_uri: str, name: str, artifact_location: str | No
     except MlflowException as e:
         if e.error_code == "INVALID_PARAMETER_VALUE":  # MLflow refused the name, not the store
             raise TrackingError(scrub(f"experiment name {name[:60]!r}: {e.message}", tracking_uri)) from None
-        raise TrackingError(scrub(f"tracking store {mask_uri(tracking_uri)!r} is not usable: {e}", tracking_uri)) from None
+        raise store_fault(e, tracking_uri) or TrackingError(scrub(
+            f"tracking store {mask_uri(tracking_uri)!r} is not usable: {_first_line(e)}", tracking_uri)) from None
     except Exception as e:  # any backend failure: say which store and why, before training starts
-        raise TrackingError(scrub(f"tracking store {mask_uri(tracking_uri)!r} is not usable: {e}", tracking_uri)) from None
+        raise store_fault(e, tracking_uri) or TrackingError(scrub(
+            f"tracking store {mask_uri(tracking_uri)!r} is not usable: {_first_line(e)}", tracking_uri)) from None
+
+
+def store_fault(error: BaseException, tracking_uri: str) -> TrackingError | None:
+    """What `error`, or an error it was raised from, says is wrong with the store: damaged, read-only,
+    full, or without a run it was asked for. A TrackingError naming the store and what to do; None when
+    the error says none of these."""
+    import errno
+
+    where = str(_sqlite_path(tracking_uri) or mask_uri(tracking_uri))
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    for e in chain:
+        reason = scrub(_first_line(e), tracking_uri)
+        text = reason.lower()
+        code = e.errno if isinstance(e, OSError) and _inside(e.filename, tracking_uri) else None
+        if "malformed" in text or "not a database" in text:
+            return TrackingError(f"MLflow store {where} is damaged ({reason}): restore it from a backup, or move it "
+                                 "aside to start a new store in its place")
+        if code == errno.ENOSPC or "disk is full" in text:
+            return TrackingError(f"no space left for MLflow store {where} ({reason}): free disk space and run the "
+                                 "command again (a run it could not close is marked KILLED by the next command)")
+        db = _sqlite_path(tracking_uri)
+        if "readonly database" in text and db is not None and not db.exists():  # SQLite's word for an unlinked file
+            return TrackingError(f"MLflow store {where} was deleted while this command used it ({reason})")
+        if code == errno.EROFS or "readonly database" in text:
+            return TrackingError(f"MLflow store {where} is read-only ({reason}): this command writes to it; "
+                                 "`report`, `study status` and `ui` only read it, or use a writable copy")
+        missing = re.search(r"Run with id=(\w+) not found", reason)
+        if missing:
+            return TrackingError(f"MLflow store {where} has no run {missing[1]} (deleted, or the run was logged to "
+                                 "another store)", field="force_new")
+    return None
+
+
+def _inside(filename, tracking_uri: str) -> bool:
+    """Whether an OSError's file is the store's or beside it (its folder: locks, journal, artifacts)."""
+    db = _sqlite_path(tracking_uri)
+    if filename is None or db is None:
+        return filename is None
+    folder = db.parent.resolve()
+    return folder == Path(os.fsdecode(filename)).resolve() or folder in Path(os.fsdecode(filename)).resolve().parents
+
+
+def read_only(tracking_uri: str) -> bool:
+    """Whether a local SQLite store (its database and its folder) cannot be written, e.g. on a read-only mount."""
+    db = _sqlite_path(tracking_uri)
+    return db is not None and db.exists() and not (os.access(db, os.W_OK) and os.access(db.parent, os.W_OK))
+
+
+def missing_artifacts(client, run_id: str) -> str | None:
+    """The outermost missing folder of the run's local artifact folder when it is gone (moved or deleted,
+    e.g. `mlruns/artifacts`); None when it is there or not local."""
+    from urllib.parse import unquote
+
+    uri = client.get_run(run_id).info.artifact_uri or ""
+    folder = Path(unquote(urlsplit(uri).path))
+    if not uri.startswith("file:") or folder.exists():
+        return None
+    while not folder.parent.exists():
+        folder = folder.parent
+    return str(folder)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "message", None) or error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def owner_tags() -> dict[str, str]:

@@ -5,7 +5,8 @@ run commands (train, evaluator, models, data) and the wiring; `args` the helpers
 shares; one module per command group (study, report, analyze, perf, ui, reproduce, dashboard),
 each with its argparse code, its `cmd_*` functions and `register_cli(subparsers)`. Library code
 raises `bench.errors` exceptions; `main` alone turns a `BenchError` into a one-line message and
-exit code 2.
+exit code 2, and so too an error of the user's environment (a damaged, read-only or full store, a file
+where a folder belongs: `fault_message`); Ctrl-C ends with "interrupted" and exit code 130.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bench.cli.args import (DATASETS, add_run_options, config_file_overrides, co
 from bench.errors import BenchError, InputError
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 # Modules that add their own subcommands (each has `register_cli(subparsers)`), in `--help` order.
 COMMAND_MODULES = ("bench.cli.study", "bench.cli.report", "bench.cli.analyze", "bench.cli.perf", "bench.cli.ui",
                    "bench.cli.reproduce", "bench.cli.dashboard")
@@ -45,8 +47,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise InputError(f"{flag}={value!r}: must not be empty")
     cfg = config_from_args(args)
     uri = tracking_uri_from_args(args)
-    result = experiment.run(cfg, tracking_uri=uri, experiment=args.experiment, name=args.run_name,
-                            progress=not args.quiet, announce=True)
+    try:
+        result = experiment.run(cfg, tracking_uri=uri, experiment=args.experiment, name=args.run_name,
+                                progress=not args.quiet, announce=True)
+    except KeyboardInterrupt:
+        print("gan-bench: interrupted: a run already started is marked KILLED in MLflow, with what it logged",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"run_id: {result.run_id}  (tracking: {mask_uri(uri)}, experiment: {args.experiment})")
     print_table(result.metrics, "final metrics:")
     return 0
@@ -176,12 +183,57 @@ def cmd_models(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_store_errors()
     try:
         with threads.for_command():  # threads from the cores and the load (bench.threads)
             return args.func(args)
     except BenchError as e:
         print(f"gan-bench: error: {e}{flag_hint(e, args)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("gan-bench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a damaged, read-only or full store, a file where a folder belongs: no traceback
+        message = fault_message(e, args)
+        if message is None:
+            raise
+        print(f"gan-bench: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def quiet_store_errors() -> None:
+    """MLflow logs a traceback for every database error it passes on; `main` says what went wrong instead."""
+    import logging
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+
+# What a user does about an OSError on a file, by errno (its message names the file).
+OS_FAULTS = {"ENOSPC": "free disk space and run the command again",
+             "EROFS": "this command writes there; use a writable folder",
+             "EEXIST": "a file is where a folder belongs: move it aside",
+             "ENOTDIR": "a file is where a folder belongs: move it aside",
+             "ELOOP": "a symbolic link points back at itself: fix or remove it",
+             "EACCES": "check the file's permissions", "EPERM": "check the file's permissions and attributes"}
+
+
+def fault_message(error: Exception, args: argparse.Namespace) -> str | None:
+    """One line for an error the user's environment caused (the store, a file), None for any other."""
+    import errno
+
+    from bench.tracking import default_tracking_uri, store_fault
+
+    uri = getattr(args, "tracking_uri", None) or default_tracking_uri()
+    fault = store_fault(error, uri)
+    if fault is not None:
+        if fault.field == "force_new" and hasattr(args, "force_new"):
+            return (f"{fault}: the study's Optuna storage holds trials whose runs are not in this store; pass the "
+                    "--tracking-uri the study ran with, or rerun with --force-new to start the study over")
+        return str(fault)
+    name = errno.errorcode.get(getattr(error, "errno", None) or -1)
+    if isinstance(error, OSError) and error.filename is not None and name in OS_FAULTS:
+        return f"{error.filename}: {error.strerror}; {OS_FAULTS[name]}"
+    return None
 
 
 # Library arguments whose flag is spelled differently from the argument (else: --name-with-dashes).

@@ -90,7 +90,7 @@ def config_file_overrides(path: str) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace):
-    from bench.data import check_fit
+    from bench.run_config import check_sizes
 
     base = load_file(args.config) if args.config else {}
     try:
@@ -103,7 +103,7 @@ def config_from_args(args: argparse.Namespace):
         except ConfigError:  # the file alone is already wrong: name it
             raise ConfigError(f"config file {args.config!r}: {e}") from None
         raise
-    check_fit(cfg.data.dataset, cfg.data.train_subset, cfg.optim.batch_size, cfg.techniques.d_steps)
+    check_sizes(cfg)  # against the data and this machine's memory, before anything runs
     return cfg
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.cli.args import tracking_uri_from_args
 from bench.errors import InputError, ReportError, TrackingError
-from bench.tracking import mask_uri, safe_name
+from bench.tracking import mask_uri, read_only, safe_name, store_fault
 from bench.report.build import Report, build_report
 from bench.report.published import Comparison, verdict_lines
 from bench.report.render import log_report, write_report
@@ -26,9 +26,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise InputError(f"--out {str(out)!r}: exists and is not a folder")
     try:
         c = make_client(uri)
-        report = build_report(c, args.studies, out_dir=out, runs_filter=args.runs, baseline=args.baseline,
-                              data_root=args.data_root, reference=not args.no_reference,
-                              progress=lambda m: print(m, file=sys.stderr))
+        report, left_out = build_readable(c, args, out, uri)
     except ReportError as e:
         raise InputError(str(e), field=e.field) from None
     except (InputError, TrackingError):
@@ -36,10 +34,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     except Exception as e:
         from mlflow.exceptions import MlflowException
 
-        if isinstance(e, MlflowException):
+        if isinstance(e, MlflowException) and store_fault(e, uri) is None:
             raise TrackingError(f"tracking store {mask_uri(uri)!r}: {e.message}") from None
         raise
-    files, logged = save_report(c, report, uri, log=not args.no_log)
+    log = not args.no_log
+    if log and read_only(uri):
+        print(f"not logged to the parent runs: the MLflow store {uri[len('sqlite:///'):]} is read-only",
+              file=sys.stderr)
+        log = False
+    files, logged = save_report(c, report, uri, log=log)
     for run_id in logged:
         print(f"logged to parent run {run_id} under report/")
     for sr in report.studies:
@@ -57,7 +60,37 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"\n{report.comparison_note}")
     print(f"\nreport: {files['html'].resolve()}\ntable: {files['csv']}  markdown: {files['md']}"
           + (f"  published: {files['published_csv']}" if "published_csv" in files else ""))
-    return 0
+    for line in left_out:
+        print(f"gan-bench: error: {line}", file=sys.stderr)
+    return 2 if left_out else 0
+
+
+def build_readable(c, args: argparse.Namespace, out: Path, uri: str) -> tuple[Report, list[str]]:
+    """The report of every study the store can read. Where it fails on some studies' runs (a damaged part
+    of the store), the others are reported alone: returns the report and a line per study left out."""
+    from bench.report.load import load_study_runs
+
+    def build(names: list[str]) -> Report:
+        return build_report(c, names, out_dir=out, runs_filter=args.runs, baseline=args.baseline,
+                            data_root=args.data_root, reference=not args.no_reference,
+                            progress=lambda m: print(m, file=sys.stderr))
+
+    try:
+        return build(args.studies), []
+    except Exception as e:
+        if len(args.studies) == 1 or store_fault(e, uri) is None:
+            raise
+    readable, left_out = [], []
+    for name in args.studies:
+        try:
+            load_study_runs(c, name, args.runs)
+            readable.append(name)
+        except Exception as e:
+            fault = store_fault(e, uri)
+            if fault is None or len(left_out) == len(args.studies) - 1:  # none readable: that is the error
+                raise
+            left_out.append(f"study {name!r} is not in this report: {fault}")
+    return build(readable), left_out
 
 
 def save_report(c, report: Report, uri: str, log: bool) -> tuple[dict[str, Path], list[str]]:

@@ -13,7 +13,7 @@ from typing import Any
 from matplotlib.figure import Figure
 import numpy as np
 
-from bench.tracking import figure_to_png
+from bench.tracking import figure_to_png, missing_artifacts
 from bench.report.common import COLUMNS, EVAL_PLOT_METRICS
 from bench.report.load import Group, StudyData, param_value
 from bench.report.stats import summarize
@@ -217,7 +217,9 @@ def plot_samples(client, groups: list[Group]) -> tuple[Figure | None, list[str]]
                     images.append((f"{g.label}\nseed {r.seed}, epoch {found[1]}", mpimg.imread(path)))
                     break
             if not found:
-                notes.append(f"{g.label}: no sample grid (no finished run logged one)")
+                gone = missing_artifacts(client, g.usable[0].run_id) if g.usable else None
+                why = "its artifacts are missing" if gone else "no finished run logged one"
+                notes.append(f"{g.label}: no sample grid ({why})")
     if not images:
         return None, notes
     ncols = min(4, len(images))
@@ -393,7 +395,10 @@ def study_plots(client, study: StudyData, reference: dict | None) -> list[Plot]:
         sample_notes.extend(notes)
         return fig
 
-    plots.append(_plot("samples", "Samples at the final epoch", samples, "no finished run logged a sample grid"))
+    gone = sorted({missing_artifacts(client, g.usable[0].run_id) for g in groups if g.usable} - {None})
+    plots.append(_plot("samples", "Samples at the final epoch", samples,
+                       f"the artifact folder {', '.join(gone)} is missing (moved or deleted): restore it to see the "
+                       "sample grids" if gone else "no finished run logged a sample grid"))
     if sample_notes:
         plots[-1].note = "; ".join(filter(None, [plots[-1].note, *sample_notes]))
     imp_holder: dict = {}

@@ -48,6 +48,7 @@ _NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
 # Optuna's GridSampler and our queue hold every cell (and a trial each) in memory and in the storage.
 MAX_GRID_CELLS = 10_000
 MAX_TRIALS = 100_000
+MAX_INT = 2**63 - 1  # an int parameter's bounds (Optuna's storages hold 64-bit integers)
 
 
 class _Strict(BaseModel):
@@ -62,9 +63,10 @@ class Param(_Strict):
 
     type: Literal["categorical", "int", "float"] | None = None
     choices: list[Scalar] | None = None
-    low: float | None = None
-    high: float | None = None
-    step: float | None = None
+    # Finite only: an infinite or NaN bound has no integer grid, no sampler range and no config value.
+    low: float | None = Field(None, allow_inf_nan=False)
+    high: float | None = Field(None, allow_inf_nan=False)
+    step: float | None = Field(None, allow_inf_nan=False)
     log: bool = False
     when: dict[str, Scalar] | None = Field(None, description="sample only when these params have these values")
 
@@ -86,6 +88,10 @@ class Param(_Strict):
                 raise ValueError(f"empty range: low ({self.low:g}) must be < high ({self.high:g})")
             if self.log and self.low <= 0:
                 raise ValueError(f"log scale needs low > 0, got {self.low:g}")
+            for bound in ("low", "high", "step"):  # beyond int64: no config key or storage holds it
+                value = getattr(self, bound)
+                if self.type == "int" and value is not None and abs(value) > MAX_INT:
+                    raise ValueError(f"{bound}={value:g}: an int parameter's values must lie within ±{MAX_INT}")
             if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
                 raise ValueError("int parameter needs integer low/high")
             if self.step is not None:
@@ -123,7 +129,7 @@ class Param(_Strict):
 
 class SamplerSpec(_Strict):
     type: Literal["grid", "tpe", "random", "gp"] = "grid"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="the sampler's seed (numpy's RandomState range)")
 
 
 class PrunerSpec(_Strict):
@@ -373,7 +379,7 @@ def _semantic_checks(spec: StudySpec, path: str, overrides: dict[str, Any]) -> R
         except ConfigError as e:
             raise _fail(path, f"variants.{name}", str(e)) from None
     space = spec.search_space
-    _check_fit(spec, base_cfg, path)
+    _check_fit(spec, base_cfg, path, overrides)
     for key, value in (spec.baseline or {}).items():
         if key not in space:
             raise _fail(path, f"baseline.{key}", "not a key of the search space" + (
@@ -407,9 +413,10 @@ def _semantic_checks(spec: StudySpec, path: str, overrides: dict[str, Any]) -> R
     return base_cfg
 
 
-def _check_fit(spec: StudySpec, base_cfg: RunConfig, path: str) -> None:
-    """The smallest training set of the space holds its largest iteration (batch x D steps), and the
-    data root is a folder (a study must not start trials that can only fail)."""
+def _check_fit(spec: StudySpec, base_cfg: RunConfig, path: str, overrides: dict[str, Any]) -> None:
+    """The smallest training set of the space holds its largest iteration (batch x D steps), the data
+    root is a folder, and the space's largest trial fits the data and this machine's memory (a study
+    must not start trials that can only fail)."""
     from bench.data import check_fit, resolve_root
 
     def values(key: str, default: Any) -> list:
@@ -431,6 +438,37 @@ def _check_fit(spec: StudySpec, base_cfg: RunConfig, path: str) -> None:
                       max(values("techniques.d_steps", base_cfg.techniques.d_steps)))
     except DataError as e:
         raise _fail(path, "", str(e)) from None
+    _check_largest_trial(spec, path, overrides)
+
+
+# Keys whose larger values need more memory or more data (data.train_subset: the smaller, the tighter).
+SIZE_KEYS = ("optim.batch_size", "techniques.d_steps", "eval.n_samples", "eval.n_per_class", "eval.n_real",
+             "eval.evaluator_subset", "model.vbn_ref_size", "model.latent_dim", "model.embed_dim", "model.width",
+             "model.g_width", "model.d_width", "model.hidden", "model.mlp_blocks", "model.g_depth", "model.d_depth")
+
+
+def _check_largest_trial(spec: StudySpec, path: str, overrides: dict[str, Any]) -> None:
+    """`check_sizes` on the trial with every size key of the space at its largest (the training subset at
+    its smallest), once per variant."""
+    from bench.run_config import check_sizes
+
+    def numbers(key: str) -> list:
+        return [v for v in spec.space[key].edge_values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+    corner = {k: max(numbers(k)) for k in SIZE_KEYS if k in spec.space and numbers(k)}
+    if "data.train_subset" in spec.space and numbers("data.train_subset"):
+        corner["data.train_subset"] = min(numbers("data.train_subset"))
+    for variant in list(spec.variants) or [None]:
+        params = {**({VARIANT_KEY: variant} if variant else {}), **corner}
+        try:
+            cfg = build_config(spec.base, spec.config_overrides(params, overrides))
+        except ConfigError:
+            continue  # values no trial combines (each one alone was checked)
+        try:
+            check_sizes(cfg)
+        except (DataError, ConfigError) as e:
+            where = f"the space's largest trial ({short_label(params)}): " if params else ""
+            raise _fail(path, "", f"{where}{e}") from None
 
 
 def _model_mismatch(key: str, conditional: list[bool]) -> str | None:

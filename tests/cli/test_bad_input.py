@@ -307,7 +307,56 @@ SHAPES = [
     ("perf: a benchmark option to parity", ["perf", "parity", "--steps", "3"], None, None,
      "unrecognized arguments: --steps 3"),
     ("perf: negative warmup", ["perf", "bench", "--warmup", "-1"], None, None, "--warmup"),
+    # Issue 33: values past what torch, Optuna, the data or this machine's memory can take
+    ("train: seed of 2**70", ["train", "--seed", str(2**70)], None, None,
+     f"seed={2**70}: Input should be less than or equal to {2**63 - 1}"),
+    ("study: int high = inf", ["study", "run", "FILE"], "s.toml",
+     INT_SPACE.replace("high = 3", "high = inf").replace("STEP", "1").encode(),
+     "space.techniques.d_steps.high: Input should be a finite number (got inf)"),
+    ("study: int high = nan", ["study", "run", "FILE"], "s.toml",
+     INT_SPACE.replace("high = 3", "high = nan").replace("STEP", "1").encode(), "high: Input should be a finite number"),
+    ("study: int step = inf", ["study", "run", "FILE"], "s.toml", INT_SPACE.replace("STEP", "inf").encode(),
+     "space.techniques.d_steps.step: Input should be a finite number (got inf)"),
+    ("study: float low = -inf", ["study", "run", "FILE"], "s.toml",
+     STUDY.replace('"techniques.real_target" = { choices = [1.0, 0.9] }',
+                   '"techniques.real_target" = { low = -inf, high = 1.0 }').encode(), "low: Input should be a finite"),
+    ("study: int high beyond 64 bits", ["study", "run", "FILE"], "s.toml",
+     INT_SPACE.replace("high = 3", "high = 1e300").replace("STEP", "1").encode(), "high=1e+300: an int parameter"),
+    ("study: sampler seed of 2**70", ["study", "run", "FILE"], "s.toml",
+     (STUDY + f"[sampler]\nseed = {2**70}\n").encode(), "sampler.seed: Input should be less than or equal to 4294967295"),
+    ("train: n_real larger than the test split", ["train", "--set", "eval.n_real=20000"], None, None,
+     "eval.n_real=20000: larger than the mnist test split (10000 images)"),
+    ("train: evaluator subset larger than the train split", ["train", "--set", "eval.evaluator_subset=100000"],
+     None, None, "eval.evaluator_subset=100000: larger than the mnist train split (60000 images)"),
+    ("train: VBN reference larger than the subset",
+     ["train", "--model", "dcgan", "--train-subset", "20", "--set", "optim.batch_size=2", "--set",
+      "model.g_norm=virtual"], None, None, "model.vbn_ref_size=64: the reference batch is drawn from the training set"),
+    ("train: 200 million generated images", ["train", "--set", "eval.n_samples=200000000"], None, None,
+     "eval.n_samples=200000000: the run needs at least"),
+    ("study: 200 million generated images in the space", ["study", "run", "FILE"], "s.toml",
+     STUDY.replace('"techniques.real_target" = { choices = [1.0, 0.9] }',
+                   '"eval.n_samples" = { choices = [200, 200000000] }').encode(),
+     "the space's largest trial (n_samples=200000000): eval.n_samples=200000000: the run needs at least"),
 ]
+
+
+def test_memory_bound_is_the_largest_value_that_fits():
+    """The bound a memory refusal names is exact for the estimate: it fits, one more does not."""
+    from bench.errors import ConfigError
+    from bench.run_config import build_config, check_sizes, memory_needed
+
+    for key, value in (("eval.n_samples", 300_000), ("optim.batch_size", 4096)):
+        cfg = build_config({}, {"device": "cpu", "model.name": "dcgan", key: value})
+        available = sum(memory_needed(cfg).values()) - 1
+        with pytest.raises(ConfigError) as refused:
+            check_sizes(cfg, available=available)
+        text = str(refused.value)
+        assert text.startswith(f"{key}={value}: the run needs at least") and "is available; use " in text, text
+        bound = int(text.rsplit("<= ", 1)[1])
+        assert 2 <= bound < value
+        check_sizes(build_config({}, {"device": "cpu", "model.name": "dcgan", key: bound}), available=available)
+        with pytest.raises(ConfigError):
+            check_sizes(build_config({}, {"device": "cpu", "model.name": "dcgan", key: bound + 1}), available=available)
 
 
 @pytest.mark.parametrize("case,argv,name,content,needle", SHAPES, ids=[c[0] for c in SHAPES])
@@ -481,15 +530,15 @@ def test_ctrl_c_marks_the_trial_and_kills_its_run(workers, tmp_path, store, tiny
     assert all(r.info.status != "RUNNING" for r in [*_runs(store, "ctrlc", "parent"), *_runs(store, "ctrlc", "trial")])
 
 
-def test_failed_preparation_closes_the_parent_run(tmp_path, store, tiny, monkeypatch):
+def test_failed_preparation_closes_the_parent_run(tmp_path, store, tiny, monkeypatch, capsys):
     cfg = _config_file(tmp_path, tiny)
     path = _study(tmp_path, "halfway")
 
     def boom(spec, study):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(preparation, "enqueue_budget", boom)
-    with pytest.raises(OSError):
-        main(_study_args(path, store, cfg))
+    assert main(_study_args(path, store, cfg)) == 2  # a full disk is named in one line, no traceback
+    assert "no space left" in _one_line(capsys.readouterr().err)
     (parent,) = _runs(store, "halfway", "parent")
     assert parent.info.status == "FAILED" and "No space left" in parent.data.tags["error"]
 
