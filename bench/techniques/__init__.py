@@ -11,14 +11,13 @@ Its declaration, read from a run's config:
   `baseline()` gives the keys that switch it off;
 * `check(cfg)`: combinations it refuses (raise ValueError naming the keys);
 * `wrap_models(gan, cfg)`: changes to the built nets (layer wrappers, init);
-* `varies_per_member` / `changes_shapes`: whether its values may differ between the members a
-  grouped step trains together, and whether they change the nets' shapes (then members must agree);
+* `varies_per_member`: whether its values may differ between the members a grouped step trains
+  together (False when they change the nets' structure: then the members must agree);
   `groupable`: False when it re-parametrizes the nets' weights (spectral norm) or keeps its own
   copy of them (historical averaging), which a grouped step cannot batch: such runs train one by one.
 
 Its kernels: module-level functions with the arithmetic it adds to a step, every hyperparameter
-passed in (a float, or a per-member tensor that broadcasts), and hooks that call them at the places
-GAN tricks act. The step calls the hooks (`bench.step.hooks`); it names no technique.
+passed in as a plain float, and hooks that call them at the places GAN tricks act. The step calls the hooks (`bench.step.hooks`); it names no technique.
 
   ====================  ====================================================================
   `d_input(x, real)`    every image D sees, real or fake, in D's and G's steps (noise, augmentation)
@@ -108,7 +107,6 @@ class Technique:
     study: ClassVar[str | None] = None    # the study file comparing it with the baseline
     couples_batch: ClassVar[bool] = False  # D looks across the batch: real and fake need separate passes
     varies_per_member: ClassVar[bool] = True  # its values may differ between the members of one group
-    changes_shapes: ClassVar[bool] = False    # its values change the nets' structure: a group's members agree
     groupable: ClassVar[bool] = True  # False: it re-parametrizes or copies the weights, so runs train one by one
     # True: its hooks read `info.progress`, so what it does at an iteration depends on how long the run is set to
     # train; such a run extended to more epochs is not that run trained longer from the start (not extended).

@@ -26,6 +26,6 @@ class Flip(Technique):
         return flip(real_t, self.values.flip_prob), flip(fake_t, self.values.flip_prob)
 
 
-def flip(labels: torch.Tensor, p) -> torch.Tensor:
-    """Each 0/1 label swapped with probability p (a float or a per-member tensor)."""
+def flip(labels: torch.Tensor, p: float) -> torch.Tensor:
+    """Each 0/1 label swapped with probability p."""
     return torch.where(torch.rand(labels.shape, device=labels.device) < p, 1.0 - labels, labels)

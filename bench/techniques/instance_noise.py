@@ -28,6 +28,6 @@ class InstanceNoise(Technique):
         return instance_noise(x, self.values.instance_noise_std, self.info.progress)
 
 
-def instance_noise(x: torch.Tensor, initial_std, progress: torch.Tensor) -> torch.Tensor:
+def instance_noise(x: torch.Tensor, initial_std: float, progress: torch.Tensor) -> torch.Tensor:
     """x plus Gaussian noise whose std falls linearly from `initial_std` at progress 0 to 0 at progress 1."""
     return x + initial_std * (1.0 - progress) * torch.randn_like(x)

@@ -25,8 +25,7 @@ class MinibatchStd(Technique):
     paper = "Karras et al. 2018"
     study = "minibatch-std"
     couples_batch = True
-    changes_shapes = True  # D's logit layer gets one more input
-    varies_per_member = False
+    varies_per_member = False  # D's logit layer gets one more input, the same for every member of a group
     fields = {"d_minibatch_std": (bool, Field(False, description="D's logit layer also sees the batch's "
                                                                  "feature standard deviation"))}
 

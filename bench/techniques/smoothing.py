@@ -38,6 +38,6 @@ class Smoothing(Technique):
         return smooth(real_t, v.real_target, v.fake_target), smooth(fake_t, v.real_target, v.fake_target)
 
 
-def smooth(labels: torch.Tensor, real_target, fake_target) -> torch.Tensor:
-    """0/1 labels to smoothed targets: 1 -> real_target, 0 -> fake_target (floats or per-member tensors)."""
+def smooth(labels: torch.Tensor, real_target: float, fake_target: float) -> torch.Tensor:
+    """0/1 labels to smoothed targets: 1 -> real_target, 0 -> fake_target."""
     return labels * real_target + (1.0 - labels) * fake_target

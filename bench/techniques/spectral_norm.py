@@ -25,8 +25,7 @@ class SpectralNorm(Technique):
     section = "model"
     paper = "Miyato et al. 2018"
     study = "spectral-norm"
-    changes_shapes = True  # it reparametrizes D's layers
-    varies_per_member = False
+    varies_per_member = False  # it reparametrizes D's layers, the same for every member of a group
     fields = {"d_spectral_norm": (bool, Field(False, description="spectral normalization of D's conv and "
                                                                  "linear layers"))}
 

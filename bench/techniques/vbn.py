@@ -25,8 +25,7 @@ class Normalization(Technique):
     section = "model"
     paper = "Salimans et al. 2016"
     study = "vbn"
-    changes_shapes = True  # the norm layers are part of the nets
-    varies_per_member = False
+    varies_per_member = False  # the norm layers are part of the nets, the same for every member of a group
     fields = {
         "g_norm": (Norm, Field("batch", description="G's normalisation: batch, virtual, none")),
         "d_norm": (Norm, Field("none", description="D's normalisation: batch, virtual, none")),
