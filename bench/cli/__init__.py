@@ -162,13 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_data_fetch)
 
     for module in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        mod.register_cli(sub)
+        importlib.import_module(module).register_cli(sub)  # a module that fails to import stops here, loudly
     return parser
 
 

@@ -82,3 +82,20 @@ class _Fixed:
 
     def parse_args(self, argv):
         return self.args
+
+
+@pytest.mark.parametrize("module", cli.COMMAND_MODULES)
+def test_every_command_module_registers_its_commands(module):
+    import importlib
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    importlib.import_module(module).register_cli(sub)
+    registered = set(sub.choices)
+    assert registered, f"{module} registers no command"
+    assert registered <= {c[0] for c in COMMANDS}, f"{module}'s commands missing from gan-bench"
+
+
+def test_a_command_module_that_fails_to_import_stops_the_parser(monkeypatch):
+    monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "bench.cli.no_such_module"))
+    with pytest.raises(ModuleNotFoundError, match="bench.cli.no_such_module"):
+        cli.build_parser()
