@@ -72,11 +72,29 @@ def server_env(scratch: Path, tracking_uri: str) -> dict[str, str]:
     return env
 
 
+def _ui_base(tracking_uri: str) -> str:
+    """The UI that shows a store: the tracking server itself (without any `user:password@`), or
+    `gan-bench ui`'s default address."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return url_for(DEFAULT_HOST, DEFAULT_PORT)
+    parts = urlsplit(tracking_uri)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])).rstrip("/")
+
+
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """A run's page: on the tracking server itself, or on `gan-bench ui`'s default address."""
-    base = (tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://"))
-            else url_for(DEFAULT_HOST, DEFAULT_PORT))
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    """A run's page in the MLflow UI."""
+    return f"{_ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def runs_chart_url(tracking_uri: str, experiment_id: str, search_filter: str) -> str:
+    """An experiment's runs that match `search_filter`, in the UI's chart view (the URL carries both; Group by
+    is the UI's own state, one click: Group by -> config_label)."""
+    from urllib.parse import urlencode
+
+    query = urlencode({"searchFilter": search_filter, "compareRunsMode": "CHART"})
+    return f"{_ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs?{query}"
 
 
 def free_port(host: str = DEFAULT_HOST) -> int:

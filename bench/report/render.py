@@ -10,7 +10,7 @@ import math
 import time
 from pathlib import Path
 
-from bench.tracking import TAG_TRIAL, mask_uri, safe_name
+from bench.tracking import TAG_CONFIG, TAG_TRIAL, mask_uri, safe_name
 from bench.report.common import ALPHA, COLUMNS, Column
 from bench.report.load import StudyData
 from bench.report.table import Row, Table, diff_text, epoch_rows, p_text, precise
@@ -148,16 +148,24 @@ details{margin:.6em 0}code{background:#f2f4f7;padding:0 .25em;border-radius:3px}
 """ + published.CSS
 
 
-def _run_list_html(study: StudyData) -> str:
+def _run_list_html(study: StudyData, tracking_uri: str) -> str:
+    """Every run of the study, each linked to its page in the MLflow UI, each configuration to its seeds'
+    curves in the UI's chart view."""
+    from bench.ui import run_url, runs_chart_url
+
     e = html.escape
     rows = []
     for g in study.groups:
+        label = g.runs[0].tags.get(TAG_CONFIG) if g.runs else None
+        config = (f'<a href="{e(runs_chart_url(tracking_uri, study.experiment_id, _config_filter(label)))}">'
+                  f"{e(g.label)}</a>" if label is not None else e(g.label))
         for r in g.runs:
             flag = "" if r.usable and not r.diverged else ' class="flag"'
             state = r.state() + (", diverged" if r.diverged else "")
             err = f"<br><small>{e(r.error[:300])}</small>" if r.error else ""
-            rows.append(f"<tr{flag}><td>{e(g.label)}</td><td>{e(r.seed)}</td><td>{e(r.tags.get(TAG_TRIAL, ''))}"
-                        f"</td><td>{e(state)}{err}</td><td><code>{e(r.run_id)}</code></td><td>{e(r.name)}</td></tr>")
+            link = f'<a href="{e(run_url(tracking_uri, study.experiment_id, r.run_id))}"><code>{e(r.run_id)}</code></a>'
+            rows.append(f"<tr{flag}><td>{config}</td><td>{e(r.seed)}</td><td>{e(r.tags.get(TAG_TRIAL, ''))}"
+                        f"</td><td>{e(state)}{err}</td><td>{link}</td><td>{e(r.name)}</td></tr>")
         if g.missing_seeds:
             rows.append(f'<tr class="flag"><td>{e(g.label)}</td><td>{e(", ".join(g.missing_seeds))}</td><td></td>'
                         "<td>missing (no run)</td><td></td><td></td></tr>")
@@ -165,6 +173,11 @@ def _run_list_html(study: StudyData) -> str:
             "<th>configuration</th><th>seed</th><th>trial</th><th>state</th><th>run id</th><th>run name</th></tr></thead><tbody>{}"
             "</tbody></table></div></details>").format(sum(r.usable for r in study.runs), len(study.runs),
                                                       "".join(rows))
+
+
+def _config_filter(label: str) -> str:
+    """An MLflow search filter for one configuration's runs (its `config_label` tag, quotes escaped)."""
+    return f"tags.{TAG_CONFIG} = '{label.replace(chr(39), chr(92) + chr(39))}'"
 
 
 METHODS = ("Each run's value is its metric at the last logged step (the final epoch); seeds of a configuration are "
@@ -241,7 +254,7 @@ def render_html(report: Report, tracking_uri: str) -> str:
             parts += [published.html_section(c) for c in sr.published]
         for n in s.notes:
             parts.append(f'<p class="note">⚠ {e(n)}</p>')
-        parts.append(_run_list_html(s))
+        parts.append(_run_list_html(s, tracking_uri))
         parts.append("<h3>Plots</h3>")
         for p in sr.plots:
             if p.png:

@@ -223,6 +223,22 @@ def test_report_has_every_column_plot_and_reference_row(built, data_root):
     assert "reference row: mnist" in html
 
 
+def test_every_run_and_configuration_links_into_the_mlflow_ui(built):
+    import re
+    from urllib.parse import parse_qs, unquote
+
+    html = (built["out"] / "report.html").read_text()
+    c = MlflowClient(built["store"])
+    exp = c.get_experiment_by_name(STUDY).experiment_id
+    links = re.findall(r'<a href="([^"]+)">', html)
+    for run_id in (built["failed"], built["pruned"], built["superseded"]):
+        assert f"http://127.0.0.1:5000/#/experiments/{exp}/runs/{run_id}" in links
+    charts = [unquote(u) for u in links if "compareRunsMode=CHART" in u]
+    filters = {parse_qs(u.split("?", 1)[1])["searchFilter"][0] for u in charts}
+    labels = {r.data.tags["config_label"] for r in c.search_runs([exp], "tags.role = 'trial'")}
+    assert filters == {f"tags.config_label = '{label}'" for label in labels}
+
+
 def test_failed_pruned_and_missing_runs_are_marked(built):
     out = built["out"]
     html = (out / "report.html").read_text()
