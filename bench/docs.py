@@ -10,13 +10,12 @@ This is an entry point above the CLI (it reads the command line's parsers), like
 
 from __future__ import annotations
 
-import argparse
 import functools
 import re
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -31,22 +30,13 @@ HELP_WIDTH = 100  # --help is wrapped to the terminal; the page is wrapped to th
 
 def commands_reference() -> str:
     """Every command's `--help`, top level first, each subcommand under its own heading."""
-    from bench.cli import build_parser
+    from bench.cli import build_parser, command_parsers
 
     parts = []
-    for path, parser in _parsers(build_parser(), ["gan-bench"]):
+    for path, parser in command_parsers(build_parser(), ["gan-bench"]):
         parser.formatter_class = functools.partial(parser.formatter_class, width=HELP_WIDTH)
         parts.append(f"### `{' '.join(path)}`\n\n```text\n{parser.format_help().rstrip()}\n```")
     return "\n\n".join(parts)
-
-
-def _parsers(parser: argparse.ArgumentParser, path: list[str]) -> Iterator[tuple[list[str], argparse.ArgumentParser]]:
-    yield path, parser
-    # argparse has no public walk over subcommands; its subparsers action holds them in `choices`.
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield from _parsers(sub, [*path, name])
 
 
 def config_reference() -> str:

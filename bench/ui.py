@@ -168,8 +168,8 @@ def serve(uri: str, host: str, port: int, workers: int) -> int:
     print(f"MLflow UI for {mask_uri(uri)} at {url}  (Ctrl-C to stop)", flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="gan-bench-ui-"))
     try:
-        proc = subprocess.Popen(server_command(uri, host, port, workers), start_new_session=True,
-                                env=server_env(scratch, uri))
+        proc = subprocess.Popen(server_command(uri, host, port, workers), env=server_env(scratch, uri),
+                                preexec_fn=os.setsid)  # a process group of its own: `stop` ends all of it
         return _wait(proc, url)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -166,6 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_parsers(parser: argparse.ArgumentParser, path: list[str]):
+    """(command path, its parser) for `parser` and every subcommand under it, depth first (docs/commands.md).
+
+    argparse has no public walk over subcommands; its subparsers action holds them in `choices`."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from command_parsers(sub, [*path, name])
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from bench.models import MODELS
 
