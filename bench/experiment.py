@@ -6,6 +6,7 @@ tracking store) is checked before a run is created, so a typo never leaves an em
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
@@ -160,14 +161,17 @@ def run_group(runs: Sequence[MemberRun], *, tracking_uri: str | None, experiment
         step = build_step(runs[0].cfg, parts[0].data, ref_gen=parts[0].ref_gen)
     else:
         step = build_grouped_step([r.cfg for r in runs], [p.data for p in parts], ref_gens=[p.ref_gen for p in parts])
-    trackers = []
-    try:
+    trackers, open_runs = [], []  # open_runs[k] holds member k's tracker until `_finish` ends its run
+    # Until every run has ended, an error ends each run still open with it (FAILED, or KILLED on Ctrl-C).
+    with contextlib.ExitStack() as group:
         for k, (r, part) in enumerate(zip(runs, parts)):
             tags = ({TAG_CONFIG_ID: config_id(r.cfg), **(r.tags or {})} if r.continues else
                     {**run_tags(r.cfg, device), **ctx.evaluator.tags(), **(r.tags or {})})
-            tracker = (NullTracker() if tracking_uri is None else
-                       MlflowTracker(tracking_uri, experiment, run_name=r.name or run_name(r.cfg), tags=tags,
-                                     parent_run_id=parent_run_id, killed_on=killed_on, run_id=r.continues))
+            open_runs.append(group.enter_context(contextlib.ExitStack()))
+            tracker = open_runs[-1].enter_context(
+                NullTracker() if tracking_uri is None else
+                MlflowTracker(tracking_uri, experiment, run_name=r.name or run_name(r.cfg), tags=tags,
+                              parent_run_id=parent_run_id, killed_on=killed_on, run_id=r.continues))
             trackers.append(tracker)
             if r.on_run_start is not None and tracker.run_id is not None:
                 r.on_run_start(tracker.run_id)
@@ -185,11 +189,8 @@ def run_group(runs: Sequence[MemberRun], *, tracking_uri: str | None, experiment
                           logged=_logged_until(t) if r.continues and t.run_id else None)
                    for r, p, t in zip(runs, parts, trackers)]
         results = train(step, members, progress=progress)
-    except BaseException as e:  # every run started so far ends with the error (FAILED, or KILLED on Ctrl-C)
-        for tracker in trackers:
-            tracker.__exit__(type(e), e, e.__traceback__)
-        raise
-    return [_finish(r, result, tracker, log_checkpoints) for r, result, tracker in zip(runs, results, trackers)]
+        return [_finish(r, result, tracker, run, log_checkpoints)
+                for r, result, tracker, run in zip(runs, results, trackers, open_runs)]
 
 
 @dataclass
@@ -247,30 +248,37 @@ def _logged_until(tracker) -> tuple[int, int]:
     return last(f"train/{STEP_METRICS[0]}"), last(eval_key)
 
 
-def _finish(r: MemberRun, result: TrainResult, tracker, log_checkpoints: bool) -> RunResult | BaseException:
-    """End one run: what stopped it, or its plots, the weights it keeps (the evaluated ones) and, for a run with a
-    checkpoint that did not diverge, its last checkpoint (`STATE_ARTIFACT`)."""
-    if result.raised is not None:
-        tracker.__exit__(type(result.raised), result.raised, result.raised.__traceback__)
-        return result.raised
-    gan = result.gan
+def _finish(r: MemberRun, result: TrainResult, tracker, run: contextlib.ExitStack,
+            log_checkpoints: bool) -> RunResult | BaseException:
+    """End one run (`run` holds its tracker): with what stopped it (returned), or FINISHED with its plots, the
+    weights it keeps (the evaluated ones) and, for a run with a checkpoint that did not diverge, its last
+    checkpoint (`STATE_ARTIFACT`)."""
     try:
-        if result.diverged:
-            tracker.set_tags({TAG_DIVERGED: "true", "diverged_reason": result.stop_reason})
-        for fig_name, fig in curves_figure(result.history).items():
-            tracker.log_figure(fig, f"plots/{fig_name}.png")
-        if log_checkpoints:
-            tracker.log_torch(gan.generator.state_dict(), "checkpoints/generator.pt")
-            tracker.log_torch(gan.discriminator.state_dict(), "checkpoints/discriminator.pt")
-            state = Checkpoint(r.checkpoint_path).load() if r.checkpoint_path and tracker.run_id else None
-            if state is not None and not result.diverged:
-                tracker.log_torch(state, STATE_ARTIFACT)
+        with run:
+            if result.raised is not None:
+                raise result.raised  # the run ends with it: FAILED, or KILLED as `killed_on` says
+            _log_outcome(r, result, tracker, log_checkpoints)
     except BaseException as e:
-        tracker.__exit__(type(e), e, e.__traceback__)
+        if e is result.raised:
+            return e
         raise
-    tracker.__exit__(None, None, None)
     if r.checkpoint_path:
         Checkpoint(r.checkpoint_path).remove()  # the run completed: nothing left to resume (its state is logged)
     metrics = {**{f"eval/{k}": v for k, v in result.metrics.items()},
                "time/train_s": result.train_s, "time/eval_s": result.eval_s}
-    return RunResult(tracker.run_id, metrics, result, gan)
+    return RunResult(tracker.run_id, metrics, result, result.gan)
+
+
+def _log_outcome(r: MemberRun, result: TrainResult, tracker, log_checkpoints: bool) -> None:
+    """What a run that trained to its end logs before it ends: the diverged tag, plots, weights, checkpoint."""
+    gan = result.gan
+    if result.diverged:
+        tracker.set_tags({TAG_DIVERGED: "true", "diverged_reason": result.stop_reason})
+    for fig_name, fig in curves_figure(result.history).items():
+        tracker.log_figure(fig, f"plots/{fig_name}.png")
+    if log_checkpoints:
+        tracker.log_torch(gan.generator.state_dict(), "checkpoints/generator.pt")
+        tracker.log_torch(gan.discriminator.state_dict(), "checkpoints/discriminator.pt")
+        state = Checkpoint(r.checkpoint_path).load() if r.checkpoint_path and tracker.run_id else None
+        if state is not None and not result.diverged:
+            tracker.log_torch(state, STATE_ARTIFACT)

@@ -84,3 +84,52 @@ def test_cli_train_prints_run_and_metrics(tiny, store, capsys, data_root):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "run_id:" in out and "eval/is" in out
+
+
+# ---------------------------------------------------------------------------
+# A group's runs: each ends once, with its own outcome
+
+
+class Stop(Exception):
+    """What a member's hook raises to stop it (as a pruned trial does)."""
+
+
+def _group(tiny, *hooks):
+    from bench.experiment import MemberRun
+
+    small = {**tiny, "model.width": 8, "data.train_subset": 64, "eval.n_samples": 50, "eval.n_real": 50}
+    return [MemberRun(build_config(overrides={**small, "seed": k}), name=f"m{k}", hooks=h) for k, h in enumerate(hooks)]
+
+
+def _stop(epoch, metrics):
+    raise Stop("stopped by its hook")
+
+
+@pytest.mark.slow
+def test_a_member_stopped_by_its_hook_ends_failed_and_the_others_finish(tiny, store):
+    from bench.experiment import RunResult, run_group
+
+    out = run_group(_group(tiny, [_stop], []), tracking_uri=store, experiment="group", progress=False,
+                    log_checkpoints=False)
+    assert isinstance(out[0], Stop) and isinstance(out[1], RunResult)
+    runs = {r.info.run_name: r for r in MlflowClient(store).search_runs(
+        [MlflowClient(store).get_experiment_by_name("group").experiment_id])}
+    assert runs["m0"].info.status == "FAILED" and runs["m0"].data.tags["error"] == "Stop: stopped by its hook"
+    assert runs["m1"].info.status == "FINISHED"
+
+
+def test_an_error_while_a_member_ends_ends_every_run_still_open(tiny, store, monkeypatch):
+    """A failure logging the first member's plots leaves no run RUNNING: the members not yet ended end with it."""
+    from bench import experiment
+
+    def broken(history):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(experiment, "curves_figure", broken)
+    with pytest.raises(OSError, match="disk full"):
+        experiment.run_group(_group(tiny, [], []), tracking_uri=store, experiment="group", progress=False,
+                             log_checkpoints=False)
+    c = MlflowClient(store)
+    runs = c.search_runs([c.get_experiment_by_name("group").experiment_id])
+    assert sorted((r.info.run_name, r.info.status, r.data.tags.get("error")) for r in runs) == [
+        ("m0", "FAILED", "OSError: disk full"), ("m1", "FAILED", "OSError: disk full")]
