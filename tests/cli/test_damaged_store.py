@@ -84,14 +84,23 @@ def _uri(folder: Path) -> str:
     return f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
 
 
-@pytest.fixture
-def two_studies(tmp_path, monkeypatch) -> tuple[str, Path]:
-    """Two reported studies, `alpha` and `beta`, in ./mlruns of a fresh working folder."""
-    monkeypatch.chdir(tmp_path)
-    uri = _uri(tmp_path)
+@pytest.fixture(scope="module")
+def template_store(tmp_path_factory) -> Path:
+    """Two reported studies, `alpha` (with sample grids) and `beta`, made once: a new store costs MLflow's
+    whole schema migration."""
+    folder = tmp_path_factory.mktemp("template")
     for name in ("alpha", "beta"):
-        _fake_study(uri, name, grid=name == "alpha")
-    return uri, tmp_path / "mlruns"
+        _fake_study(_uri(folder), name, grid=name == "alpha")
+    return folder / "mlruns"
+
+
+@pytest.fixture
+def two_studies(template_store, tmp_path, monkeypatch) -> tuple[str, Path]:
+    """A copy of the template store in ./mlruns of a fresh working folder: its (uri, folder). Its runs' artifacts
+    stay in the template's folder, which no test changes."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(template_store, tmp_path / "mlruns", ignore=shutil.ignore_patterns("*.lock"))
+    return _uri(tmp_path), tmp_path / "mlruns"
 
 
 def _report(uri: str, *studies: str, out: str = "out") -> list[str]:
@@ -121,6 +130,7 @@ def test_truncated_store_is_named_damaged_for_every_command(two_studies, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # the in-process test above covers the same path
 def test_truncated_store_as_the_user_sees_it(two_studies, tmp_path):
     _, store = two_studies
     db = store / "mlflow.db"
@@ -174,7 +184,9 @@ def _study_run(tmp_path: Path, tiny: dict, *extra: str) -> list[str]:
     return ["study", "run", str(study), "--quiet", "--timeout", "0.001", *sets, *extra]
 
 
-@pytest.mark.parametrize("how", ["store deleted", "another store"])
+# "store deleted" needs a second process (this one keeps the deleted file open); "another store" meets the same
+# check in this process.
+@pytest.mark.parametrize("how", [pytest.param("store deleted", marks=pytest.mark.slow), "another store"])
 def test_journal_pointing_at_runs_not_in_the_store_offers_force_new(how, tmp_path, tiny, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(_study_run(tmp_path, tiny)) == 0
@@ -275,8 +287,9 @@ def test_ui_serves_a_read_only_store(two_studies, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    log = tmp_path / "ui.log"
     proc = subprocess.Popen([*prefix, sys.executable, "-m", "bench", "ui", "--port", str(port)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + time_limit(120)
         body = None
@@ -289,12 +302,12 @@ def test_ui_serves_a_read_only_store(two_studies, tmp_path):
                 break
             except OSError:
                 time.sleep(1)
-        assert body is not None, proc.communicate(timeout=10) if proc.poll() is not None else "no answer"
+        assert body is not None, f"exit code {proc.poll()}; its output:\n{log.read_text()[-3000:]}"
         assert {"alpha", "beta"} <= {e["name"] for e in body["experiments"]}
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.communicate(timeout=30)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
     assert not list(store.glob("*.lock"))
@@ -373,10 +386,12 @@ def test_ctrl_c_during_train_is_one_line_exit_130_and_the_run_killed(tmp_path, t
 # Artifacts deleted
 
 
-def test_report_says_the_artifacts_are_missing(two_studies, tmp_path, capsys):
-    _, store = two_studies
+def test_report_says_the_artifacts_are_missing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _fake_study(_uri(tmp_path), "alpha", grid=True)
+    store = tmp_path / "mlruns"
     shutil.rmtree(store / "artifacts")
-    assert main(_report(two_studies[0], "alpha")) == 0
+    assert main(_report(_uri(tmp_path), "alpha")) == 0
     text = (tmp_path / "out" / "report.md").read_text()
     assert f"the artifact folder {(store / 'artifacts').resolve()} is missing" in text
     assert "no finished run logged a sample grid" not in text
