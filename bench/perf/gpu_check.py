@@ -2,6 +2,8 @@
 
 1. A single report-000 DCGAN at batch 32: images/s eager, and on CUDA also compiled (`train.compile`) and
    graphed (each iteration replayed from a CUDA graph, `bench.step.graphed`; with why, if capture fell back);
+   before any of them trains, each fast path proves itself against the plain step (`bench.step.proof`): the
+   figures end with every proof's outcome (passed, failed, or read from the cache) and its gaps;
 2. the group section at K = 9 and 27 (`bench.perf.groups`), vmapped and member by member (which form
    `train.group_forward`'s "auto" should pick on CUDA);
 3. report 002 Table 1 (`studies/batch-lr-grid.toml`) at its full budget, 10 epochs and 3 seeds, through
@@ -29,6 +31,7 @@ from bench.perf.common import say
 from bench.perf.groups import GROUP_FORMS, form_label, group_throughput
 from bench.perf.loops import harness_loop
 from bench.run_config import RunConfig, apply_overrides
+from bench.step import proof
 
 DEADLINE_S = 8 * 60  # the whole check; Table 1 starts no trial after it
 # --tiny: what makes each part take seconds on a CPU
@@ -59,14 +62,17 @@ def run_gpu_check(cfg: RunConfig, table1: Callable[[RunConfig, bool, float], dic
         single["graphed"] = harness_loop(apply_overrides(cfg, {**eager, "train.cuda_graph": True}), train_full,
                                          steps, warmup)
     out["single"] = single
+    out["fast_paths"] = fast_path_rows()
     save(out)
     sizes = [2] if tiny else [9, 27]
     say(progress, f"gpu-check [2/3] groups: K = {sizes}, {' and '.join(map(form_label, GROUP_FORMS))}")
     out["groups"] = group_throughput(cfg, train_full, sizes, steps=steps, progress=progress, forms=GROUP_FORMS)
+    out["fast_paths"] = fast_path_rows()
     save(out)
     say(progress, f"gpu-check [3/3] report 002 Table 1 at {'a tiny scale' if tiny else 'its full budget'}")
     out["table1"] = table1(cfg, tiny, max(60.0, DEADLINE_S - (time.perf_counter() - t0)))
     out["total_s"] = time.perf_counter() - t0
+    out["fast_paths"] = fast_path_rows()
     save(out)
     return out
 
@@ -94,7 +100,35 @@ def format_gpu_check(r: dict) -> str:
     lines.append(f"  report 002 Table 1{' (tiny)' if r['tiny'] else ', 10 epochs x 3 seeds'}: {t['total_s']:.0f} s "
                  f"end to end ({t['study_s']:.0f} s training and evaluation, {t['report_s']:.0f} s report; {runs}); "
                  f"report: {t['report']}")
+    lines.append(format_fast_paths(r.get("fast_paths", [])))
     lines.append(f"  total {r['total_s']:.0f} s")
+    return "\n".join(lines)
+
+
+def fast_path_rows() -> list[dict]:
+    """Every fast path's proof this process used (checked now or read from the cache), as JSON-able rows."""
+    rows = []
+    for p in proof.OUTCOMES.values():
+        rows.append({"path": p.path, "model": p.key.get("model", {}).get("name"), "members": p.key.get("members") or 1,
+                     "outcome": p.outcome, "why": p.why, "loss_gap": p.loss_gap, "grad_gap": p.grad_gap,
+                     "weight_gap": p.weight_gap, "tolerances": list(p.tolerances), "device": p.key.get("device")})
+    return rows
+
+
+def format_fast_paths(rows: list[dict]) -> str:
+    """One line per proof: the fast path, the run's model and group size, and its outcome with its gaps."""
+    if not rows:
+        return "  fast paths: none asked for a check in this run"
+    lines = ["  fast paths, each checked against the plain step (gap / tolerance):"]
+    for r in rows:
+        what = f"    {r['path']:<8} {r['model']} x{r['members']}"
+        if r["why"] is not None:
+            lines.append(f"{what}: {r['outcome']}: {r['why']}")
+            continue
+        gaps = ", ".join(f"{name} {gap:.2g} / {tol:.2g}" for name, gap, tol in
+                         zip(("statistics", "gradients", "weights"), (r["loss_gap"], r["grad_gap"], r["weight_gap"]),
+                             r["tolerances"]))
+        lines.append(f"{what}: {r['outcome']}: {gaps}")
     return "\n".join(lines)
 
 

@@ -13,10 +13,12 @@ from bench import techniques
 from bench.config import OptimConfig
 from bench.data import DeviceDataset
 from bench.models import GAN, build_nets, sample_latent, uses_reference
+from bench.step import proof
 from bench.step.device import autocast_dtype, has_batch_stats, rng_state
+from bench.step.graphed import WARMUP, GraphedStep, graph_refusal
+from bench.step.grouped import GroupedStep, default_forward, grouping_refusal
 from bench.step.hooks import Hooks
-from bench.step.graphed import GraphedStep, graph_refusal
-from bench.step.grouped import GroupedStep, grouping_refusal
+from bench.step.protocol import Step
 from bench.step.single import GANStep
 
 
@@ -51,19 +53,18 @@ def learning_rates(optim: OptimConfig, hooks: Hooks) -> tuple[float, float]:
     return hooks.learning_rates(optim.effective_lr_g, optim.effective_lr_d)
 
 
-def build_step(cfg, data: DeviceDataset, *, ref_gen: torch.Generator | None = None) -> GANStep | GraphedStep:
+def build_step(cfg, data: DeviceDataset, *, ref_gen: torch.Generator | None = None) -> Step:
     """A fresh GAN for `cfg` on `data`'s device, ready to train on `data` for `cfg.optim.epochs` epochs:
-    its `GANStep`, replayed from a CUDA graph where `graph_refusal` allows (`GraphedStep`).
+    its `GANStep`, on the fast paths that apply (`fast_paths`) and have proven themselves (`bench.step.proof`).
 
     The nets are initialised from the global RNG (seed it first); VBN's reference batches come from
     `ref_gen` (default: seeded with cfg.seed + 1, as every run draws them).
     """
-    graphed = graph_refusal(cfg, data.device) is None
-    step = _gan_step(cfg, data, ref_gen, capturable=graphed)
-    return GraphedStep(step) if graphed else step
+    return _build([cfg], [data], [ref_gen], grouped=False)
 
 
-def _gan_step(cfg, data: DeviceDataset, ref_gen: torch.Generator | None, capturable: bool = False) -> GANStep:
+def _gan_step(cfg, data: DeviceDataset, ref_gen: torch.Generator | None, capturable: bool = False,
+              compiled: bool = False) -> GANStep:
     device = data.device
     if device.type == "cuda":  # fixed shapes every step: let cuDNN pick its fastest kernels once
         torch.backends.cudnn.benchmark = True
@@ -86,7 +87,7 @@ def _gan_step(cfg, data: DeviceDataset, ref_gen: torch.Generator | None, captura
     # With batch statistics in D (batch norm, minibatch std), a joint pass would mix real and fake examples.
     joint_d = t.fast and t.joint_d and not has_batch_stats(gan.discriminator) and not hooks.couples_batch
     g_fwd = d_fwd = None
-    if t.compile != "off" and device.type == "cuda":  # evaluation and checkpoints keep the plain modules
+    if compiled:  # evaluation and checkpoints keep the plain modules
         g_fwd, d_fwd = torch.compile(gan.generator, mode=t.compile), torch.compile(gan.discriminator, mode=t.compile)
     return GANStep(gan, opt_g, opt_d, hooks, latent_dim=cfg.model.latent_dim, d_steps=cfg.techniques.d_steps,
                    g_steps=cfg.techniques.g_steps, joint_d=joint_d, freeze_d_in_g=t.fast,
@@ -94,9 +95,9 @@ def _gan_step(cfg, data: DeviceDataset, ref_gen: torch.Generator | None, captura
 
 
 def build_grouped_step(cfgs, data: list[DeviceDataset], *,
-                       ref_gens: list[torch.Generator] | None = None) -> GroupedStep | GraphedStep:
-    """One step training every config in `cfgs` together (check `grouping_refusal(cfgs)` first), replayed
-    from a CUDA graph where `graph_refusal` allows.
+                       ref_gens: list[torch.Generator] | None = None) -> Step:
+    """One step training every config in `cfgs` together (check `grouping_refusal(cfgs)` first), on the
+    fast paths that apply (`fast_paths`) and have proven themselves (`bench.step.proof`).
 
     Each member is built as its sequential run builds it: the global RNG seeded with its `cfg.seed`,
     then `build_step`; the RNG state that leaves is the one its training draws continue from.
@@ -104,10 +105,104 @@ def build_grouped_step(cfgs, data: list[DeviceDataset], *,
     reason = grouping_refusal(cfgs)
     if reason is not None:
         raise ValueError(f"these runs cannot train as one group: {reason}")
-    steps, states = [], []
-    for k, (cfg, d) in enumerate(zip(cfgs, data, strict=True)):
-        torch.manual_seed(cfg.seed)
-        steps.append(_gan_step(cfg, d, ref_gens[k] if ref_gens is not None else None))
-        states.append(rng_state(d.device))
-    group = GroupedStep(steps, states, forward=cfgs[0].train.group_forward)
-    return GraphedStep(group) if graph_refusal(cfgs[0], group.device) is None else group
+    return _build(cfgs, data, ref_gens if ref_gens is not None else [None] * len(cfgs), grouped=True)
+
+
+# -- fast paths: chosen here, each proven against the plain step before a run trains on it --------------
+
+
+def fast_paths(cfgs, device: torch.device, grouped: bool) -> list[str]:
+    """The fast paths a run (or a group) of `cfgs` on `device` asks for, innermost first: "vmap" (a group's
+    batched forward, `train.group_forward`), "compile" (`train.compile`, CUDA), "graph" (`graph_refusal`)."""
+    t, paths = cfgs[0].train, []
+    if grouped and (default_forward(device) if t.group_forward == "auto" else t.group_forward) == "vmap":
+        paths.append("vmap")
+    if not grouped and t.compile != "off" and device.type == "cuda":  # a group's forward is its own
+        paths.append("compile")
+    if graph_refusal(cfgs[0], device) is None:
+        paths.append("graph")
+    return paths
+
+
+def _build(cfgs, data: list[DeviceDataset], ref_gens: list, grouped: bool) -> Step:
+    """The run's step on the fast paths that passed their proofs (the others say why, once, and are
+    named in its `train.fast_path` tag). The proofs restore the global RNG: the run draws as without them."""
+    used: list[str] = []
+    refused: dict[str, str] = {}
+    for path in fast_paths(cfgs, data[0].device, grouped):
+        p = _prove(path, used, cfgs, data, ref_gens, grouped)
+        if p.passed:
+            used.append(path)
+        else:
+            refused[path] = proof.refusal(p)
+    step = _assemble(cfgs, data, ref_gens, grouped, used)
+    step.tags["train.fast_path"] = proof.tag(used, refused)
+    if "graph" in used:  # a capture the proof saw succeed may still fail in the run: it trains on without it
+        step.fell_back = lambda why: _capture_failed(step, used, refused, why)
+    return step
+
+
+def _assemble(cfgs, data: list[DeviceDataset], ref_gens: list, grouped: bool, paths: list[str]) -> Step:
+    """The step on exactly these fast paths."""
+    graph = "graph" in paths
+    if not grouped:
+        step = _gan_step(cfgs[0], data[0], ref_gens[0], capturable=graph, compiled="compile" in paths)
+    else:
+        steps, states = [], []
+        for cfg, d, gen in zip(cfgs, data, ref_gens, strict=True):
+            torch.manual_seed(cfg.seed)
+            steps.append(_gan_step(cfg, d, gen))
+            states.append(rng_state(d.device))
+        step = GroupedStep(steps, states, forward="vmap" if "vmap" in paths else "member_by_member")
+    return GraphedStep(step) if graph else step
+
+
+def _prove(path: str, below: list[str], cfgs, data: list[DeviceDataset], ref_gens: list, grouped: bool):
+    """`path` on top of the proven paths `below`, against `below` alone, on the run's own shapes."""
+    cfg, device = cfgs[0], data[0].device
+    warmup = WARMUP if path == "graph" else 0  # a graph's first iterations run eagerly: its replays are compared
+
+    def build(paths: list[str]):
+        def step():
+            s = _assemble(cfgs, data, [_copy(g) for g in ref_gens], grouped, paths)  # the run's ref_gens untouched
+            if "graph" in paths:
+                s.fell_back = _refuse_capture  # in a proof a failed capture fails the proof
+            return s
+        return step
+
+    batches = proof.draw_batches(data, cfg.optim.batch_size, cfg.techniques.d_steps, warmup + proof.ITERATIONS)
+    return proof.prove(path, _signature(cfgs, data[0], grouped, below), build([*below, path]), build([*below]), batches,
+                       autocast_dtype(cfg.train, device), device, warmup)
+
+
+def _signature(cfgs, data: DeviceDataset, grouped: bool, below: list[str]) -> dict:
+    """What decides whether a fast path computes what the plain step does: the nets, the training mode,
+    the active techniques (values only where they set the step's shape), the batch and the group."""
+    cfg, techs = cfgs[0], {}
+    for c in cfgs:
+        for t in techniques.TECHNIQUES.values():
+            if t.active(c):
+                values = t.read_values(c)
+                techs[t.name] = "on" if t.varies_per_member else {k: getattr(values, k) for k in t.fields}
+    return {"members": len(cfgs) if grouped else None, "under": list(below), "model": cfg.model.model_dump(mode="json"),
+            "train": cfg.train.model_dump(mode="json", include={"fast", "amp", "channels_last", "joint_d", "compile"}),
+            "techniques": techs, "batch_size": cfg.optim.batch_size, "d_steps": cfg.techniques.d_steps,
+            "g_steps": cfg.techniques.g_steps, "images": list(data.images.shape[1:]), "classes": data.num_classes}
+
+
+def _copy(gen: torch.Generator | None) -> torch.Generator | None:
+    if gen is None:
+        return None
+    copy = torch.Generator(gen.device)
+    copy.set_state(gen.get_state())
+    return copy
+
+
+def _refuse_capture(why: str) -> None:
+    raise RuntimeError(f"CUDA graph capture failed ({why})")
+
+
+def _capture_failed(step, used: list[str], refused: dict[str, str], why: str) -> None:
+    refused = {**refused, "graph": f"graph: capture failed ({why})"}
+    step.tags["train.fast_path"] = proof.tag([p for p in used if p != "graph"], refused)
+    proof.say(f"fast path graph refused, training without it: capture failed ({why})")

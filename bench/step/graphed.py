@@ -73,6 +73,8 @@ class GraphedStep:
     optimizers must be capturable (a group's `MemberAdam` always is).
     """
 
+    fell_back: Callable[[str], None] | None = None  # told why a capture failed (else it is said on stderr)
+
     def __init__(self, step: GANStep | GroupedStep, capture: Capture = cuda_capture):
         self.step, self._capture = step, capture
         self.members, self.device = step.members, step.device
@@ -120,7 +122,9 @@ class GraphedStep:
                 e = e.__context__
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             self.tags["train.cuda_graph"] = f"off: capture failed ({reason})"[:500]
-            if reason not in _SAID:
+            if self.fell_back is not None:  # the factory's: a run re-tags its fast path, a proof fails
+                self.fell_back(reason)
+            elif reason not in _SAID:
                 _SAID.add(reason)
                 print(f"CUDA graph capture failed, training eagerly: {reason}", file=sys.stderr, flush=True)
 
