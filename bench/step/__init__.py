@@ -1,7 +1,9 @@
 """The training step: the protocol the loop drives, the one-member `GANStep`, and the factory that builds it.
 
-  protocol.py  what the loop asks of a step (K members, per-member statistics, states and GANs)
-  single.py    `GANStep`: one member's D and G updates
+  protocol.py  what the loop asks of a step (K members, per-member statistics, states and GANs), and what a
+               wrapper (the CUDA graph) asks of the step it wraps
+  update.py    `UpdateBody`: the D and G updates and the iteration, written once for K members
+  single.py    `GANStep`: one member (K = 1) and its nets, optimizers and state
   hooks.py     the active techniques behind one call per hook
   losses.py    the plain GAN's losses, where no technique replaces them
   device.py    device and precision

@@ -20,6 +20,7 @@ from bench.step.grouped import GroupedStep, default_forward, grouping_refusal
 from bench.step.hooks import Hooks
 from bench.step.protocol import Step
 from bench.step.single import GANStep
+from bench.step.update import UpdateSettings
 
 
 def build_gan(cfg, num_classes: int = 10) -> GAN:
@@ -89,9 +90,10 @@ def _gan_step(cfg, data: DeviceDataset, ref_gen: torch.Generator | None, captura
     g_fwd = d_fwd = None
     if compiled:  # evaluation and checkpoints keep the plain modules
         g_fwd, d_fwd = torch.compile(gan.generator, mode=t.compile), torch.compile(gan.discriminator, mode=t.compile)
-    return GANStep(gan, opt_g, opt_d, hooks, latent_dim=cfg.model.latent_dim, d_steps=cfg.techniques.d_steps,
-                   g_steps=cfg.techniques.g_steps, joint_d=joint_d, freeze_d_in_g=t.fast,
-                   precision=autocast_dtype(t, device), g_fwd=g_fwd, d_fwd=d_fwd)
+    settings = UpdateSettings(d_steps=cfg.techniques.d_steps, g_steps=cfg.techniques.g_steps, joint_d=joint_d,
+                              freeze_d_in_g=t.fast, precision=autocast_dtype(t, device))
+    return GANStep(gan, opt_g, opt_d, hooks, latent_dim=cfg.model.latent_dim, settings=settings, g_fwd=g_fwd,
+                   d_fwd=d_fwd)
 
 
 def build_grouped_step(cfgs, data: list[DeviceDataset], *,

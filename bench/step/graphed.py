@@ -28,9 +28,7 @@ from typing import Any
 import torch
 
 from bench.models import GAN
-from bench.step.grouped import GroupedStep
-from bench.step.protocol import Feed
-from bench.step.single import GANStep
+from bench.step.protocol import Capturable, Feed
 
 _SAID: set[str] = set()  # each reason once per process, not once per run
 
@@ -75,7 +73,7 @@ class GraphedStep:
 
     fell_back: Callable[[str], None] | None = None  # told why a capture failed (else it is said on stderr)
 
-    def __init__(self, step: GANStep | GroupedStep, capture: Capture = cuda_capture):
+    def __init__(self, step: Capturable, capture: Capture = cuda_capture):
         self.step, self._capture = step, capture
         self.members, self.device = step.members, step.device
         self.batches_per_iteration = step.batches_per_iteration
@@ -83,12 +81,12 @@ class GraphedStep:
         self.graph, self.out, self.inputs = None, None, None
         self.eager_left, self.failed = WARMUP, False
         self.stream = torch.cuda.Stream(step.device) if step.device.type == "cuda" else None
-        if step.precision is not None:  # autocast's weight cache cannot live across replays
-            step.autocast = torch.autocast(step.device.type, dtype=step.precision, cache_enabled=False)
+        step.disable_autocast_cache()
 
     @property
     def gan(self) -> GAN:
-        return self.step.gan
+        """The only member's GAN, as a `GANStep` has it (for one run's step)."""
+        return self.step.gan_of(0)
 
     def iteration(self, feeds: Sequence[Feed]) -> torch.Tensor:
         """One iteration (see `Step.iteration`); once captured, the result is the graph's output buffer,
@@ -111,8 +109,7 @@ class GraphedStep:
 
     def _try_capture(self, batches: list[list[tuple[torch.Tensor, torch.Tensor]]]) -> None:
         self.inputs = [[(x.clone(), y.clone()) for x, y in member] for member in batches]
-        for opt in (self.step.opt_g, self.step.opt_d):  # gradients are allocated inside the graph
-            opt.zero_grad(set_to_none=True)
+        self.step.zero_grad()
         try:
             self.graph, self.out = self._capture(lambda: self.step.iteration([iter(b) for b in self.inputs]),
                                                  self.stream, list(self.step.generators))

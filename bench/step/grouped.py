@@ -12,9 +12,10 @@ kernels on its slices, the form for a CPU, where grouped convolutions run slower
 and where a group then equals its sequential runs bit for bit. One `MemberAdam` updates all members
 with per-member rates and betas.
 
-What stays per member, in a Python loop over K: drawing noise, dropout masks and everything random
-the techniques do (under the member's own RNG state, in the order a sequential run draws it) and the
-loss hooks on the member's slice, so every technique's arithmetic is the one a sequential run does.
+The D and G updates are `bench.step.update.UpdateBody`'s, the ones a single run's `GANStep` runs. What
+stays per member, in a Python loop over K: drawing noise, dropout masks and everything random the
+techniques do (under the member's own RNG state, in the order a sequential run draws it) and the loss
+hooks on the member's slice, so every technique's arithmetic is the one a sequential run does.
 On CUDA a member's stream is a `torch.Generator` that the default generator is pointed at while the
 member draws (`graphsafe_set_state`: no copy of the state, and allowed while a CUDA graph records).
 Dropout inside the batched forward pass multiplies by masks drawn that way before the pass (vmap
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -39,10 +40,9 @@ from torch.func import functional_call, vmap
 
 from bench import techniques
 from bench.models import GAN
-from bench.step.device import frozen
 from bench.step.member_adam import MemberAdam
-from bench.step.protocol import Feed
-from bench.step.single import GANStep, d_statistics
+from bench.step.single import GANStep
+from bench.step.update import UpdateBody, d_statistics
 
 
 def grouping_refusal(cfgs: Sequence) -> str | None:
@@ -69,20 +69,23 @@ def default_forward(device: torch.device) -> str:
     return "vmap" if device.type == "cuda" else "member_by_member"
 
 
-class GroupedStep:
-    """The `bench.step.Step` protocol for K members in one batched model. Build it with `build_grouped_step`."""
+class GroupedStep(UpdateBody):
+    """The `bench.step.Step` protocol for K members in one batched model. Build it with `build_grouped_step`.
+
+    Its updates are `UpdateBody`'s, on tensors with a leading member axis; what is its own is below."""
+
+    member_axis = True
 
     def __init__(self, steps: Sequence[GANStep], rng_states: Sequence[dict], forward: str = "auto"):
         self.steps = list(steps)
         self.members = len(self.steps)
         first = self.steps[0]
-        self.device, self.batches_per_iteration = first.device, first.batches_per_iteration
-        self.d_steps, self.g_steps, self.joint_d = first.d_steps, first.g_steps, first.joint_d
-        self.freeze_d_in_g, self.autocast, self.precision = first.freeze_d_in_g, first.autocast, first.precision
+        self.settings, self.device = first.settings, first.device  # the same in every member
+        self.autocast = self.settings.autocast(self.device)
         forward = default_forward(self.device) if forward == "auto" else forward
         self.forward, self._forward = forward, FORWARDS[forward]
         self.tags = {**first.tags, "train.group_size": str(self.members), "train.group_forward": forward}
-        self.rng = [s["torch_rng"].clone() for s in rng_states]  # each member's CPU stream
+        self.rng_streams = [s["torch_rng"].clone() for s in rng_states]  # each member's CPU stream
         self.generators: list[torch.Generator] = []  # and its CUDA stream, on CUDA
         if self.device.type == "cuda":
             for s in rng_states:
@@ -97,13 +100,16 @@ class GroupedStep:
         self.opt_g = _member_adam(self.g_params, [s.opt_g for s in self.steps])
         self.opt_d = _member_adam(self.d_params, [s.opt_d for s in self.steps])
 
-    # -- per member: randomness and hooks ------------------------------------------------------
+    # -- what `UpdateBody` asks of K members ----------------------------------------------------
+
+    def member(self, k: int) -> GANStep:
+        return self.steps[k]
 
     @contextlib.contextmanager
-    def _rng(self, k: int) -> Iterator[None]:
+    def rng(self, k: int) -> Iterator[None]:
         """Member k's RNG state as the global one inside the block, as its sequential run would have it."""
         saved = torch.get_rng_state()
-        torch.set_rng_state(self.rng[k])
+        torch.set_rng_state(self.rng_streams[k])
         if self.generators:
             index = self.device.index if self.device.index is not None else torch.cuda.current_device()
             default = torch.cuda.default_generators[index]
@@ -112,118 +118,35 @@ class GroupedStep:
         try:
             yield
         finally:
-            self.rng[k] = torch.get_rng_state()
+            self.rng_streams[k] = torch.get_rng_state()
             torch.set_rng_state(saved)
             if self.generators:
                 default.graphsafe_set_state(saved_cuda)
 
-    def _noises(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        draws = []
-        for k, s in enumerate(self.steps):
-            with self._rng(k):
-                draws.append(s.noise(n))
-        z = torch.stack([d[0] for d in draws])
-        y = torch.stack([d[1] for d in draws]) if self.steps[0].gan.conditional else None
-        return z, y
-
-    def _d_input(self, x: torch.Tensor, real: bool) -> torch.Tensor:
-        out = []
-        for k, s in enumerate(self.steps):
-            with self._rng(k):
-                out.append(s.hooks.d_input(x[k], real))
-        return torch.stack(out)
-
-    def _after_step(self, net: str) -> None:
-        for s, live in zip(self.steps, self.live):
-            if live:  # a dropped member's averages stay as it left them
-                s.hooks.after_step(net)
-
-    def _sum_live(self, losses: list[torch.Tensor]) -> torch.Tensor:
-        return sum(loss for loss, live in zip(losses, self.live) if live)
-
-    # -- the two updates ----------------------------------------------------------------------
-
-    def _masks(self, dropout: _MemberDropout, x: torch.Tensor, y: torch.Tensor | None) -> dict | None:
-        """Each member's dropout masks for one forward pass, drawn from its own RNG stream."""
-        if not dropout.layers:
-            return None
-        draws = []
-        for k in range(self.members):
-            with self._rng(k):
-                draws.append(dropout.draw(x[k], _at(y, k)))
-        return {name: torch.stack([d[name] for d in draws]) for name in draws[0]}
-
-    def _g(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def g_fwd(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         return self._forward(self.G, self.g_params, self.g_buffers, z, y, self._masks(self.g_dropout, z, y))
 
-    def _d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def d_fwd(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         return self._forward(self.D, self.d_params, self.d_buffers, x, y, self._masks(self.d_dropout, x, y))
 
-    def _hook(self, k: int, hook, b: techniques.Batch) -> torch.Tensor:
-        with self._rng(k):  # a penalty draws (interpolates) and calls D (dropout) from the member's stream
-            return hook(b)
+    def d_parameters(self) -> Iterable[torch.Tensor]:
+        return self.d_params.values()
 
-    def d_step(self, real: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One D update of every member; returns (K, 5) as `GANStep.d_step` does per member."""
-        n, conditional = real.shape[1], self.steps[0].gan.conditional
-        real_y = labels if conditional else None
-        z, fake_y = self._noises(n)
-        with torch.no_grad(), self.autocast:
-            fake = self._g(z, fake_y)
-        targets = []
-        for k, s in enumerate(self.steps):
-            with self._rng(k):
-                targets.append(s.hooks.d_targets(n, n, self.device))
-        with self.autocast:
-            real, fake = self._d_input(real, True), self._d_input(fake.to(real.dtype), False)
-            if self.joint_d:
-                y = torch.cat([real_y, fake_y], dim=1) if conditional else None
-                logits = self._d(torch.cat([real, fake], dim=1), y).float()
-                real_logits, fake_logits = logits[:, :n], logits[:, n:]
-            else:
-                real_logits, fake_logits = self._d(real, real_y).float(), self._d(fake, fake_y).float()
-            losses = [self._hook(k, s.hooks.d_loss, techniques.Batch(
-                          real[k], fake[k], _at(real_y, k), _at(fake_y, k), fake_logits[k], real_logits[k], *targets[k]))
-                      for k, s in enumerate(self.steps)]
-        self.opt_d.zero_grad(set_to_none=True)
-        self._sum_live(losses).backward()
-        self.opt_d.step()
-        self._after_step("d")
+    def statistics(self, losses: list[torch.Tensor], real_logits: torch.Tensor,
+                   fake_logits: torch.Tensor) -> torch.Tensor:
         if self.forward == "vmap":
             return d_statistics(torch.stack(losses), real_logits, fake_logits)
         # member by member, as its sequential run reduces them (a row of a (K, n) tensor may round differently)
         return torch.stack([d_statistics(loss, r, f) for loss, r, f in zip(losses, real_logits, fake_logits)])
 
-    def g_step(self, real: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One G update of every member on fresh noise; returns the (K,) losses."""
-        conditional = self.steps[0].gan.conditional
-        z, y = self._noises(real.shape[1])
-        d_frozen = frozen(self.d_params.values()) if self.freeze_d_in_g else contextlib.nullcontext()
-        with d_frozen, self.autocast:
-            fake = self._d_input(self._g(z, y), False)
-            logits = self._d(fake, y).float()
-            losses = [self._hook(k, s.hooks.g_loss, techniques.Batch(
-                          real[k], fake[k], _at(labels, k) if conditional else None, _at(y, k), logits[k]))
-                      for k, s in enumerate(self.steps)]
-        self.opt_g.zero_grad(set_to_none=True)
-        self._sum_live(losses).backward()
-        self.opt_g.step()
-        self._after_step("g")
-        return torch.stack(losses).detach()
+    def _masks(self, dropout: _MemberDropout, x: torch.Tensor, y: torch.Tensor | None) -> dict | None:
+        """Each member's dropout masks for one forward pass, drawn from its own RNG stream."""
+        if not dropout.layers:
+            return None
+        draws = self._each(lambda k: dropout.draw(x[k], _at(y, k)))
+        return {name: torch.stack([d[name] for d in draws]) for name in draws[0]}
 
-    # -- the loop's protocol ------------------------------------------------------------------
-
-    def iteration(self, feeds: Sequence[Feed]) -> torch.Tensor:
-        d_stats = 0
-        for _ in range(self.d_steps):
-            batches = [next(f) for f in feeds]
-            real, labels = torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
-            d_stats = d_stats + self.d_step(real, labels) / self.d_steps
-        g_loss = sum(self.g_step(real, labels) for _ in range(self.g_steps)) / self.g_steps
-        for s, live in zip(self.steps, self.live):
-            if live:
-                s.info.iteration.add_(1)
-        return torch.cat([d_stats[:, :1], g_loss.unsqueeze(1), d_stats[:, 1:]], dim=1)
+    # -- the rest of the loop's protocol ----------------------------------------------------------
 
     def drop(self, member: int) -> None:
         """The member's modules get their own copies of its weights (later group updates no longer reach
@@ -261,13 +184,13 @@ class GroupedStep:
             _to_member_adam(self.opt_d, s.opt_d, member, load=True)
 
     def rng_state(self, member: int) -> dict:
-        state = {"torch_rng": self.rng[member].clone()}
+        state = {"torch_rng": self.rng_streams[member].clone()}
         if self.generators:
             state["cuda_rng"] = self.generators[member].get_state()
         return state
 
     def set_rng_state(self, member: int, state: dict) -> None:
-        self.rng[member] = state["torch_rng"].clone()
+        self.rng_streams[member] = state["torch_rng"].clone()
         if self.generators:
             self.generators[member].set_state(state["cuda_rng"])  # in place: a graph holds the generator
 

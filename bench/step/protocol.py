@@ -48,3 +48,16 @@ class Step(Protocol):
         """The RNG states the member's draws come from ("torch_rng", and "cuda_rng" on CUDA), for its checkpoint."""
 
     def set_rng_state(self, member: int, state: dict) -> None: ...
+
+
+class Capturable(Step, Protocol):
+    """What a wrapper that records a step's iteration into a CUDA graph (`bench.step.graphed.GraphedStep`)
+    needs from the step it wraps, besides `Step`."""
+
+    generators: Sequence[torch.Generator]  # the CUDA generators its draws advance besides the default one
+
+    def zero_grad(self) -> None:
+        """Every gradient to None (a graph allocates its gradients inside the capture)."""
+
+    def disable_autocast_cache(self) -> None:
+        """Autocast from now on without its weight cache, which cannot live across a graph's replays."""

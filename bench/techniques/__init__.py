@@ -53,16 +53,17 @@ if TYPE_CHECKING:
     from bench.models import GAN
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Batch:
-    """What the loss hooks see in one step. Logits are float32; images are what D saw (after `d_input`)."""
+    """What the loss hooks see in one step (built by keyword: no two fields can be swapped unseen).
+    Logits are float32; images are what D saw (after `d_input`)."""
 
     real: torch.Tensor
     fake: torch.Tensor
-    real_y: torch.Tensor | None
-    fake_y: torch.Tensor | None
-    fake_logits: torch.Tensor
+    real_y: torch.Tensor | None = None  # labels: conditional models only
+    fake_y: torch.Tensor | None = None
     real_logits: torch.Tensor | None = None  # D step only
+    fake_logits: torch.Tensor
     real_t: torch.Tensor | None = None       # D step only: the targets after `d_targets`
     fake_t: torch.Tensor | None = None
 

@@ -112,7 +112,7 @@ def _steps(overrides: dict, fast_overrides: dict):
 def test_joint_d_pass_is_the_same_computation(model):
     # No dropout: otherwise the two paths draw different masks (same distribution, different numbers).
     plain, fast = _steps({"model.name": model, "model.d_dropout": 0.0, "model.width": 16}, {"train.fast": True})
-    assert fast.joint_d and not plain.joint_d
+    assert fast.settings.joint_d and not plain.settings.joint_d
     real = torch.rand(8, 1, 28, 28) * 2 - 1
     labels = torch.randint(10, (8,))
     stats = []
@@ -126,7 +126,7 @@ def test_joint_d_pass_is_the_same_computation(model):
 
 def test_joint_d_off_with_batch_norm_in_d():
     plain, fast = _steps({"model.name": "dcgan-report000", "model.d_norm": "batch"}, {"train.fast": True})
-    assert has_batch_stats(fast.D) and not fast.joint_d
+    assert has_batch_stats(fast.D) and not fast.settings.joint_d
 
 
 def test_frozen_d_in_g_step_same_g_gradients_and_d_untouched():

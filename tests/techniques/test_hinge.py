@@ -9,11 +9,12 @@ def test_hinge_d_loss_ignores_examples_beyond_the_margin(linear_stack):
     s = linear_stack(torch.zeros(4), hinge=True)
     real = torch.tensor([2.0, 0.5], requires_grad=True)   # 2.0 is past the margin of 1
     fake = torch.tensor([-2.0, 0.0], requires_grad=True)  # so is -2.0
-    loss = s.d_loss(Batch(None, None, None, None, fake, real, torch.ones(2), torch.zeros(2)))
+    loss = s.d_loss(Batch(real=None, fake=None, real_logits=real, fake_logits=fake, real_t=torch.ones(2),
+                          fake_t=torch.zeros(2)))
     assert loss.item() == torch.tensor((0 + 0.5) / 2 + (0 + 1.0) / 2).item()
     loss.backward()
     assert real.grad.tolist() == [0.0, -0.5] and fake.grad.tolist() == [0.0, 0.5]
-    g = s.g_loss(Batch(None, None, None, None, torch.tensor([1.0, 3.0])))
+    g = s.g_loss(Batch(real=None, fake=None, fake_logits=torch.tensor([1.0, 3.0])))
     assert g.item() == -2.0  # -mean D(G(z))
 
 

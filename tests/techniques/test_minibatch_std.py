@@ -37,5 +37,5 @@ def test_minibatch_std_keeps_weights_and_separates_real_and_fake_passes(gan_step
     assert isinstance(head, MinibatchStdLinear) and head.in_features == last_linear(plain.discriminator)[2].in_features + 1
     assert torch.equal(head.weight[:, :-1], last_linear(plain.discriminator)[2].weight) and head.weight[0, -1] == 0
     step = gan_step(**{"model.d_minibatch_std": True, "train.joint_d": True})
-    assert step.joint_d is False  # batch statistics: real and fake need their own passes
+    assert step.settings.joint_d is False  # batch statistics: real and fake need their own passes
     assert torch.isfinite(step.d_step(*images(8))).all()

@@ -11,8 +11,9 @@ def test_r1_penalty_is_half_gamma_times_the_squared_gradient_norm_on_real_data(l
     real, _ = images(8, 1)
     fake, _ = images(8, 2)
     D = s.info.D
-    b = Batch(real, fake, None, None, D(fake), D(real), torch.ones(8), torch.zeros(8))
-    plain = linear_stack(w).d_loss(Batch(real, fake, None, None, D(fake), D(real), torch.ones(8), torch.zeros(8)))
+    b = Batch(real=real, fake=fake, real_logits=D(real), fake_logits=D(fake), real_t=torch.ones(8),
+              fake_t=torch.zeros(8))
+    plain = linear_stack(w).d_loss(b)
     assert torch.allclose(s.d_loss(b) - plain, 10.0 / 2 * w.pow(2).sum(), rtol=1e-5)
 
 
@@ -30,8 +31,8 @@ def test_r1_acts_on_real_images_only_and_r2_on_fakes_only(linear_stack, key, on_
 
     def batch(seed):
         other = images(4, seed)[0]
-        return Batch(own, other, None, None, torch.zeros(4)) if on_real else Batch(other, own, None, None,
-                                                                                    torch.zeros(4))
+        return (Batch(real=own, fake=other, fake_logits=torch.zeros(4)) if on_real
+                else Batch(real=other, fake=own, fake_logits=torch.zeros(4)))
     penalties = [s.items[0].d_penalty(batch(seed)) for seed in (2, 3)]
     assert torch.equal(penalties[0], penalties[1])  # the other side plays no part
     assert torch.allclose(penalties[0], 2.0 / 2 * (2 * own).flatten(1).pow(2).sum(1).mean(), rtol=1e-5)

@@ -12,7 +12,8 @@ def test_r1_and_r2_add_up(linear_stack):
     def d_loss(**keys):
         s = linear_stack(w, **keys)
         D = s.info.D
-        return s.d_loss(Batch(real, fake, None, None, D(fake), D(real), torch.ones(8), torch.zeros(8)))
+        return s.d_loss(Batch(real=real, fake=fake, real_logits=D(real), fake_logits=D(fake), real_t=torch.ones(8),
+                                fake_t=torch.zeros(8)))
 
     both, plain = d_loss(r1_gamma=10.0, r2_gamma=4.0), d_loss()
     assert torch.allclose(both - plain, (10.0 + 4.0) / 2 * w.pow(2).sum(), rtol=1e-5)

@@ -22,7 +22,7 @@ def d_targets(n_real, n_fake, s, seed=None):
 
 
 def g_loss(logits, s):
-    return s.g_loss(techniques.Batch(None, None, None, None, logits))
+    return s.g_loss(techniques.Batch(real=None, fake=None, fake_logits=logits))
 
 
 def test_plain_targets():

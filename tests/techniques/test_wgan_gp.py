@@ -14,13 +14,13 @@ def test_gradient_penalty_of_a_linear_critic_is_closed_form(linear_stack):
     real, _ = images(8, 1)
     fake, _ = images(8, 2)
     D = s.info.D
-    b = Batch(real, fake, None, None, D(fake), D(real))
+    b = Batch(real=real, fake=fake, real_logits=D(real), fake_logits=D(fake))
     expected = (D(fake).mean() - D(real).mean()) + 10.0 * (w.norm() - 1) ** 2
     assert torch.allclose(s.d_loss(b), expected, rtol=1e-5)
     # The penalty's gradient reaches the critic's weights (it pulls |w| towards 1).
     s.d_loss(b).backward()
     assert D.w.grad.norm() > 0
-    assert s.g_loss(Batch(None, None, None, None, torch.tensor([1.0, 2.0]))).item() == -1.5
+    assert s.g_loss(Batch(real=None, fake=None, fake_logits=torch.tensor([1.0, 2.0]))).item() == -1.5
 
 
 def test_wgan_gp_refuses_batch_norm_in_the_critic():
