@@ -45,18 +45,28 @@ def register_cli(subparsers) -> None:
     _add_common(b, default_out="perf.json")
     _add_model_options(b, default_model=BENCH_MODEL)
     d = BenchmarkOptions()
-    b.add_argument("--steps", type=positive_int, default=d.steps, help="timed steps per training loop (default: %(default)s)")
-    b.add_argument("--warmup", type=int_at_least(0), default=d.warmup, help="untimed steps before each loop (default: %(default)s)")
+    b.add_argument("--steps", type=positive_int, default=d.steps,
+                   help="timed steps per training loop (default: %(default)s)")
+    b.add_argument("--warmup", type=int_at_least(0), default=d.warmup,
+                   help="untimed steps before each loop (default: %(default)s)")
     b.add_argument("--rounds", type=positive_int, default=d.rounds,
-                   help="throughput rounds (all loops in rotation); each loop's best round is reported (default: %(default)s)")
+                   help="throughput rounds (all loops in rotation); each loop's best round is reported "
+                        "(default: %(default)s)")
     b.add_argument("--textbook-workers", type=int_at_least(0), default=d.textbook_workers,
-                   help="DataLoader workers of the textbook loop (pytorch/examples' dcgan default) (default: %(default)s)")
-    b.add_argument("--eval-n", type=positive_int, default=d.eval_n, help="generated and real images to evaluate (default: %(default)s)")
-    b.add_argument("--eval-model", default=d.eval_model, help="conditional model for the evaluation timing (default: %(default)s)")
-    b.add_argument("--track-subset", type=positive_int, default=d.track_subset, help="training images of the tracking trial (default: %(default)s)")
-    b.add_argument("--track-epochs", type=positive_int, default=d.track_epochs, help="epochs of the tracking trial (default: %(default)s)")
-    b.add_argument("--track-eval-n", type=positive_int, default=d.track_eval_n, help="evaluation size of the tracking trial (default: %(default)s)")
-    b.add_argument("--track-repeats", type=positive_int, default=d.track_repeats, help="tracked/untracked trial pairs (default: %(default)s)")
+                   help="DataLoader workers of the textbook loop (pytorch/examples' dcgan default) "
+                        "(default: %(default)s)")
+    b.add_argument("--eval-n", type=positive_int, default=d.eval_n,
+                   help="generated and real images to evaluate (default: %(default)s)")
+    b.add_argument("--eval-model", default=d.eval_model,
+                   help="conditional model for the evaluation timing (default: %(default)s)")
+    b.add_argument("--track-subset", type=positive_int, default=d.track_subset,
+                   help="training images of the tracking trial (default: %(default)s)")
+    b.add_argument("--track-epochs", type=positive_int, default=d.track_epochs,
+                   help="epochs of the tracking trial (default: %(default)s)")
+    b.add_argument("--track-eval-n", type=positive_int, default=d.track_eval_n,
+                   help="evaluation size of the tracking trial (default: %(default)s)")
+    b.add_argument("--track-repeats", type=positive_int, default=d.track_repeats,
+                   help="tracked/untracked trial pairs (default: %(default)s)")
     b.add_argument("--concurrency", type=_levels, help="concurrent trials to measure, e.g. 1,2,4,8 "
                    "(default: 1,2,4,8 on GPU; powers of 2 up to the core count on CPU)")
     b.add_argument("--groups", type=_levels, help="group sizes K to time against K sequential runs, e.g. 1,3,9 "
