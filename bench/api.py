@@ -127,7 +127,7 @@ def report(studies: list[str], *, tracking_uri: str | None = None, out_dir: str 
     """Tables, plots and one HTML page for `studies` from their MLflow runs, written to `out_dir`
     (default reports/<names>) and, when `log`, logged under report/ on each study's parent run.
     Returns `bench.report.build.Report` (`.files` by kind: html, csv, md, published_csv)."""
-    from bench.report.build import make_report
+    from bench.report.render import make_report
 
     return make_report(studies, tracking_uri=_uri(tracking_uri), out_dir=out_dir, runs_filter=runs_filter,
                        baseline=baseline, data_root=data_root, reference=reference, log=log)
@@ -194,8 +194,11 @@ def reproduce(report_id: str, *, studies_dir: str | Path | None = None, out_dir:
     started = time.perf_counter()
     print(f"budget {budget}: round 1: every study for {epochs or 1} epoch{'s' * ((epochs or 1) != 1)}, planned into "
           f"{ROUND1_SHARE:.0%} of the budget; then the studies whose claims are still open train on", flush=True)
-    round1 = plan_budget(files, f"{budget_s * ROUND1_SHARE:.0f}s", overrides=overrides, group_size=size,
-                         tracking_uri=uri, epochs=epochs or 1, train_subset=train_subset, progress=progress)
+    try:
+        round1 = plan_budget(files, f"{budget_s * ROUND1_SHARE:.0f}s", overrides=overrides, group_size=size,
+                             tracking_uri=uri, epochs=epochs or 1, train_subset=train_subset, progress=progress)
+    except InputError as e:  # name the user's budget, not round 1's share of it
+        raise InputError(f"budget={budget}: round 1 gets {ROUND1_SHARE:.0%} of it: {e}", field="budget") from None
     key = json.dumps([report_id, budget, sorted(tables), overrides], sort_keys=True, default=str)
     state = _plans_dir(uri) / f"race-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
     return rep.race(setup, budget_s, round1, state, analyze, options, reference, log,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +33,7 @@ class Report:
     files: dict[str, Path] = field(default_factory=dict)
     logged_to: list[str] = field(default_factory=list)
     reproduces: str | None = None  # `gan-bench reproduce`: the report whose tables lead the page
+    left_out: list[str] = field(default_factory=list)  # studies a damaged store could not read, and why
 
 
 def build_report(client, names: list[str], *, out_dir: Path, runs_filter: str | None = None,
@@ -97,42 +97,3 @@ def build_report(client, names: list[str], *, out_dir: Path, runs_filter: str | 
             comparison_note = ("The studies share a base configuration (they differ only in the keys each varies); "
                                "identical configurations are pooled across studies, one run per seed.")
     return Report(reports, comparison, comparison_note, out_dir)
-
-
-def make_report(studies: list[str], *, tracking_uri: str, out_dir: str | Path | None = None,
-                runs_filter: str | None = None, baseline: str | None = None, data_root: str | None = None,
-                reference: bool = True, log: bool = True, published: dict | None = None,
-                reproduces: str | None = None) -> Report:
-    """Tables, plots and one HTML page for `studies` from their MLflow runs, written to `out_dir`
-    (default reports/<names>; `Report.files` by kind: html, csv, md, published_csv) and, when `log`, logged
-    under report/ on each study's parent run (`Report.logged_to`). `published` and `reproduces`: a
-    reproduction's tables (study name -> tables) and its report."""
-    from bench.errors import InputError, TrackingError
-    from bench.report.render import log_report, write_report
-    from bench.tracking import client, mask_uri, safe_name
-
-    uri = tracking_uri
-    db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
-    if db is not None and not db.exists():
-        raise InputError(f"tracking_uri={uri!r}: no MLflow store at {db} (run a study first, or give the store)",
-                         field="tracking_uri")
-    out = Path(out_dir) if out_dir else Path("reports") / safe_name("+".join(studies))
-    if out.exists() and not out.is_dir():
-        raise InputError(f"out={str(out)!r}: exists and is not a folder", field="out")
-    c = client(uri)
-    try:
-        built = build_report(c, studies, out_dir=out, runs_filter=runs_filter, baseline=baseline,
-                             data_root=data_root, reference=reference, published=published,
-                             progress=lambda m: print(m, file=sys.stderr))
-    except ReportError as e:
-        raise InputError(str(e), field=e.field) from None
-    except Exception as e:
-        from mlflow.exceptions import MlflowException
-
-        if isinstance(e, MlflowException):
-            raise TrackingError(f"tracking store {mask_uri(uri)!r}: {e.message}") from None
-        raise
-    built.reproduces = reproduces
-    built.files = write_report(built, uri)
-    built.logged_to = log_report(c, built) if log else []
-    return built

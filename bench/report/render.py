@@ -7,14 +7,16 @@ import csv
 import html
 import io
 import math
+import sys
 import time
 from pathlib import Path
 
+from bench.errors import ReportError
 from bench.tracking import TAG_CONFIG, TAG_TRIAL, mask_uri, safe_name
 from bench.report.common import ALPHA, COLUMNS, Column
 from bench.report.load import StudyData
 from bench.report.table import Row, Table, diff_text, epoch_rows, p_text, precise
-from bench.report.build import Report
+from bench.report.build import Report, build_report
 from bench.report import published, trajectory
 
 
@@ -359,3 +361,75 @@ def log_report(client, report: Report) -> list[str]:
             logged.append(sr.study.parent.info.run_id)
     report.logged_to = logged
     return logged
+
+
+def make_report(studies: list[str], *, tracking_uri: str, out_dir: str | Path | None = None,
+                runs_filter: str | None = None, baseline: str | None = None, data_root: str | None = None,
+                reference: bool = True, log: bool = True, published: dict | None = None,
+                reproduces: str | None = None) -> Report:
+    """Tables, plots and one HTML page for `studies` from their MLflow runs, written to `out_dir`
+    (default reports/<names>; `Report.files` by kind: html, csv, md, published_csv) and, when `log`, logged
+    under report/ on each study's parent run (`Report.logged_to`; not on a read-only store). Where a damaged
+    store cannot read some studies, the others are reported (`Report.left_out` says which and why).
+    `published` and `reproduces`: a reproduction's tables (study name -> tables) and its report."""
+    from bench.errors import InputError, TrackingError
+    from bench.tracking import client, read_only, store_fault
+
+    uri = tracking_uri
+    db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    if db is not None and not db.exists():
+        raise InputError(f"tracking_uri={uri!r}: no MLflow store at {db} (run a study first, or give the store)",
+                         field="tracking_uri")
+    out = Path(out_dir) if out_dir else Path("reports") / safe_name("+".join(studies))
+    if out.exists() and not out.is_dir():
+        raise InputError(f"out={str(out)!r}: exists and is not a folder", field="out")
+    c = client(uri)
+
+    def build(names: list[str]) -> Report:
+        return build_report(c, names, out_dir=out, runs_filter=runs_filter, baseline=baseline, data_root=data_root,
+                            reference=reference, published=published, progress=lambda m: print(m, file=sys.stderr))
+
+    try:
+        built = _readable(c, studies, build, runs_filter, uri)
+    except ReportError as e:
+        raise InputError(str(e), field=e.field) from None
+    except Exception as e:
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(e, MlflowException) and store_fault(e, uri) is None:
+            raise TrackingError(f"tracking store {mask_uri(uri)!r}: {e.message}") from None
+        raise
+    if log and read_only(uri):
+        print(f"not logged to the parent runs: the MLflow store {uri[len('sqlite:///'):]} is read-only",
+              file=sys.stderr)
+        log = False
+    built.reproduces = reproduces
+    built.files = write_report(built, uri)
+    built.logged_to = log_report(c, built) if log else []
+    return built
+
+
+def _readable(c, studies: list[str], build, runs_filter: str | None, uri: str) -> Report:
+    """The report of every study the store can read. Where it fails on some studies' runs (a damaged part of
+    the store), the others are reported alone, each study left out named in `Report.left_out`."""
+    from bench.report.load import load_study_runs
+    from bench.tracking import store_fault
+
+    try:
+        return build(studies)
+    except Exception as e:
+        if len(studies) == 1 or store_fault(e, uri) is None:
+            raise
+    readable, left_out = [], []
+    for name in studies:
+        try:
+            load_study_runs(c, name, runs_filter)
+            readable.append(name)
+        except Exception as e:
+            fault = store_fault(e, uri)
+            if fault is None or len(left_out) == len(studies) - 1:  # none readable: that is the error
+                raise
+            left_out.append(f"study {name!r} is not in this report: {fault}")
+    built = build(readable)
+    built.left_out = left_out
+    return built

@@ -41,7 +41,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bench.errors import ConfigError, InputError, StudyError
-from bench.studies.preparation import EXTENDS_ATTR, PARENT_ATTR, Plan
+from bench.studies.preparation import EPOCHS_ATTR, EXTENDS_ATTR, PARENT_ATTR, Plan
+from bench.studies.summary import current_trials
 from bench.studies.storage import default_storage, exclusive, make_storage, read_storage, storage_error
 from bench.tracking import (TAG_DIVERGED, TAG_TRIAL, client as mlflow_client, close_orphans, default_tracking_uri,
                             git_commit, mask_uri, no_download_bars, owner_tags)
@@ -49,7 +50,6 @@ from bench.tracking import (TAG_DIVERGED, TAG_TRIAL, client as mlflow_client, cl
 TAG_EXTENDED_TO = "extended_to_epochs"
 TAG_EXTENDED_FROM = "extended_from_epochs"
 TAG_EXTENDED_COMMIT = "extended_git_commit"
-EPOCHS_ATTR = "epochs"  # on an extension trial: the epochs its runs have trained
 
 
 @dataclass
@@ -99,25 +99,6 @@ class ExtendResult:
         lines.append(f"study {self.study!r}: {len(self.extended)} trial(s) extended to {self.epochs} epochs, "
                      f"{len(trials)} not extended, {len(self.unchanged)} already there")
         return "\n".join(lines)
-
-
-def superseded(trials: list[FrozenTrial]) -> set[int]:
-    """The numbers of the trials that an extension replaced (its runs now train longer)."""
-    return {t.user_attrs[EXTENDS_ATTR] for t in trials if EXTENDS_ATTR in t.user_attrs}
-
-
-def current_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """The study's trials, each configuration once: those no extension replaced."""
-    gone = superseded(trials)
-    return [t for t in trials if t.number not in gone]
-
-
-def extension_note(trial: FrozenTrial, trials: list[FrozenTrial]) -> str:
-    """`extends trial 3 (4 epochs)` on an extension, `extended by trial 9` on the trial it replaced, else ''."""
-    if EXTENDS_ATTR in trial.user_attrs:
-        return f"extends trial {trial.user_attrs[EXTENDS_ATTR]} ({trial.user_attrs.get(EPOCHS_ATTR, '?')} epochs)"
-    by = next((t.number for t in trials if t.user_attrs.get(EXTENDS_ATTR) == trial.number), None)
-    return "" if by is None else f"extended by trial {by}"
 
 
 @dataclass
@@ -285,7 +266,7 @@ def _check_run(mlflow, run_id: str, plan: Plan, epochs: int, contexts: dict) -> 
     from mlflow.exceptions import MlflowException
 
     from bench.run_config import build_config
-    from bench.studies.workers import _context, checkpoint_dir
+    from bench.studies.workers import checkpoint_dir, shared_context
     from bench.techniques import TECHNIQUES
 
     try:
@@ -319,7 +300,7 @@ def _check_run(mlflow, run_id: str, plan: Plan, epochs: int, contexts: dict) -> 
     if anneal:
         return no(f"technique {anneal[0]} anneals over the run's planned length, so {trained} epochs extended to "
                   f"{epochs} would not be {epochs} epochs from the start")
-    ctx = _context(cfg, plan, contexts)
+    ctx = shared_context(cfg, plan, contexts)
     theirs, ours = tags.get("evaluator.sha256"), ctx.evaluator.tags().get("evaluator.sha256")
     if theirs and theirs != ours:  # its later evaluations would use another ruler
         return no(f"it was evaluated with another evaluator (weights {theirs[:12]}; here {str(ours)[:12]})")
@@ -421,7 +402,7 @@ def _groups(todo: list[_Trial]) -> list[list[_Run]]:
 def _train(runs: list[_Run], plan: Plan, epochs: int, contexts: dict, claimed: dict[str, str]) -> None:
     from bench import experiment
     from bench.step import grouping_refusal
-    from bench.studies.workers import _context
+    from bench.studies.workers import shared_context
 
     tags = {TAG_EXTENDED_TO: epochs, **({TAG_EXTENDED_COMMIT: git_commit()} if git_commit() else {})}
     # Once its tracker has the run (RUNNING, tagged as extending), the tracker ends it: FINISHED, FAILED or KILLED.
@@ -436,7 +417,7 @@ def _train(runs: list[_Run], plan: Plan, epochs: int, contexts: dict, claimed: d
             print(f"extending {len(batch)} run(s) {what}: {', '.join(m.continues for m in batch)}", file=sys.stderr,
                   flush=True)
         results = experiment.run_group(batch, tracking_uri=plan.tracking_uri, experiment=plan.spec.name,
-                                       context=_context(batch[0].cfg, plan, contexts), progress=plan.progress)
+                                       context=shared_context(batch[0].cfg, plan, contexts), progress=plan.progress)
         for result in results:
             if isinstance(result, BaseException):  # no hooks here: only a bug gets one
                 raise result

@@ -59,6 +59,7 @@ class Plan:
 
 RETRIES_ATTR = "retries"  # a retry names the trial it trains again
 EXTENDS_ATTR = "extends"  # an extension (`bench.studies.extend`) names the finished trial it trains longer
+EPOCHS_ATTR = "epochs"  # on an extension trial: the epochs its runs have trained
 
 
 def retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:

@@ -9,12 +9,12 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from bench.studies.preparation import EPOCHS_ATTR, EXTENDS_ATTR
 from bench.studies.spec import StudySpec
 from bench.tracking import client
 
 
 def trials_table(study: optuna.Study) -> list[dict]:
-    from bench.studies.extend import extension_note
 
     rows = []
     names = study.metric_names or []  # the objective's metrics (eval/tarr), set by preparation.prepare
@@ -50,8 +50,6 @@ def _fmt(v):
 def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The best trial (or the Pareto-optimal ones) by Optuna's own rule, among the trials that count: an
     extended trial's extension counts instead of it (`bench.studies.extend`)."""
-    from bench.studies.extend import current_trials
-
     trials = current_trials(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" line
@@ -135,3 +133,22 @@ def log_to_parent(study: optuna.Study, spec: StudySpec, tracking_uri: str, paren
 
     mlflow.log_batch(parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     mlflow.set_terminated(parent_run_id, "FINISHED")
+
+
+def superseded(trials: list[FrozenTrial]) -> set[int]:
+    """The numbers of the trials that an extension replaced (its runs now train longer)."""
+    return {t.user_attrs[EXTENDS_ATTR] for t in trials if EXTENDS_ATTR in t.user_attrs}
+
+
+def current_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The study's trials, each configuration once: those no extension replaced."""
+    gone = superseded(trials)
+    return [t for t in trials if t.number not in gone]
+
+
+def extension_note(trial: FrozenTrial, trials: list[FrozenTrial]) -> str:
+    """`extends trial 3 (4 epochs)` on an extension, `extended by trial 9` on the trial it replaced, else ''."""
+    if EXTENDS_ATTR in trial.user_attrs:
+        return f"extends trial {trial.user_attrs[EXTENDS_ATTR]} ({trial.user_attrs.get(EPOCHS_ATTR, '?')} epochs)"
+    by = next((t.number for t in trials if t.user_attrs.get(EXTENDS_ATTR) == trial.number), None)
+    return "" if by is None else f"extended by trial {by}"

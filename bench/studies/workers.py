@@ -88,7 +88,7 @@ def trial_configs(spec: StudySpec, params: dict[str, Any], plan: Plan) -> list:
             for k in range(spec.repeats)]
 
 
-def _context(cfg, plan: Plan, contexts: dict):
+def shared_context(cfg, plan: Plan, contexts: dict):
     """Data and evaluator for cfg, loaded once per worker and shared by its trials."""
     from bench import experiment
 
@@ -145,7 +145,7 @@ def _run(runs: list, plan: Plan, contexts: dict) -> list:
     from bench import experiment
 
     return experiment.run_group(runs, tracking_uri=plan.tracking_uri, experiment=plan.spec.name,
-                                context=_context(runs[0].cfg, plan, contexts), parent_run_id=plan.parent_run_id,
+                                context=shared_context(runs[0].cfg, plan, contexts), parent_run_id=plan.parent_run_id,
                                 progress=plan.progress and plan.workers == 1,
                                 killed_on=(KeyboardInterrupt, optuna.TrialPruned))
 
