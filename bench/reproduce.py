@@ -131,7 +131,7 @@ class Setup:
                         group=self.group, progress=self.progress)
 
     def report(self, log: bool, reference: bool = True):
-        from bench.report.build import make_report
+        from bench.report.render import make_report
 
         return make_report(list(self.tables), tracking_uri=self.tracking_uri, out_dir=self.out,
                            data_root=self.overrides.get("data.root"), reference=reference, log=log,

@@ -249,14 +249,14 @@ def test_plan_only_prints_the_plan_and_trains_nothing(tmp_path, store, tiny, dat
     folder.mkdir()
     (folder / "rep-a.toml").write_text(textwrap.dedent(VARIANTS))
     args = reproduce_args(folder, store, tmp_path / "out", data_root, tiny)
-    assert main([*args, "--budget", "5m", "--train-subset", "160", "--plan-only"]) == 0
+    assert main([*args, "--budget", "60m", "--train-subset", "160", "--plan-only"]) == 0
     printed = capsys.readouterr().out
     assert "plan: 1 epoch on 160 of 60,000 training images" in printed and "runs, estimated" in printed
     assert "runs train in groups of up to 2 (timed as groups)" in printed  # a trial's seeds, on the CPU by default
     # Both variants' seeds (4 runs) timed as one group; and none
-    assert main([*args, "--budget", "5m", "--train-subset", "160", "--plan-only", "--group-size", "4"]) == 0
+    assert main([*args, "--budget", "60m", "--train-subset", "160", "--plan-only", "--group-size", "4"]) == 0
     assert "runs train in groups of up to 4 (timed as groups)" in capsys.readouterr().out
-    assert main([*args, "--budget", "5m", "--train-subset", "160", "--plan-only", "--no-group"]) == 0
+    assert main([*args, "--budget", "60m", "--train-subset", "160", "--plan-only", "--no-group"]) == 0
     assert "runs train in groups" not in capsys.readouterr().out
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("**/plans/*.json"))
     c = MlflowClient(store)

@@ -40,9 +40,10 @@ Adding a technique: a new module here with one `@register` class, plus its line 
 
 from __future__ import annotations
 
+import collections
+import functools
 import importlib
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -113,7 +114,7 @@ class Technique:
     # train; such a run extended to more epochs is not that run trained longer from the start (not extended).
     anneals: ClassVar[bool] = False
 
-    def __init__(self, values: SimpleNamespace, info: StepInfo):
+    def __init__(self, values: tuple, info: StepInfo):
         self.values, self.info = values, info
 
     # -- declaration -------------------------------------------------------------------------
@@ -128,9 +129,9 @@ class Technique:
         return getattr(cfg, cls.section)
 
     @classmethod
-    def read_values(cls, cfg: RunConfig) -> SimpleNamespace:
-        """This technique's hyperparameters in `cfg`, as its hooks read them (`self.values`)."""
-        return SimpleNamespace(**{k: getattr(cls.options(cfg), k) for k in cls.fields})
+    def read_values(cls, cfg: RunConfig) -> tuple:
+        """This technique's hyperparameters in `cfg`, as its hooks read them (`self.values.<key>`, read-only)."""
+        return _values_type(cls)(**{k: getattr(cls.options(cfg), k) for k in cls.fields})
 
     @classmethod
     def label(cls, cfg: RunConfig) -> str | None:
@@ -304,3 +305,9 @@ _MODULES = (
 )
 for _name in _MODULES:
     importlib.import_module(f"{__name__}.{_name}")
+
+
+@functools.cache
+def _values_type(technique: type) -> type:
+    """A named tuple of a technique's keys: its hyperparameters, immutable, one class per technique."""
+    return collections.namedtuple(f"{technique.__name__}Values", list(technique.fields))
