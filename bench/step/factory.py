@@ -3,6 +3,11 @@ with their reference batches, their optimizers and the step that updates them.
 
 A learning rate goes from the config to Adam here, through `learning_rates`: `optim.lr` (or
 `optim.lr_g` / `optim.lr_d`), then each technique's `learning_rates` hook (TTUR).
+
+The fast paths are chosen here too (`fast_paths`: a group's vmapped forward, `torch.compile`, a CUDA
+graph), and each is proven against the plain step on the run's own shapes before the run trains on it
+(`bench.step.proof`); one that fails is left out, and the step's `train.fast_path` tag says which
+paths it trains on and why any was refused.
 """
 
 from __future__ import annotations
