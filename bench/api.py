@@ -134,15 +134,21 @@ def report(studies: list[str], *, tracking_uri: str | None = None, out_dir: str 
 
 
 def plan_budget(files: list[str | Path], budget: str, *, overrides: dict[str, Any] | None = None,
-                group_size: int = 1, tracking_uri: str | None = None, epochs: int | None = None,
+                group_size: int | None = None, tracking_uri: str | None = None, epochs: int | None = None,
                 train_subset: int | None = None, keep: bool = True, progress: bool = True) -> dict[str, dict]:
     """The overrides each study file trains at to fit `budget` ("90m") on this machine, measured here and
-    printed; kept beside the store (`keep`) so that the same call resumes the same plan."""
+    printed; kept beside the store (`keep`) so that the same call resumes the same plan. `group_size` as in
+    `run_study` (None: the device's default)."""
     from bench.perf.budget import plan_scales
+    from bench.run_config import build_config
+    from bench.studies.invocation import group_size as default_group_size
     from bench.studies.spec import load_study_file
 
     overrides = {**(overrides or {}), **_shortcuts(epochs, train_subset)}
     specs = [load_study_file(f, overrides)[0] for f in files]
+    if group_size is None:
+        group_size = default_group_size(build_config(specs[0].base, overrides).device,
+                                        max(spec.repeats for spec in specs))
     return plan_scales(specs, budget, overrides, _plans_dir(_uri(tracking_uri)), group=group_size, epochs=epochs,
                        train_images=train_subset, plan_only=not keep, progress=progress)
 

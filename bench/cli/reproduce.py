@@ -45,7 +45,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         budget_args(args)
         studies = find_studies(Path(args.studies) if args.studies else default_studies_dir(), args.report, overrides)
         api.plan_budget([p for p, _ in studies], args.budget, overrides=overrides, tracking_uri=args.tracking_uri,
-                        epochs=args.epochs, train_subset=args.train_subset, keep=False, progress=not args.quiet)
+                        group_size=requested_group(args), epochs=args.epochs, train_subset=args.train_subset,
+                        keep=False, progress=not args.quiet)
         return 0
     options = None
     if args.analyze:

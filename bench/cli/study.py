@@ -48,7 +48,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.plan_only:
         budget_args(args)
         api.plan_budget([args.file], args.budget, overrides=overrides, tracking_uri=args.tracking_uri,
-                        epochs=args.epochs, train_subset=args.train_subset, keep=False, progress=not args.quiet)
+                        group_size=requested_group(args), epochs=args.epochs, train_subset=args.train_subset,
+                        keep=False, progress=not args.quiet)
         return 0
     try:
         outcome = api.run_study(args.file, overrides=overrides, storage=args.storage, tracking_uri=args.tracking_uri,

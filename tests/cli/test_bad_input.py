@@ -99,12 +99,13 @@ def test_cut_journal_is_repaired_and_the_study_goes_on(tmp_path, store, tiny, ca
 
     assert main(["study", "status", "cells", "--tracking-uri", store]) == 0
     out, err = capsys.readouterr()
-    assert "cut-short record" in err and ".corrupt" in err and "Traceback" not in err
+    assert "do not parse are skipped for reading" in err and "Traceback" not in err
     assert "COMPLETE" in out  # the finished trials are readable
-    corrupt = journal.with_name(journal.name + ".corrupt")
-    assert corrupt.read_bytes() == data[last_start:last_start + 30] + b"\n"  # set aside, not dropped
+    assert journal.read_bytes() == data[:last_start + 30]  # a command that only reads writes nothing
 
     assert main(_study_args(path, store, cfg)) == 0  # resumes: whatever the cut record held is redone
+    corrupt = journal.with_name(journal.name + ".corrupt")
+    assert corrupt.read_bytes() == data[last_start:last_start + 30] + b"\n"  # set aside, not dropped
     study = _load(store, "cells")
     assert sorted(t.params["techniques.real_target"] for t in study.get_trials(states=(TrialState.COMPLETE,))) \
         == [0.9, 1.0]
@@ -125,12 +126,16 @@ def test_cut_journal_quick(tmp_path, store, tiny, capsys):
     capsys.readouterr()
     assert main(["study", "status", "quick", "--tracking-uri", store]) == 0
     out, err = capsys.readouterr()
-    assert "cut-short record" in err and "Traceback" not in err and "counts:" in out
-    assert journal.with_name(journal.name + ".corrupt").read_bytes() == data[data.rstrip(b"\n").rfind(b"\n") + 1:-25] + b"\n"
+    assert "do not parse are skipped for reading" in err and "Traceback" not in err and "counts:" in out
+    assert journal.read_bytes() == data[:-25]  # a command that only reads writes nothing
     assert main(_study_args(path, store, cfg, "--timeout", "0.001")) == 0  # the study opens and writes again
+    err = capsys.readouterr().err
+    assert "set aside in" in err
+    assert journal.with_name(journal.name + ".corrupt").read_bytes() == data[data.rstrip(b"\n").rfind(b"\n") + 1:-25] + b"\n"
+    assert [p.read_bytes() for p in journal.parent.glob(journal.name + ".*.orig")] == [data[:-25]]  # kept whole
     assert main(["study", "status", "quick", "--tracking-uri", store]) == 0
     out, err = capsys.readouterr()
-    assert "waiting 2" in out and "cut-short" not in err  # repaired once, for good; the lost cell queued again
+    assert "waiting 2" in out and "do not parse" not in err  # repaired once, for good; the lost cell queued again
     assert "running 0" in out
 
 

@@ -116,7 +116,8 @@ def test_no_group_trains_run_by_run(tmp_path, store, tiny, capsys):
 def test_a_bad_group_size_is_refused_before_anything_is_written(tmp_path, store, tiny, capsys):
     path = write(tmp_path, GRID)
     assert main(study_args(path, store, tiny, "--group-size=0")) == 2
-    assert "--group-size=0" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "group_size=0" in err and "--group-size" in err
     assert not (tmp_path / "store").exists()
 
 

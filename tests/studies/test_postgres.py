@@ -329,7 +329,8 @@ def test_kill_9_one_machine_then_resume(postgres, mlflow_server, tiny, tmp_path,
 
     c = MlflowClient(tracking_uri=mlflow_server)
     killed_runs = killed.user_attrs["mlflow_run_ids"]
-    assert [c.get_run(r).info.status for r in killed_runs] == ["RUNNING"] * len(killed_runs)
+    # RUNNING, or KILLED when a later trial of the survivor (same host) found its process gone
+    assert {c.get_run(r).info.status for r in killed_runs} <= {"RUNNING", "KILLED"}
 
     # Run the same command again (on the machine whose worker died): recovery, retry, budget reached.
     rerun_machine = by_pid[victim_proc.pid][1]
