@@ -16,13 +16,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torchvision.utils import make_grid
 
 from bench import data as data_mod
 from bench import techniques
 from bench.evaluator import Evaluation, Evaluator, load_or_train
 from bench.models import GAN, MODELS, count_params, eval_mode, sample_latent, summary
-from bench.plots import curves_figure
+from bench.plots import curves_figure, image_grid
 from bench.run_config import RunConfig, params
 from bench.step import build_grouped_step, build_step, resolve_device
 from bench.tracking import TAG_CONFIG_ID, TAG_DIVERGED, MlflowTracker, NullTracker, ensure_experiment, git_commit
@@ -104,7 +103,7 @@ def sample_grid(gan: GAN, noise: torch.Tensor, labels: torch.Tensor | None) -> n
     """HWC uint8 grid from fixed noise; conditional models get one row per class."""
     with eval_mode([gan.generator]), torch.inference_mode():
         images = gan.generator(noise, labels).float()
-    grid = make_grid(images, nrow=GRID_COLUMNS, normalize=True, value_range=(-1, 1), padding=2)
+    grid = image_grid(images, GRID_COLUMNS)
     return (grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import time
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under `-n K` each worker is one of K processes sharing the cores: one torch thread each (set before
+    # torch loads; the subprocesses tests start inherit it). A user's OMP_NUM_THREADS is kept.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +46,31 @@ def _isolated_cache(tmp_path_factory):
         os.environ["GANBENCH_CACHE"] = old
 
 
+@pytest.fixture(scope="session")
+def _empty_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite database with its tables and nothing else, made once: MLflow's migrations take a
+    second or two per new store. Tests of a store's first creation use a path of their own."""
+    from mlflow import MlflowClient
+
+    db = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
 @pytest.fixture
-def store(tmp_path) -> str:
-    """A fresh local MLflow store (SQLite + artifacts folder) in a temporary folder."""
+def store(tmp_path, _empty_store) -> str:
+    """A fresh local MLflow store (SQLite + artifacts folder) in a temporary folder: `store/mlflow.db`, a copy
+    of an empty database (for "nothing written" checks, `new_store`)."""
+    folder = tmp_path / "store"
+    folder.mkdir()
+    shutil.copyfile(_empty_store, folder / "mlflow.db")
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@pytest.fixture
+def new_store(tmp_path) -> str:
+    """A local MLflow store not created yet (`store/` does not exist): a command refused before anything is
+    written leaves no `store/`."""
     return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
 
 

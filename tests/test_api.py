@@ -47,11 +47,11 @@ def test_a_notebook_runs_extends_and_reports_a_tiny_study(tmp_path, store, tiny)
         assert sorted(epochs) == [1, 2]
 
 
-def test_bad_input_raises_the_library_error_naming_the_field(tmp_path, store):
+def test_bad_input_raises_the_library_error_naming_the_field(tmp_path, new_store):
     path = tmp_path / "api-tiny.toml"
     path.write_text(STUDY)
     with pytest.raises(InputError, match="workers=0"):
-        gb.run_study(path, workers=0, tracking_uri=store)
+        gb.run_study(path, workers=0, tracking_uri=new_store)
     assert not (tmp_path / "store").exists()  # nothing written
 
 

@@ -61,15 +61,15 @@ def test_same_seed_same_metrics(tiny):
     (["--set", "techniques.smoothing=0.9"], "techniques.smoothing"),
     (["--set", "novalue"], "novalue"),
 ])
-def test_cli_bad_input_exit_2_no_run(args, field, store, tmp_path, capsys):
-    code = main(["train", "--tracking-uri", store, *args])
+def test_cli_bad_input_exit_2_no_run(args, field, new_store, tmp_path, capsys):
+    code = main(["train", "--tracking-uri", new_store, *args])
     assert code == 2
     assert field in capsys.readouterr().err
     assert not (tmp_path / "store").exists()  # nothing written: not even the database
 
 
-def test_cli_missing_data_exit_2(tmp_path, store, capsys):
-    code = main(["train", "--tracking-uri", store, "--data-root", str(tmp_path / "nowhere"),
+def test_cli_missing_data_exit_2(tmp_path, new_store, capsys):
+    code = main(["train", "--tracking-uri", new_store, "--data-root", str(tmp_path / "nowhere"),
                  "--set", "data.download=false"])
     assert code == 2
     err = capsys.readouterr().err

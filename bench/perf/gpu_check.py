@@ -10,7 +10,7 @@
    `gan-bench study run` (grouped on a GPU by default), then `gan-bench report`: the measured wall time
    of both, with the report written (the command line runs this part: `bench.cli.perf`).
 
-`--tiny` shrinks every part (a few steps, K = 2, Table 1 on 128 images at width 8 for one epoch), so
+`--tiny` shrinks every part (a few steps, K = 2 at width 16, Table 1 on 128 images at width 8 for one epoch), so
 the script itself can be checked on a CPU: `gan-bench perf gpu-check --device cpu --tiny`.
 
 Device time is scarce, so the figures are saved after each part (a command cut off still leaves what it
@@ -28,7 +28,7 @@ import torch
 
 from bench.perf.benchmark import load_splits
 from bench.perf.common import say
-from bench.perf.groups import GROUP_FORMS, form_label, group_throughput
+from bench.perf.groups import GROUP_FORMS, MODELS, form_label, group_throughput
 from bench.perf.loops import harness_loop
 from bench.run_config import RunConfig, apply_overrides
 from bench.step import proof
@@ -37,6 +37,7 @@ DEADLINE_S = 8 * 60  # the whole check; Table 1 starts no trial after it
 # --tiny: what makes each part take seconds on a CPU
 TINY_TABLE1 = {"data.train_subset": 128, "optim.epochs": 1, "model.width": 8, "eval.n_samples": 100,
                "eval.n_per_class": 10, "eval.n_real": 100, "eval.splits": 2}
+TINY_GROUP_MODELS = {name: {**model, "model.width": 16} for name, model in MODELS.items()}
 
 
 def run_gpu_check(cfg: RunConfig, table1: Callable[[RunConfig, bool, float], dict], tiny: bool = False,
@@ -66,7 +67,8 @@ def run_gpu_check(cfg: RunConfig, table1: Callable[[RunConfig, bool, float], dic
     save(out)
     sizes = [2] if tiny else [9, 27]
     say(progress, f"gpu-check [2/3] groups: K = {sizes}, {' and '.join(map(form_label, GROUP_FORMS))}")
-    out["groups"] = group_throughput(cfg, train_full, sizes, steps=steps, progress=progress, forms=GROUP_FORMS)
+    out["groups"] = group_throughput(cfg, train_full, sizes, steps=steps, progress=progress, forms=GROUP_FORMS,
+                                     models=TINY_GROUP_MODELS if tiny else None)
     out["fast_paths"] = fast_path_rows()
     save(out)
     say(progress, f"gpu-check [3/3] report 002 Table 1 at {'a tiny scale' if tiny else 'its full budget'}")

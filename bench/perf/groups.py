@@ -38,12 +38,12 @@ def member_configs(cfg: RunConfig, model: dict, k: int) -> list[RunConfig]:
 
 def group_throughput(cfg: RunConfig, train_full: DeviceDataset, sizes: list[int], steps: int = DEFAULT_GROUP_STEPS,
                      warmup: int = 2, progress: bool = True, forms: tuple[str, ...] = ("auto",),
-                     rounds: int = 1) -> dict[str, Any]:
-    """Images/s per member and in all, grouped and sequential, for each model and group size, and each of
-    `forms` (`train.group_forward`); each side's best of `rounds` rounds, taken in turn (seq, grouped, ...),
-    so that a slow spell of a shared machine does not land on one side only."""
+                     rounds: int = 1, models: dict[str, dict] | None = None) -> dict[str, Any]:
+    """Images/s per member and in all, grouped and sequential, for each model (default `MODELS`) and group
+    size, and each of `forms` (`train.group_forward`); each side's best of `rounds` rounds, taken in turn
+    (seq, grouped, ...), so that a slow spell of a shared machine does not land on one side only."""
     out: dict[str, Any] = {"steps": steps, "batch_size": 32, "rounds": rounds, "models": {}}
-    for name, model in MODELS.items():
+    for name, model in (models or MODELS).items():
         rows = []
         for k in sizes:
             cfgs = member_configs(cfg, model, k)

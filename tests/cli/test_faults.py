@@ -219,11 +219,12 @@ def test_grid_larger_than_budget_warns(tmp_path, capsys):
         load_study_file(path)
 
 
-def test_four_workers_twenty_trials_no_duplicate_no_loss(tmp_path, store, tiny):
+@pytest.mark.slow  # two workers: tests/studies/test_runner.py::test_two_workers_complete_the_grid_once
+def test_four_workers_eight_trials_no_duplicate_no_loss(tmp_path, store, tiny):
     path = tmp_path / "many.toml"
     path.write_text(textwrap.dedent("""
         name = "many"
-        description = "4 workers share 20 tiny trials on the default journal storage"
+        description = "4 workers share 8 tiny trials on the default journal storage"
         [base]
         model.name = "vanilla"
         data.train_subset = 64
@@ -232,7 +233,7 @@ def test_four_workers_twenty_trials_no_duplicate_no_loss(tmp_path, store, tiny):
         [sampler]
         type = "random"
         [budget]
-        n_trials = 20
+        n_trials = 8
         [objective]
         metrics = ["eval/is"]
         directions = ["maximize"]
@@ -240,9 +241,9 @@ def test_four_workers_twenty_trials_no_duplicate_no_loss(tmp_path, store, tiny):
     small = {k: v for k, v in tiny.items() if k != "data.train_subset"}
     assert main([*_args(path, store, small), "--workers", "4"]) == 0
     study = optuna.load_study(study_name="many", storage=make_storage(default_storage(store)))
-    assert len(study.trials) == 20
+    assert len(study.trials) == 8
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     c = MlflowClient(store)
     runs = c.search_runs([c.get_experiment_by_name("many").experiment_id], "tags.role = 'trial'", max_results=100)
-    assert sorted(int(r.data.tags["trial"]) for r in runs) == list(range(20))
+    assert sorted(int(r.data.tags["trial"]) for r in runs) == list(range(8))
     assert all(r.info.status == "FINISHED" for r in runs)

@@ -38,7 +38,17 @@ def _get(tree, path):
     return tree
 
 
-def test_perf_tiny_every_figure_present_and_positive(data_root, tmp_path, capsys):
+@pytest.fixture
+def small_group_models(monkeypatch):
+    """The group section's two models at width 16 (their shapes and techniques; a fraction of the time)."""
+    from bench.perf import groups
+    from bench.perf.gpu_check import TINY_GROUP_MODELS
+
+    monkeypatch.setattr(groups, "MODELS", TINY_GROUP_MODELS)
+    return TINY_GROUP_MODELS
+
+
+def test_perf_tiny_every_figure_present_and_positive(data_root, tmp_path, capsys, small_group_models):
     out = tmp_path / "out" / "perf.json"
     threads = torch.get_num_threads()
     assert main(["perf", "bench", "--data-root", str(data_root), *TINY_PERF, "--out", str(out)]) == 0
@@ -203,11 +213,12 @@ def test_the_group_rows_name_the_cuda_graph_only_where_there_is_one():
 
 
 def test_the_group_section_times_each_form_against_the_same_sequential_runs():
+    from bench.perf.gpu_check import TINY_GROUP_MODELS
     from bench.perf.groups import GROUP_FORMS, group_throughput
 
     cfg = build_config(overrides={"device": "cpu", "model.width": 8})
     g = group_throughput(cfg, random_data(256), [1, 2], steps=2, warmup=0, progress=False, forms=GROUP_FORMS,
-                         rounds=2)
+                         rounds=2, models=TINY_GROUP_MODELS)
     assert g["rounds"] == 2
     for rows in g["models"].values():
         assert [(r["members"], r["form"]) for r in rows] == [(1, "single run"), (2, "member_by_member"), (2, "vmap")]

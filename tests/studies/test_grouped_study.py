@@ -68,12 +68,14 @@ def both(tmp_path_factory, tiny):
     return stores
 
 
+@pytest.mark.slow  # with `both`: 16 runs, about 45 s
 def test_the_same_trials(both):
     seq, grp = _trials(both["sequential"]), _trials(both["grouped"])
     assert seq.keys() == grp.keys() and len(seq) == 4
     assert seq == grp  # member by member (the CPU's form): the same numbers
 
 
+@pytest.mark.slow  # with `both`: 16 runs, about 45 s
 def test_the_same_runs(both):
     seq, grp = _runs(both["sequential"]), _runs(both["grouped"])
     assert seq.keys() == grp.keys() and len(seq) == 8
@@ -92,6 +94,7 @@ def test_the_same_runs(both):
         assert a_curve == b_curve, key
 
 
+@pytest.mark.slow  # with `both`: 16 runs, about 45 s
 def test_a_groups_runs_name_it_and_their_place_in_it(both):
     runs = [r for r, _, _ in _runs(both["grouped"]).values()]
     groups = {r.data.tags["train.group"] for r in runs}
@@ -113,9 +116,9 @@ def test_no_group_trains_run_by_run(tmp_path, store, tiny, capsys):
     assert _group_sizes(store) == ["1"] * 4
 
 
-def test_a_bad_group_size_is_refused_before_anything_is_written(tmp_path, store, tiny, capsys):
+def test_a_bad_group_size_is_refused_before_anything_is_written(tmp_path, new_store, tiny, capsys):
     path = write(tmp_path, GRID)
-    assert main(study_args(path, store, tiny, "--group-size=0")) == 2
+    assert main(study_args(path, new_store, tiny, "--group-size=0")) == 2
     err = capsys.readouterr().err
     assert "group_size=0" in err and "--group-size" in err
     assert not (tmp_path / "store").exists()

@@ -143,3 +143,29 @@ def test_journal_file_lock_holds_off_the_writers(tmp_path):
     assert wrote.wait(time_limit(30))
     writer.join(time_limit(5))
     assert path.stat().st_size > size
+
+
+def test_a_running_trial_beats_until_it_ends(monkeypatch):
+    """The heartbeat other workers read to tell a live trial from a dead worker's: written while the
+    trial runs, not after."""
+    import time
+
+    import optuna
+
+    from bench.studies import workers
+
+    monkeypatch.setattr(workers, "HEARTBEAT_S", 0.05)
+    study = optuna.create_study()
+    trial = study.ask()
+    with workers._Heartbeat(study, trial._trial_id):
+        deadline = time.monotonic() + 10
+        while "heartbeat" not in study.trials[0].user_attrs and time.monotonic() < deadline:
+            time.sleep(0.02)
+        first = study.trials[0].user_attrs.get("heartbeat")
+        assert first is not None
+        while study.trials[0].user_attrs["heartbeat"] == first and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert study.trials[0].user_attrs["heartbeat"] > first  # it goes on beating
+    last = study.trials[0].user_attrs["heartbeat"]
+    time.sleep(0.2)
+    assert study.trials[0].user_attrs["heartbeat"] == last  # and stops with the trial

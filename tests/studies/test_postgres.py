@@ -33,6 +33,9 @@ from optuna.trial import TrialState
 from tests.conftest import time_limit
 
 from .test_runner import ALL_CELLS, GRID  # the same 2x2 grid as the single-machine tests
+
+# About a minute and a half on 2 CPU cores (workers that start torch and MLflow); .ci/run runs them.
+pytestmark = pytest.mark.slow
 WORKER_TIMEOUT_S = 300
 
 
