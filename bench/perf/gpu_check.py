@@ -10,7 +10,7 @@
    `gan-bench study run` (grouped on a GPU by default), then `gan-bench report`: the measured wall time
    of both, with the report written (the command line runs this part: `bench.cli.perf`).
 
-`--tiny` shrinks every part (a few steps, K = 2 at width 16, Table 1 on 128 images at width 8 for one epoch), so
+`--tiny` shrinks every part (a few steps, K = 2 of width-16 models, Table 1 on 128 images at width 8 for one epoch), so
 the script itself can be checked on a CPU: `gan-bench perf gpu-check --device cpu --tiny`.
 
 Device time is scarce, so the figures are saved after each part (a command cut off still leaves what it
@@ -37,7 +37,9 @@ DEADLINE_S = 8 * 60  # the whole check; Table 1 starts no trial after it
 # --tiny: what makes each part take seconds on a CPU
 TINY_TABLE1 = {"data.train_subset": 128, "optim.epochs": 1, "model.width": 8, "eval.n_samples": 100,
                "eval.n_per_class": 10, "eval.n_real": 100, "eval.splits": 2}
-TINY_GROUP_MODELS = {name: {**model, "model.width": 16} for name, model in MODELS.items()}
+# --tiny's group section: the same two kinds of model (an unconditional DCGAN, report 002's CGAN) at width 16
+TINY_GROUP_MODELS = {"dcgan, width 16": {"model.name": "dcgan", "model.width": 16, "model.d_dropout": 0.0},
+                     "cgan-conv (report 002), width 16": {**MODELS["cgan-conv (report 002)"], "model.width": 16}}
 
 
 def run_gpu_check(cfg: RunConfig, table1: Callable[[RunConfig, bool, float], dict], tiny: bool = False,

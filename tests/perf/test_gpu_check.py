@@ -22,7 +22,7 @@ def _dry_run(data_root, tmp_path, capsys, studies=None) -> tuple[dict, str]:
     assert table1["study_s"] > 0 and table1["report_s"] > 0 and (out / "report" / "report.html").is_file()
     printed = capsys.readouterr().out
     for line in ("single report-000 DCGAN, batch 32: eager", "compiled: CUDA only", "graphed: CUDA only",
-                 "group cgan-conv (report 002), K=2, vmap", "group cgan-conv (report 002), K=2, member by member",
+                 "group cgan-conv (report 002), width 16, K=2, vmap", "group dcgan, width 16, K=2, member by member",
                  "report 002 Table 1 (tiny)"):
         assert line in printed, line
     return table1, printed

@@ -40,7 +40,7 @@ def _get(tree, path):
 
 @pytest.fixture
 def small_group_models(monkeypatch):
-    """The group section's two models at width 16 (their shapes and techniques; a fraction of the time)."""
+    """The group section's two kinds of model at width 16 (a fraction of the time)."""
     from bench.perf import groups
     from bench.perf.gpu_check import TINY_GROUP_MODELS
 
@@ -74,8 +74,8 @@ def test_perf_tiny_every_figure_present_and_positive(data_root, tmp_path, capsys
     assert len(r["groups"]["models"]) == 2
     printed = capsys.readouterr().out
     for label in ("textbook loop", "harness loop", "evaluation", "tracking overhead", "2 concurrent trial(s)",
-                  "peak host RSS", "conv peak", "compute, harness loop", "group cgan-conv (report 002), K=2, member by member",
-                  "group dcgan-report000, K=1", str(out)):
+                  "peak host RSS", "conv peak", "compute, harness loop", "group cgan-conv (report 002), width 16, K=2, member by member",
+                  "group dcgan, width 16, K=1", str(out)):
         assert label in printed, label
 
 
