@@ -86,6 +86,22 @@ def tiny(data_root) -> dict:
     }
 
 
+def two_cell_study(name: str, description: str, objective: str = 'metrics = ["eval/tarr"]\ndirections = ["maximize"]') -> str:
+    """A study file's text: a conditional MLP GAN, a grid over two real-label targets (1.0, 0.9)."""
+    return f"""
+name = "{name}"
+description = "{description}"
+[base]
+model.name = "cgan-mlp"
+[space]
+"techniques.real_target" = {{ choices = [1.0, 0.9] }}
+[sampler]
+type = "grid"
+[objective]
+{objective}
+"""
+
+
 def sigint_default() -> None:
     """`preexec_fn` for a child the test stops with SIGINT (Ctrl-C): a suite started in the background
     by a non-interactive shell inherits SIGINT ignored, which its children would keep."""

@@ -9,20 +9,9 @@ import pytest
 
 import bench.api as gb
 from bench.errors import InputError
+from tests.conftest import two_cell_study
 
-STUDY = """
-name = "api-tiny"
-description = "a tiny grid driven from Python"
-[base]
-model.name = "cgan-mlp"
-[space]
-"techniques.real_target" = { choices = [1.0, 0.9] }
-[sampler]
-type = "grid"
-[objective]
-metrics = ["eval/tarr"]
-directions = ["maximize"]
-"""
+STUDY = two_cell_study("api-tiny", "a tiny grid driven from Python")
 
 
 def test_a_notebook_runs_extends_and_reports_a_tiny_study(tmp_path, store, tiny):

@@ -21,21 +21,9 @@ from optuna.trial import TrialState
 
 from bench.cli import main
 from bench.studies.storage import default_storage, make_storage
-from tests.conftest import time_limit
+from tests.conftest import time_limit, two_cell_study
 
-GRID = """
-name = "retry-me"
-description = "two cells that fail while the data is damaged"
-[base]
-model.name = "cgan-mlp"
-[space]
-"techniques.real_target" = { choices = [1.0, 0.9] }
-[sampler]
-type = "grid"
-[objective]
-metrics = ["eval/tarr"]
-directions = ["maximize"]
-"""
+GRID = two_cell_study("retry-me", "two cells that fail while the data is damaged")
 
 
 def study_args(path: Path, store: str, tiny: dict, *extra: str) -> list[str]:

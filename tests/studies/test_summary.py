@@ -5,19 +5,9 @@ from mlflow import MlflowClient
 
 from bench.studies.spec import load_study_file
 from bench.studies.summary import log_to_parent
+from tests.conftest import two_cell_study
 
-STUDY = """
-name = "two-objectives"
-description = "two objectives"
-[base]
-model.name = "cgan-mlp"
-[space]
-"techniques.real_target" = { choices = [1.0, 0.9] }
-[sampler]
-type = "grid"
-[objective]
-metrics = ["eval/tarr", "eval/fid"]
-"""
+STUDY = two_cell_study("two-objectives", "two objectives", 'metrics = ["eval/tarr", "eval/fid"]')
 
 
 def test_a_multi_objective_study_with_one_pareto_optimal_trial_logs_its_values(tmp_path, store):
