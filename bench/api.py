@@ -111,14 +111,14 @@ def study_status(study: str | Path, *, storage: str | None = None, tracking_uri:
 
 
 def extend_study(study: str | Path, epochs: int, *, storage: str | None = None, tracking_uri: str | None = None,
-                 progress: bool = True):
-    """Train every finished run of `study` on from its last checkpoint to `epochs` epochs: the same MLflow
-    runs, and a new Optuna trial per extended trial naming the one it extends. Returns
-    `bench.studies.extend.ExtendResult` (extended, refused with reasons, unchanged)."""
+                 runs: set[str] | None = None, progress: bool = True):
+    """Train every finished run of `study` (or only the trials with one of `runs`, MLflow run ids) on from its
+    last checkpoint to `epochs` epochs: the same MLflow runs, and a new Optuna trial per extended trial naming
+    the one it extends. Returns `bench.studies.extend.ExtendResult` (extended, refused with reasons, unchanged)."""
     from bench.studies.extend import extend_study as extend
 
     uri = _uri(tracking_uri)
-    return extend(study, epochs, storage_url=_storage(storage, uri), tracking_uri=uri, progress=progress)
+    return extend(study, epochs, storage_url=_storage(storage, uri), tracking_uri=uri, runs=runs, progress=progress)
 
 
 def report(studies: list[str], *, tracking_uri: str | None = None, out_dir: str | Path | None = None,
@@ -193,11 +193,12 @@ def reproduce(report_id: str, *, studies_dir: str | Path | None = None, out_dir:
                       progress)
     files = [p for p, _ in studies]
     options = analysis_options or {}
+    started = time.perf_counter()
     if budget_s is None or uniform:
         scales = (plan_budget(files, budget, overrides=overrides, group_size=size, tracking_uri=uri, epochs=epochs,
                               train_subset=train_subset, progress=progress) if budget else {})
+        setup.deadline = started + budget_s if budget_s else None
         return rep.reproduce_uniform(setup, scales, analyze, options, reference, log)
-    started = time.perf_counter()
     print(f"budget {budget}: round 1: every study for {epochs or 1} epoch{'s' * ((epochs or 1) != 1)}, planned into "
           f"{ROUND1_SHARE:.0%} of the budget; then the studies whose claims are still open train on", flush=True)
     try:

@@ -123,12 +123,22 @@ class Setup:
     workers: int = 1
     group: int = 1
     progress: bool = True
+    deadline: float | None = None  # with a budget: the time.perf_counter() by which the report is written
 
     def run(self, path: Path, scale: dict[str, Any]):
+        """Run one study at `scale`; with a deadline it starts no trial after its share of the time left (by its
+        runs, among the studies from this one on), so the budget holds even where the plan's estimate did not."""
+        from bench.perf.budget import REPORT_S
         from bench.studies.invocation import run_file
 
+        timeout = None
+        if self.deadline is not None:
+            runs = {p: spec.n_trials * spec.repeats for p, spec in self.studies}
+            after = list(runs)[list(runs).index(path):]
+            left = self.deadline - time.perf_counter() - REPORT_S
+            timeout = max(1.0, left * runs[path] / sum(runs[p] for p in after))
         return run_file(path, {**self.overrides, **scale}, self.storage, self.tracking_uri, workers=self.workers,
-                        group=self.group, progress=self.progress)
+                        group=self.group, timeout=timeout, progress=self.progress)
 
     def report(self, log: bool, reference: bool = True):
         from bench.report.render import make_report
@@ -164,18 +174,43 @@ def _analyze(setup: Setup, name: str, options: dict[str, dict]) -> None:
 # Racing the open claims: successive halving's shape, with claims, not configurations, as what stops.
 
 
-def open_claims(report, name: str) -> tuple[int, int]:
-    """(claims of study `name` not yet settled, all its claims): cells with a published value."""
-    cells = [cell for sr in report.studies if sr.study.name == name for c in sr.published
-             for r in c.rows for cell in r.cells.values()]
-    return sum(not cell.settled for cell in cells), len(cells)
+@dataclass
+class Claims:
+    """A study's published claims after a round: all of them, those still open, and the runs that training on
+    could still move (the configurations and baselines of open claims on per-epoch `eval/*` metrics)."""
+
+    open: int
+    total: int
+    runs: set[str] = field(default_factory=set)
+
+
+def open_claims(report, name: str) -> Claims:
+    """Study `name`'s claims in `report`: cells compared with a baseline (baselines and rows not run are none)."""
+    out = Claims(0, 0)
+    for sr in report.studies:
+        if sr.study.name != name:
+            continue
+        for c in sr.published:
+            base = next((r.group for r in c.rows if r.is_baseline), None)
+            for r in c.rows:
+                for cell in r.cells.values():
+                    if cell.diff is None:
+                        continue
+                    out.total += 1
+                    if cell.settled:
+                        continue
+                    out.open += 1
+                    if cell.metric.startswith("eval/"):  # an analysis' value has no epochs to train on to
+                        out.runs |= {run.run_id for g in (r.group, base) if g for run in g.usable}
+    return out
 
 
 def race(setup: Setup, budget_s: float, round1: dict[str, dict], state_file: Path, analyze: bool,
          options: dict[str, dict], reference: bool, log: bool, spent_s: float = 0.0) -> Reproduction:
     """Spend `budget_s` in rounds: round 1 trains every study at `round1`; after each round every claim is
-    judged at every epoch; a study whose claims are all settled stops, the others are extended (their
-    same runs trained on) to twice their epochs, up to the report's own, while the budget lasts.
+    judged at every epoch; the runs that serve only settled claims stop, the runs behind open claims (their
+    configurations and baselines) are extended (the same runs trained on) to twice their study's epochs, up
+    to the report's own, while the budget lasts.
 
     Every round is printed and kept in `state_file`, so the same command resumes where it stopped (the
     time already spent counts)."""
@@ -185,11 +220,12 @@ def race(setup: Setup, budget_s: float, round1: dict[str, dict], state_file: Pat
 
     state = json.loads(state_file.read_text()) if state_file.is_file() else {"spent_s": spent_s, "rounds": []}
     clock = time.perf_counter() - state["spent_s"]
+    setup.deadline = clock + budget_s
     left = lambda: budget_s - (time.perf_counter() - clock)  # noqa: E731
     out = Reproduction(setup.report_id, rounds=state["rounds"])
     full = {spec.name: _report_epochs(spec) for _, spec in setup.studies}
-    epochs = dict(state["rounds"][-1]["epochs"]) if state["rounds"] else {}
-    per_epoch = dict(state["rounds"][-1]["per_epoch_s"]) if state["rounds"] else {}
+    last = state["rounds"][-1] if state["rounds"] else {}
+    epochs, run_epoch_s = dict(last.get("epochs", {})), dict(last.get("run_epoch_s", {}))
     if not state["rounds"]:
         for path, spec in setup.studies:
             print(f"\n== round 1: study {spec.name} ({path}) ==")
@@ -199,30 +235,36 @@ def race(setup: Setup, budget_s: float, round1: dict[str, dict], state_file: Pat
             if not done.ok:
                 return out
             epochs[spec.name] = round1.get(spec.name, {}).get("optim.epochs", full[spec.name])
-            per_epoch[spec.name] = (time.perf_counter() - t0) / epochs[spec.name]
-    extended: dict[str, int] = {}
+            runs = max(1, done.counts["complete"] * spec.repeats)
+            run_epoch_s[spec.name] = (time.perf_counter() - t0) / epochs[spec.name] / runs
+    extended: dict[str, list[int]] = {}
     while True:
         report = setup.report(log=False, reference=reference)
-        opened = {name: open_claims(report, name) for name in epochs}
-        record = {"round": len(out.rounds) + 1, "epochs": dict(epochs), "per_epoch_s": dict(per_epoch),
-                  "extended": extended,
-                  "spent_s": round(budget_s - left(), 1), "claims": report_summary(report)}
+        claims = {name: open_claims(report, name) for name in epochs}
+        record = {"round": len(out.rounds) + 1, "epochs": dict(epochs), "run_epoch_s": dict(run_epoch_s),
+                  "extended": extended, "spent_s": round(budget_s - left(), 1), "claims": report_summary(report)}
         if not out.rounds or out.rounds[-1]["epochs"] != epochs:
             out.rounds.append(record)
             _keep(state_file, out.rounds, budget_s - left())
             print(f"round {record['round']}: epochs {epochs}; {record['claims']}; "
                   f"{_duration(record['spent_s'])} of {_duration(budget_s)} spent", flush=True)
-        extended = _next_round(opened, epochs, full, per_epoch, left())
-        if not extended:
+        chosen = _next_round(claims, epochs, full, run_epoch_s, left())
+        if not chosen:
             break
-        for name, target in extended.items():
-            print(f"\n== round {len(out.rounds) + 1}: study {name}: {opened[name][0]} of {opened[name][1]} "
-                  f"claim(s) open; extending {epochs[name]} -> {target} epochs ==", flush=True)
+        extended = {}
+        for name, target in chosen.items():
+            runs = claims[name].runs
+            print(f"\n== round {len(out.rounds) + 1}: study {name}: {claims[name].open} of {claims[name].total} "
+                  f"claim(s) open; extending the {len(runs)} run(s) behind them {epochs[name]} -> {target} "
+                  f"epochs ==", flush=True)
             t0 = time.perf_counter()
             result = extend_study(name, target, storage_url=setup.storage, tracking_uri=setup.tracking_uri,
-                                  progress=setup.progress)
+                                  runs=runs, progress=setup.progress)
             print(result.text())
-            per_epoch[name] = max(per_epoch[name], (time.perf_counter() - t0) / (target - epochs[name]))
+            trained = sum(len(e.run_ids) * (e.epochs - e.from_epochs) for e in result.extended)
+            if trained:
+                run_epoch_s[name] = max(run_epoch_s[name], (time.perf_counter() - t0) / trained)
+            extended[name] = [target, len(runs)]
             epochs[name] = target
     for _, spec in setup.studies if analyze else ():
         _analyze(setup, spec.name, options)
@@ -230,16 +272,16 @@ def race(setup: Setup, budget_s: float, round1: dict[str, dict], state_file: Pat
     return out
 
 
-def _next_round(opened: dict[str, tuple[int, int]], epochs: dict[str, int], full: dict[str, int],
-                per_epoch: dict[str, float], left_s: float) -> dict[str, int]:
-    """Study -> the epochs to extend it to: every study with an open claim, doubling (at most the report's
-    epochs), as far as the time left allows, the studies with the most open claims first."""
+def _next_round(claims: dict[str, Claims], epochs: dict[str, int], full: dict[str, int],
+                run_epoch_s: dict[str, float], left_s: float) -> dict[str, int]:
+    """Study -> the epochs to extend the runs behind its open claims to: doubling (at most the report's epochs),
+    as far as the time left allows, the studies with the most open claims first."""
     chosen = {}
-    for name in sorted(epochs, key=lambda n: -opened[n][0]):
-        if not opened[name][0] or epochs[name] >= full[name]:
+    for name in sorted(epochs, key=lambda n: -claims[n].open):
+        if not claims[name].runs or epochs[name] >= full[name]:
             continue
         for target in range(min(2 * epochs[name], full[name]), epochs[name], -1):
-            cost = per_epoch[name] * (target - epochs[name])
+            cost = run_epoch_s[name] * len(claims[name].runs) * (target - epochs[name])
             if cost <= left_s:
                 chosen[name], left_s = target, left_s - cost
                 break

@@ -84,6 +84,7 @@ class Plan:
     full_images: int
     budget_s: float
     spent_s: float  # already spent measuring
+    partial: bool = False  # the smallest scale does not fit: what fits trains (baselines first), the rest waits
 
     @property
     def estimated_s(self) -> float:
@@ -119,6 +120,9 @@ class Plan:
             + [f"plan: {self.scale.text(self.full_images)} (each study at most its report's epochs)",
                f"  {frac} of the reports' training (images seen), {self.runs} runs, "
                f"estimated {fmt_duration(self.estimated_s)} (from measured throughput)"]
+            + ([f"  more than the budget even at this smallest scale: each study trains its baseline first, then as "
+                f"many configurations as fit in its share of the time; the rest stay queued (not measured) for a "
+                f"larger budget"] if self.partial else [])
             + ([f"  runs train in groups of up to {max(r.group for r in grouped)} "
                 + ("(timed as groups)" if all(r.group_timed for r in grouped)
                    else "(groups not all timed: those charged one-by-one times)")] if grouped else []))
@@ -150,10 +154,15 @@ def plan(rows: list[Estimate], full_images: int, budget_s: float, spent_s: float
         return Plan(Scale(epochs or 1, images, f), rows, full_images, budget_s, spent_s)
     e = epochs or 1
     lo, hi = MIN_IMAGES, full_images
-    if seconds_at(rows, Scale(e, lo, f), full_images) > left:
-        need = seconds_at(rows, Scale(e, lo, f), full_images) + spent_s
-        raise InputError(f"--budget={fmt_duration(budget_s)}: too small for these studies here; the smallest scale "
-                         f"({Scale(e, lo, f).text(full_images)}) needs about {fmt_duration(need)}")
+    smallest = Scale(e, lo, f)
+    if seconds_at(rows, smallest, full_images) > left:
+        one = min(seconds_at([r], smallest, full_images) for r in rows)  # the cheapest configuration's runs
+        if one > left:
+            raise InputError(f"--budget={fmt_duration(budget_s)}: too small for these studies here; at the smallest "
+                             f"scale ({smallest.text(full_images)}) not even one configuration's runs fit: they "
+                             f"need about {fmt_duration(one + spent_s)}, all {sum(r.runs for r in rows)} runs about "
+                             f"{fmt_duration(seconds_at(rows, smallest, full_images) + spent_s)}")
+        return Plan(smallest, rows, full_images, budget_s, spent_s, partial=True)
     while hi - lo > 100:  # bisect the subset size to the nearest 100 images
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if seconds_at(rows, Scale(e, mid, f), full_images) <= left else (lo, mid)

@@ -228,13 +228,13 @@ def _why_not(cell: Cell, base_value: float, row: Stat, base: Stat, ours: judge.S
     return judge.untestable(cell.metric, cell.published, base_value, row.mean, base.mean, ours, report)
 
 
-def _judge(cell: Cell, base_value: float, base_stat: Stat, groups: list[Group], ours: judge.Scale | None,
-           report: judge.Scale | None) -> None:
+def _judge(cell: Cell, base_value: float, row_stat: Stat, base_stat: Stat, groups: list[Group],
+           ours: judge.Scale | None, report: judge.Scale | None) -> None:
     """Give the cell its verdict: beyond this scale (and what would test it), or same / reversed."""
     if not math.isfinite(cell.diff.diff):
         cell.verdict = f"{NOT_MEASURED} (no finished run logged it)"
         return
-    why = _why_not(cell, base_value, cell.measured, base_stat, ours, report)
+    why = _why_not(cell, base_value, row_stat, base_stat, ours, report)
     cell.verdict = (f"{judge.NOT_JUDGEABLE}: {why}; needs {cost_at(groups, ours, report)}" if why
                     else _verdict(cell.published_diff, cell.diff))
 
@@ -292,9 +292,12 @@ def compare_table(study: StudyData, table: Table, spec: PublishedTable) -> Compa
                 if metric not in base_stats:
                     base_stats[metric] = summarize(base_group.values(metric))
                 cell.published_diff = value - base_values[metric]
-                cell.diff = compare(measured, base_stats[metric])
-                scale = run_scale(r.group) or ours
-                _judge(cell, base_values[metric], base_stats[metric], [r.group, base_group], scale, report)
+                row_stat, base_stat, scale = measured, base_stats[metric], run_scale(r.group) or ours
+                at = trajectory.aligned_final(r.group, base_group, metric)
+                if at:  # the two stopped apart: judged at the last epoch both evaluated
+                    row_stat, base_stat, scale = at[1], at[2], scale and judge.Scale(at[0], scale.images)
+                cell.diff = compare(row_stat, base_stat)
+                _judge(cell, base_values[metric], row_stat, base_stat, [r.group, base_group], scale, report)
                 cell.trajectory = _trajectory(cell, base_values[metric], r.group, base_group, scale, report)
             r.cells[metric] = cell
     analyses = sorted({m.split("/")[1] for p in spec.rows for m in p.values if m.startswith("analysis/")})

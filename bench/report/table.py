@@ -13,7 +13,7 @@ from bench.report.common import ALPHA, COLUMNS, CORE_METRICS, Column, REFERENCE_
 from bench.report.baseline import baseline_of
 from bench.report.load import Group, varied_keys
 from bench.report.stats import Diff, Stat, compare, summarize
-from bench.report.trajectory import epoch_diffs
+from bench.report.trajectory import aligned_final, epoch_diffs
 
 
 @dataclass
@@ -57,6 +57,12 @@ def columns_for(groups: list[Group], objectives: list[tuple[str, str]]) -> list[
     return cols
 
 
+def _final_pair(r: Row, metric: str) -> tuple[Stat, Stat]:
+    """A row's and its baseline's final values, at the last epoch both evaluated where they stopped apart."""
+    at = aligned_final(r.group, r.base.group, metric)
+    return (at[1], at[2]) if at else (r.stats[metric], r.base.stats[metric])
+
+
 def build_table(title: str, groups: list[Group], objectives: list[tuple[str, str]],
                 baselines: list[Group],
                 baseline_note: str, reference: dict[str, float] | None = None, reference_note: str = "",
@@ -74,7 +80,7 @@ def build_table(title: str, groups: list[Group], objectives: list[tuple[str, str
         base_group = baseline_of(r.group, baselines, strata)
         r.base = by_group.get(id(base_group)) if base_group is not None else None
         if r.base is not None and not r.is_baseline:
-            r.diffs = {c.metric: compare(r.stats[c.metric], r.base.stats[c.metric]) for c in cols}
+            r.diffs = {c.metric: compare(*_final_pair(r, c.metric)) for c in cols}
             r.trajectories = {c.metric: trajectory(r.group, r.base.group, c, direction)
                               for metric, direction in objectives for c in cols if c.metric == metric}
     for c in cols:

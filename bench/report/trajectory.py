@@ -37,6 +37,20 @@ def epoch_diffs(row: Group, base: Group, metric: str) -> Iterator[tuple[int, Sta
             yield epoch, a, b, d
 
 
+def aligned_final(row: Group, base: Group, metric: str) -> tuple[int, Stat, Stat] | None:
+    """(epoch, row, baseline) at the last epoch both evaluated, when their runs stopped at different epochs
+    (a racing reproduction stops the configurations whose claims are settled); None when they end together,
+    so the final values compare as they are."""
+    if not metric.startswith("eval/"):
+        return None
+    row_steps, base_steps = row.steps(metric), base.steps(metric)
+    common = row_steps & base_steps
+    if not common or max(row_steps, default=0) == max(base_steps, default=0):
+        return None
+    epoch = max(common)
+    return epoch, summarize(row.values_at(metric, epoch)), summarize(base.values_at(metric, epoch))
+
+
 def symbol(m: Mark) -> str:
     return SYMBOLS[m.direction] + ("*" if m.significant else "")
 

@@ -131,8 +131,10 @@ class _Trial:
 
 
 def extend_study(study: str | Path, epochs: int, *, storage_url: str | None = None, tracking_uri: str | None = None,
-                 progress: bool = True) -> ExtendResult:
+                 runs: set[str] | None = None, progress: bool = True) -> ExtendResult:
     """Continue every finished run of a study (a study file or name) from its last checkpoint to `epochs` epochs.
+
+    `runs`: only the trials with one of these MLflow runs (None: all); a trial's seeds extend together.
 
     Raises a `bench.errors.BenchError` for bad input (epochs, an unknown study or store) before anything is
     written; runs that cannot be extended are returned in `ExtendResult.refused` with the reason, unchanged.
@@ -155,7 +157,7 @@ def extend_study(study: str | Path, epochs: int, *, storage_url: str | None = No
     try:
         with exclusive(storage_url):  # one `study run` preparation or extension at a time picks and claims runs
             close_orphans(uri, mlflow.get_run(parent_id).info.experiment_id)  # runs whose process died: KILLED
-            todo = _select(optuna_study, plan, epochs, mlflow, contexts, result)
+            todo = _select(optuna_study, plan, epochs, mlflow, contexts, result, runs)
             _claim(mlflow, [r for t in todo for r in t.runs if r.trains], claimed)
         for t in [t for t in todo if not any(r.trains for r in t.runs)]:  # trained by a call that stopped after
             result.extended.append(_record(optuna_study, t, epochs, mlflow, plan))
@@ -223,14 +225,16 @@ def _spec(mlflow, parent_id: str, name: str):
 
 
 def _select(study: optuna.Study, plan: Plan, epochs: int, mlflow, contexts: dict,
-            result: ExtendResult) -> list[_Trial]:
-    """The finished trials to extend, their runs checked one by one; refusals and trials already there go to
-    `result`."""
+            result: ExtendResult, only: set[str] | None = None) -> list[_Trial]:
+    """The finished trials to extend (with a run in `only`, if given), their runs checked one by one;
+    refusals and trials already there go to `result`."""
     todo = []
     for trial in current_trials(study.get_trials(deepcopy=False)):
         if trial.state != TrialState.COMPLETE:
             continue
         run_ids = trial.user_attrs.get("mlflow_run_ids", [])
+        if only is not None and not only.intersection(run_ids):
+            continue
         if not run_ids:
             result.refused.append(Refusal(trial.number, None, None, "the trial names no MLflow runs"))
             continue

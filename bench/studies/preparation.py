@@ -153,6 +153,9 @@ def enqueue_budget(spec: StudySpec, study: optuna.Study) -> int:
         # and neither has a RUNNING one that another process claimed but has not started.
         seen = [optuna_adapter.enqueued_params(t) or t.params for t in trials if uses_budget(t, again)]
         todo = [cell for cell in spec.grid()[:spec.n_trials] if cell not in seen]
+        # The baseline first: a study stopped early (a budget's deadline) can still compare what it trained.
+        base = spec.baseline or {}
+        todo.sort(key=lambda cell: not base or any(cell.get(k) != v for k, v in base.items()))
         for cell in todo:
             study.enqueue_trial(cell)
         return len(todo)

@@ -76,8 +76,19 @@ def test_explicit_epochs_or_images_are_kept():
 
 
 def test_a_budget_too_small_is_an_error_naming_the_flag_and_the_need():
-    with pytest.raises(InputError, match=r"--budget=.*too small.*needs about"):
-        plan(ROWS, FULL, budget_s=1)
+    with pytest.raises(InputError, match=r"--budget=.*too small.*not even one configuration.*need about"):
+        plan(ROWS, FULL, budget_s=0.1)
+
+
+def test_a_budget_under_the_smallest_scale_trains_what_fits():
+    smallest = Scale(1, MIN_IMAGES, 0.1)  # evaluation at its floor too
+    one = seconds_at(ROWS[1:], smallest, FULL)  # batch 128: the cheaper configuration
+    p = plan(ROWS, FULL, budget_s=one * 1.1)
+    assert p.partial and p.scale == smallest and p.estimated_s > one * 1.1
+    assert "rest stay queued" in p.text()
+    assert not plan(ROWS, FULL, budget_s=seconds_at(ROWS, Scale(1, MIN_IMAGES), FULL)).partial
+    with pytest.raises(InputError, match="too small"):
+        plan(ROWS, FULL, budget_s=one * 0.9)
 
 
 @pytest.mark.parametrize("text,seconds", [("20m", 1200), ("2h", 7200), ("1.5h", 5400), ("90s", 90), ("45", 45),

@@ -114,3 +114,20 @@ def test_a_study_verdict_is_judged_at_every_epoch():
     worse = rows["flip"][-1]
     assert worse.text.startswith("TARR -0.10") and worse.text.endswith("significant at 0.05, worse")
     assert math.isclose(table.row("flip").diffs["eval/tarr"].diff, -0.10, abs_tol=1e-9)
+
+
+def test_a_row_that_stopped_early_is_judged_at_the_last_epoch_it_shares_with_the_baseline():
+    """A racing reproduction stops the runs of settled claims: 'flip' trained 2 epochs, the baseline 3. Its final
+    verdict is epoch 2's (higher, as published), not its epoch-2 values against the baseline's epoch 3."""
+    stopped = [seq[:2] for seq in ROWS["flip"]]
+    groups = [group("base", 2e-4, BASE), group("flip", 5e-4, stopped)]
+    for r in groups[1].runs:
+        r.params = {**r.params, "optim.epochs": "2"}
+    study = StudyData("lr", "0", None, groups, [("eval/tarr", "maximize")], ["optim.lr_g"])
+    table = build_table("lr", groups, study.objectives, [groups[0]], "baseline")
+    assert math.isclose(table.row("flip").diffs["eval/tarr"].diff, 0.10, abs_tol=1e-9)  # the study table too
+    spec = PublishedTable.model_validate({"report": "009", "table": "Table 1", "epochs": 3, "rows": [
+        {"params": {"optim.lr_g": 2e-4}, "eval/tarr": 0.90}, {"params": {"optim.lr_g": 5e-4}, "eval/tarr": 0.95}]})
+    cell = next(r for r in compare_table(study, table, spec).rows if r.ours == "flip").cells["eval/tarr"]
+    assert math.isclose(cell.diff.diff, 0.10, abs_tol=1e-9)  # epoch 2: 0.61 vs 0.51 (epoch 3's 0.81 would reverse it)
+    assert cell.verdict == "same direction, significant" and text_row(cell.trajectory) == "e1 – · e2 ✓*"

@@ -166,6 +166,19 @@ def test_a_trials_seeds_trained_as_a_group_extend_as_a_group(tmp_path, store, ti
     assert new.values == pytest.approx([sum(w.eval["tarr"][-1] for w in wants) / 2], rel=1e-5)
 
 
+def test_only_the_trials_with_the_given_runs_extend(tmp_path, store, tiny):
+    """A racing reproduction extends the runs behind open claims only; the others keep their epochs."""
+    _finished(tmp_path, store, tiny, "ext-some", 1, "[0.0, 0.1]")
+    c, exp, runs = child_runs(store, "ext-some")
+    grow, keep = sorted(runs, key=lambda r: r.data.params["techniques/instance_noise_std"])  # noise anneals: 0 extends
+    result = extend_study("ext-some", 2, tracking_uri=store, runs={grow.info.run_id}, progress=False)
+    assert [e.run_ids for e in result.extended] == [[grow.info.run_id]] and not result.refused
+    after = {r.info.run_id: r for r in child_runs(store, "ext-some")[2]}
+    assert after[grow.info.run_id].data.tags["extended_to_epochs"] == "2"
+    assert "extended_to_epochs" not in after[keep.info.run_id].data.tags
+    assert _history(c, keep.info.run_id, "eval/tarr") == _history(c, keep.info.run_id, "eval/tarr")[:1]
+
+
 def _state_file(run) -> Path:
     return Path(unquote(urlparse(run.info.artifact_uri).path)) / "checkpoints" / "state.pt"
 

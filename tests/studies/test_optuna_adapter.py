@@ -169,3 +169,16 @@ def test_a_running_trial_beats_until_it_ends(monkeypatch):
     last = study.trials[0].user_attrs["heartbeat"]
     time.sleep(0.2)
     assert study.trials[0].user_attrs["heartbeat"] == last  # and stops with the trial
+
+
+def test_a_grid_queues_its_baseline_first():
+    """A study stopped at a budget's deadline has trained its baseline, so what it did train can be compared."""
+    from bench.studies.preparation import enqueue_budget
+    from bench.studies.spec import load_study_file
+
+    spec = load_study_file("studies/batch-lr-grid.toml")[0]
+    assert spec.grid()[0] != spec.baseline  # the file's order does not start with it
+    study = optuna.create_study()
+    assert enqueue_budget(spec, study) == 9
+    queued = [oa.enqueued_params(t) for t in study.get_trials(deepcopy=False)]
+    assert queued[0] == spec.baseline and sorted(map(str, queued)) == sorted(map(str, spec.grid()))
