@@ -3,8 +3,8 @@
 torch's OpenMP threads spin while they wait for each other. On a machine whose cores other processes keep
 busy, a spinning thread takes a core from the thread it waits for, and two threads on two busy cores run
 many times slower than one. So a `gan-bench` command, once, at its start: counts the cores this process
-may use and the load the other processes put on them (the 1-minute load average, spread over the
-machine's cores), trains with one thread per core left free (at least one), and, when the machine is busy,
+may use and the load the other processes put on them (the 1-minute load average, or the cores busy
+over a quarter second where that average says busy, spread over the machine's cores), trains with one thread per core left free (at least one), and, when the machine is busy,
 sets OpenMP's passive wait. OpenMP reads its wait policy once, when torch loads, so that part is decided
 before torch is imported (`prepare_environment`, called first thing by `bench.cli`). A user's
 `OMP_NUM_THREADS` or `OMP_WAIT_POLICY` is kept as it is. No torch import at module level.
@@ -56,11 +56,42 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def machine_load() -> float:
+def machine_load(window_s: float = 0.25) -> float:
+    """The other processes' load now: the 1-minute load average, checked against the CPU time the machine spent
+    busy over `window_s` where it says the machine is busy (it lags a minute behind: just after a job ended it
+    still reads busy, just after one started it reads less than it is)."""
     try:
-        return os.getloadavg()[0]
+        average = os.getloadavg()[0]
     except (AttributeError, OSError):  # no load average on this platform: count it idle
         return 0.0
+    if average < 0.5:
+        return average
+    now = busy_cores(window_s)
+    return average if now is None else now
+
+
+def _cpu_times(path: str = "/proc/stat") -> tuple[int, int] | None:
+    """(busy, total) jiffies of all the machine's cores since boot, None where /proc/stat is not readable."""
+    try:
+        with open(path) as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
+    total = sum(fields[:8])  # guest time is counted inside user time already
+    return total - idle, total
+
+
+def busy_cores(window_s: float, read=_cpu_times) -> float | None:
+    """How many cores the machine kept busy over the next `window_s` seconds (this process sleeps meanwhile)."""
+    import time
+
+    before = read()
+    time.sleep(window_s)
+    after = read()
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
 
 
 _CHOICE: Choice | None = None

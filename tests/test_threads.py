@@ -102,3 +102,24 @@ def test_the_cli_applies_the_choice_for_the_command_only(fresh, capsys):
     assert cli.main(["models"]) == 0
     assert seen == [1] and torch.get_num_threads() == 2
     assert capsys.readouterr().err == ""  # said when training starts, not by a command that trains nothing
+
+
+def test_the_load_is_what_the_cores_do_now_where_the_minute_average_says_busy(monkeypatch, tmp_path):
+    """The 1-minute average lags: a job that just ended still reads busy. /proc/stat's busy time says what is."""
+    stat = tmp_path / "stat"
+    samples = iter([(100, 1000), (100 + 75, 1000 + 100)])  # 75 of 100 jiffies busy across the machine
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert threads.busy_cores(0.0, read=lambda: next(samples)) == pytest.approx(1.5)
+    assert threads.busy_cores(0.0, read=lambda: None) is None
+    stat.write_text("cpu  10 0 20 300 5 0 0 0 0 0\ncpu0 1 2 3 4\n")
+    assert threads._cpu_times(str(stat)) == (30, 335)
+    assert threads._cpu_times(str(tmp_path / "none")) is None
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 2.0, 1.0))
+    monkeypatch.setattr(threads, "busy_cores", lambda window_s: 0.1)
+    assert threads.machine_load() == 0.1  # busy a minute ago, idle now
+    monkeypatch.setattr(threads, "busy_cores", lambda window_s: None)
+    assert threads.machine_load() == 3.0  # no /proc/stat: the average
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    monkeypatch.setattr(threads, "busy_cores", lambda window_s: pytest.fail("sampled an idle machine"))
+    assert threads.machine_load() == 0.2

@@ -283,7 +283,7 @@ def compare_table(study: StudyData, table: Table, spec: PublishedTable) -> Compa
             if r.is_baseline:
                 cell.verdict = "baseline"
             elif r.group is None:
-                cell.verdict = f"{NOT_MEASURED} (no such configuration in the study's runs)"
+                cell.verdict = f"{NOT_MEASURED} (no finished run of this configuration: not in the study, or not trained yet)"
             elif base_group is None:
                 cell.verdict = "no verdict: the study has no baseline configuration"
             elif metric not in base_values:
