@@ -135,10 +135,11 @@ def report(studies: list[str], *, tracking_uri: str | None = None, out_dir: str 
 
 def plan_budget(files: list[str | Path], budget: str, *, overrides: dict[str, Any] | None = None,
                 group_size: int | None = None, tracking_uri: str | None = None, epochs: int | None = None,
-                train_subset: int | None = None, keep: bool = True, progress: bool = True) -> dict[str, dict]:
-    """The overrides each study file trains at to fit `budget` ("90m") on this machine, measured here and
-    printed; kept beside the store (`keep`) so that the same call resumes the same plan. `group_size` as in
-    `run_study` (None: the device's default)."""
+                train_subset: int | None = None, share: float = 1.0, keep: bool = True,
+                progress: bool = True) -> dict[str, dict]:
+    """The overrides each study file trains at to fit `budget` ("90m", or `share` of it) on this machine,
+    measured here and printed; kept beside the store (`keep`) so that the same call resumes the same plan.
+    `group_size` as in `run_study` (None: the device's default)."""
     from bench.perf.budget import plan_scales
     from bench.run_config import build_config
     from bench.studies.invocation import group_size as default_group_size
@@ -150,7 +151,7 @@ def plan_budget(files: list[str | Path], budget: str, *, overrides: dict[str, An
         group_size = default_group_size(build_config(specs[0].base, overrides).device,
                                         max(spec.repeats for spec in specs))
     return plan_scales(specs, budget, overrides, _plans_dir(_uri(tracking_uri)), group=group_size, epochs=epochs,
-                       train_images=train_subset, plan_only=not keep, progress=progress)
+                       train_images=train_subset, share=share, plan_only=not keep, progress=progress)
 
 
 def reproduce(report_id: str, *, studies_dir: str | Path | None = None, out_dir: str | Path | None = None,
@@ -201,11 +202,8 @@ def reproduce(report_id: str, *, studies_dir: str | Path | None = None, out_dir:
         return rep.reproduce_uniform(setup, scales, analyze, options, reference, log)
     print(f"budget {budget}: round 1: every study for {epochs or 1} epoch{'s' * ((epochs or 1) != 1)}, planned into "
           f"{ROUND1_SHARE:.0%} of the budget; then the studies whose claims are still open train on", flush=True)
-    try:
-        round1 = plan_budget(files, f"{budget_s * ROUND1_SHARE:.0f}s", overrides=overrides, group_size=size,
-                             tracking_uri=uri, epochs=epochs or 1, train_subset=train_subset, progress=progress)
-    except InputError as e:  # name the user's budget, not round 1's share of it
-        raise InputError(f"budget={budget}: round 1 gets {ROUND1_SHARE:.0%} of it: {e}", field="budget") from None
+    round1 = plan_budget(files, budget, overrides=overrides, group_size=size, tracking_uri=uri, epochs=epochs or 1,
+                         train_subset=train_subset, share=ROUND1_SHARE, progress=progress)
     key = json.dumps([report_id, budget, sorted(tables), overrides], sort_keys=True, default=str)
     state = _plans_dir(uri) / f"race-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
     return rep.race(setup, budget_s, round1, state, analyze, options, reference, log,

@@ -124,21 +124,30 @@ class Setup:
     group: int = 1
     progress: bool = True
     deadline: float | None = None  # with a budget: the time.perf_counter() by which the report is written
+    trial_s: float = 0.0  # the longest a trial (or group) took in this reproduction so far
 
     def run(self, path: Path, scale: dict[str, Any]):
-        """Run one study at `scale`; with a deadline it starts no trial after its share of the time left (by its
-        runs, among the studies from this one on), so the budget holds even where the plan's estimate did not."""
+        """Run one study at `scale`. With a deadline, a trial starts only if it is expected to end within the
+        study's share of the time left (by its runs, among the studies from this one on), so the budget holds
+        even where the plan's estimate did not."""
         from bench.perf.budget import REPORT_S
         from bench.studies.invocation import run_file
 
-        timeout = None
-        if self.deadline is not None:
-            runs = {p: spec.n_trials * spec.repeats for p, spec in self.studies}
-            after = list(runs)[list(runs).index(path):]
-            left = self.deadline - time.perf_counter() - REPORT_S
-            timeout = max(1.0, left * runs[path] / sum(runs[p] for p in after))
-        return run_file(path, {**self.overrides, **scale}, self.storage, self.tracking_uri, workers=self.workers,
-                        group=self.group, timeout=timeout, progress=self.progress)
+        if self.deadline is None:
+            return run_file(path, {**self.overrides, **scale}, self.storage, self.tracking_uri,
+                            workers=self.workers, group=self.group, progress=self.progress)
+        runs = {p: spec.n_trials * spec.repeats for p, spec in self.studies}
+        after = list(runs)[list(runs).index(path):]
+        left = self.deadline - time.perf_counter() - REPORT_S
+        t0 = time.perf_counter()
+        done = run_file(path, {**self.overrides, **scale}, self.storage, self.tracking_uri, workers=self.workers,
+                        group=self.group, timeout=max(1.0, left * runs[path] / sum(runs[p] for p in after)),
+                        trial_s=self.trial_s, progress=self.progress)
+        repeats = dict(self.studies)[path].repeats
+        groups = -(-done.counts["complete"] * repeats // max(self.group, repeats))  # what trained as one
+        if groups:
+            self.trial_s = max(self.trial_s, (time.perf_counter() - t0) / groups)
+        return done
 
     def report(self, log: bool, reference: bool = True):
         from bench.report.render import make_report

@@ -14,6 +14,7 @@ of the time to train.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from dataclasses import dataclass
@@ -179,9 +180,10 @@ def eval_fraction(rows: list[Estimate], left_s: float) -> float:
 
 
 def plan_scales(specs: list, budget: str, overrides: dict, plans_dir: Path, *, group: int = 1,
-                epochs: int | None = None, train_images: int | None = None, plan_only: bool = False,
-                progress: bool = True) -> dict[str, dict]:
-    """The overrides (epochs, subset, evaluation sizes) each study trains at to fit `budget` here.
+                epochs: int | None = None, train_images: int | None = None, share: float = 1.0,
+                plan_only: bool = False, progress: bool = True) -> dict[str, dict]:
+    """The overrides (epochs, subset, evaluation sizes) each study trains at to fit `share` of `budget` here
+    (a racing reproduction's first round: half of it; all of it where not even the smallest scale fits half).
 
     Throughput is measured as `study estimate` measures it, for runs in groups of up to `group`, for at most
     MEASURE_SHARE of the budget (the rest of the configurations estimated from similar timed ones); the
@@ -198,7 +200,7 @@ def plan_scales(specs: list, budget: str, overrides: dict, plans_dir: Path, *, g
     budget_s = parse_duration(budget)
     overrides = {k: v for k, v in overrides.items() if k not in ("optim.epochs", "data.train_subset")}
     key = json.dumps([sorted(s.name for s in specs), budget, epochs, train_images, overrides]
-                     + ([group] if group > 1 else []), sort_keys=True, default=str)
+                     + ([group] if group > 1 else []) + ([share] if share != 1 else []), sort_keys=True, default=str)
     kept = Path(plans_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
     if kept.is_file() and not plan_only:
         scales = json.loads(kept.read_text())
@@ -212,8 +214,16 @@ def plan_scales(specs: list, budget: str, overrides: dict, plans_dir: Path, *, g
     timings = estimate.Timings(deadline=t0 + budget_s * MEASURE_SHARE)
     rows = {s.name: estimate.estimate(s, overrides, ctx.train_full, ctx.test, timings=timings, progress=progress,
                                       group_size=group) for s in specs}
-    chosen = plan([r for rs in rows.values() for r in rs], len(ctx.train_full), budget_s,
-                  time.perf_counter() - t0, epochs=epochs, train_images=train_images)
+    every = [r for rs in rows.values() for r in rs]
+    spent = time.perf_counter() - t0
+    chosen = None
+    if share < 1:
+        with contextlib.suppress(InputError):
+            chosen = plan(every, len(ctx.train_full), budget_s * share, spent, epochs=epochs, train_images=train_images)
+        if chosen is None or chosen.partial:
+            print(f"round 1: even its smallest scale is more than {share:.0%} of the budget; it may take all of it")
+            chosen = None
+    chosen = chosen or plan(every, len(ctx.train_full), budget_s, spent, epochs=epochs, train_images=train_images)
     print(chosen.text(), flush=True)
     scales = {name: chosen.overrides(rs) for name, rs in rows.items()}
     if not plan_only:

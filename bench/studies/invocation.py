@@ -160,8 +160,11 @@ class StudyOutcome:
 
 def run_file(file: str | Path, overrides: dict[str, Any], storage: str, tracking_uri: str, *, workers: int = 1,
              n_trials: int | None = None, timeout: float | None = None, group: int | None = None,
-             force_new: bool = False, progress: bool = True) -> StudyOutcome:
+             force_new: bool = False, trial_s: float | None = None, progress: bool = True) -> StudyOutcome:
     """Create or resume the study in `file` (with dotted `overrides`) and run its queued trials.
+
+    `timeout`: no trial starts after it; with `trial_s` (a budget's deadline) none starts that is expected to
+    end after it: one taking `trial_s` seconds, or as long as the longest trial of this call.
 
     `group`: runs trained as one group (1: one by one; None: the device's default). Trials that
     failed in an earlier call are trained again; Ctrl-C marks the running trial to be retried, closes
@@ -199,8 +202,8 @@ def run_file(file: str | Path, overrides: dict[str, Any], storage: str, tracking
     print(f"study {spec.name!r}: {outcome.counts['waiting']} trials to run, {workers} worker(s); "
           f"storage {mask_uri(storage)}; MLflow {mask_uri(uri)} (parent run {parent_id})")
     plan = Plan(spec=spec, storage_url=storage, tracking_uri=uri, overrides=overrides, parent_run_id=parent_id,
-                max_trials=n_trials, timeout=timeout or spec.budget.timeout, workers=workers, group_size=size,
-                progress=progress, started=started)
+                max_trials=n_trials, timeout=timeout or spec.budget.timeout, trial_s=trial_s, workers=workers,
+                group_size=size, progress=progress, started=started)
     try:
         after = run_study(plan, study)
     except KeyboardInterrupt:

@@ -48,6 +48,9 @@ class Plan:
     parent_run_id: str
     max_trials: int | None = None
     timeout: float | None = None
+    # With a timeout: None starts trials while time is left (Optuna's timeout); seconds: a trial expected to take
+    # this long, or as long as the longest one this worker ran, starts only if it ends in time (a budget).
+    trial_s: float | None = None
     workers: int = 1
     group_size: int = 1  # runs (trials x seeds) a worker trains as one group; 1: one run at a time
     progress: bool = True

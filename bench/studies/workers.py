@@ -340,10 +340,22 @@ class Budget:
         self.deadline = None if plan.timeout is None else plan.started + plan.timeout
         self.shared = shared  # multiprocessing.Value for several workers, else a plain counter
         self.left = limit
+        self.trial_s = plan.trial_s  # what a trial is expected to take (None: start while time is left)
+        self._taken: float | None = None  # when this worker last started a trial
 
     def take(self) -> bool:
-        if self.deadline is not None and time.time() >= self.deadline:
+        now = time.time()
+        if self.deadline is not None:
+            if self.trial_s is not None and self._taken is not None:  # one trial (or group) ran in between
+                self.trial_s = max(self.trial_s, now - self._taken)
+            if now + (self.trial_s or 0.0) >= self.deadline:
+                return False
+        if not self._count():
             return False
+        self._taken = now
+        return True
+
+    def _count(self) -> bool:
         if self.shared is not None:
             with self.shared.get_lock():
                 if self.shared.value == 0:

@@ -182,3 +182,23 @@ def test_a_grid_queues_its_baseline_first():
     assert enqueue_budget(spec, study) == 9
     queued = [oa.enqueued_params(t) for t in study.get_trials(deepcopy=False)]
     assert queued[0] == spec.baseline and sorted(map(str, queued)) == sorted(map(str, spec.grid()))
+
+
+def test_a_budgets_deadline_starts_no_trial_expected_to_end_after_it(monkeypatch):
+    """`study run --timeout` starts trials while time is left (Optuna's timeout); a reproduction's budget
+    (`trial_s`) starts one only if it is expected to end in time: as long as given, or as the longest so far."""
+    from types import SimpleNamespace as NS
+
+    from bench.studies import workers
+
+    clock = [0.0]
+    monkeypatch.setattr(workers.time, "time", lambda: clock[0])
+    optuna_like = workers.Budget(None, NS(timeout=100.0, started=0.0, trial_s=None))
+    budget = workers.Budget(None, NS(timeout=100.0, started=0.0, trial_s=10.0))
+    assert budget.take() and optuna_like.take()  # t=0: 10 s expected, ends at 10
+    clock[0] = 40.0  # the first trial took 40 s
+    assert budget.take() and optuna_like.take()  # ends at about 80
+    clock[0] = 75.0
+    assert optuna_like.take()  # time is left: Optuna's timeout starts it
+    assert not budget.take()  # 75 + 40 > 100: would end after the deadline
+    assert not workers.Budget(None, NS(timeout=100.0, started=0.0, trial_s=30.0)).take()  # 75 + 30 > 100
