@@ -77,10 +77,17 @@ class Timings:
     seconds: dict[str, float] = field(default_factory=dict)
     steps: list[Estimate] = field(default_factory=list)  # rows whose iteration was timed: matches for the rest
     evals: list[Estimate] = field(default_factory=list)  # rows whose evaluation was timed
+    longest_s: float = 0.0  # the longest one timing took so far (between two calls of `may_time`)
+    _asked: float | None = None
 
     def may_time(self, needed: bool = False) -> bool:
-        """Whether to time one more thing now; `needed`: nothing can be estimated without it."""
-        return needed or self.deadline is None or time.perf_counter() < self.deadline
+        """Whether to time one more thing now, that is, whether one more timing as long as the longest so far
+        ends before the deadline; `needed`: nothing can be estimated without it."""
+        now = time.perf_counter()
+        if self._asked is not None:
+            self.longest_s = max(self.longest_s, now - self._asked)
+        self._asked = now
+        return needed or self.deadline is None or now + self.longest_s < self.deadline
 
 
 def configurations(spec: StudySpec, overrides: dict) -> list[tuple[str, RunConfig, int]]:
