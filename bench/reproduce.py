@@ -20,6 +20,9 @@ from bench.errors import InputError
 from bench.studies.spec import StudySpec, load_study_file, same_report
 
 
+ANALYSIS_S = 600.0  # one run's analysis, kept aside by a race before any has run here (docs/reproducing.md)
+
+
 def default_studies_dir() -> Path:
     """./studies when run from a checkout, else the one next to the package."""
     here = Path("studies")
@@ -66,31 +69,60 @@ def needed_analyses(tables) -> dict[str, list[dict]]:
     return out
 
 
+def options_for(module, tables, given: dict) -> Any:
+    """The analysis' Options: `given`, and where the analysis has parts (`groups`), only the parts whose metrics
+    the published rows hold (analysis/<name>/<part>/...): report 002's Tables 4, 5 and 7 need 3 of retrain's 7."""
+    from dataclasses import fields
+
+    parts = {m.split("/")[2] for t in tables for row in t.rows for m in row.values
+             if m.startswith(f"analysis/{module.NAME}/") and m.count("/") >= 3}
+    known = getattr(module, "GROUPS", ())
+    if "groups" not in given and "groups" in {f.name for f in fields(module.Options)} and parts <= set(known):
+        given = {**given, "groups": tuple(g for g in known if g in parts)}
+    return module.Options(**given)
+
+
 def run_analyses(uri: str, study_name: str, tables, options: dict[str, dict], data_root: str | None,
-                 device: str, progress: bool) -> int:
+                 device: str, progress: bool, deadline: float | None = None) -> int:
     """Analyse every finished run of the configurations whose published rows hold analysis metrics.
 
-    Runs that already carry the analysis' metrics are skipped, so a rerun only does what is missing."""
+    Runs that already carry the analysis' metrics are skipped, so a rerun only does what is missing. A
+    configuration whose generators have not learned labels (TARR at the judge's floor) is not analysed: the
+    report says why and what one analysis costs (`analysis/<name>/time_s`, logged with each). With a
+    `deadline` (time.perf_counter()), no analysis starts that would end after it (judged by the longest so far)."""
     import importlib
 
     from bench.analysis import common
+    from bench.report import judge
     from bench.report.baseline import matching
     from bench.report.load import load_study_runs
+    from bench.report.stats import summarize
 
-    done = 0
+    done, longest = 0, 0.0
     client = common.open_store(uri)
     study = load_study_runs(client, study_name)
     for name, rows in needed_analyses(tables).items():
         module = importlib.import_module(f"bench.analysis.{name}")
-        opts = module.Options(**options.get(name, {}))
+        opts = options_for(module, tables, options.get(name, {}))
         for params in rows:
             for group in matching(study.groups, params):
+                why = judge.unlearned_labels(summarize(group.values(judge.LABELS)).mean)
+                if why:
+                    print(f"not analysing {group.label} ({name}): {why}")
+                    continue
                 for r in group.usable:
                     if any(m.startswith(f"analysis/{name}/") for m in r.final):
                         continue
+                    if deadline is not None and time.perf_counter() + longest > deadline:
+                        print(f"not analysing {group.label}, seed {r.seed} ({name}): the budget is spent")
+                        continue
                     print(f"analysing {group.label}, seed {r.seed} ({name}, run {r.run_id})")
+                    t0 = time.perf_counter()
                     run = common.load_run(r.run_id, uri, data_root=data_root, device=device, progress=progress)
-                    common.publish(client, r.run_id, module.analyze(run, opts, progress=progress))
+                    result = module.analyze(run, opts, progress=progress)
+                    longest = max(longest, time.perf_counter() - t0)
+                    result.metrics["time_s"] = time.perf_counter() - t0  # what the report quotes as its cost
+                    common.publish(client, r.run_id, result)
                     done += 1
     return done
 
@@ -175,8 +207,11 @@ def reproduce_uniform(setup: Setup, scales: dict[str, dict], analyze: bool, opti
 
 def _analyze(setup: Setup, name: str, options: dict[str, dict]) -> None:
     if needed_analyses(setup.tables[name]):
+        from bench.perf.budget import REPORT_S
+
+        deadline = setup.deadline - REPORT_S if setup.deadline is not None else None
         n = run_analyses(setup.tracking_uri, name, setup.tables[name], options, setup.overrides.get("data.root"),
-                         setup.overrides.get("device", "auto"), setup.progress)
+                         setup.overrides.get("device", "auto"), setup.progress, deadline)
         print(f"{name}: {n} run(s) analysed")
 
 
@@ -225,6 +260,7 @@ def race(setup: Setup, budget_s: float, round1: dict[str, dict], state_file: Pat
     time already spent counts)."""
     import json
 
+    from bench.perf.budget import REPORT_S
     from bench.studies.extend import extend_study
 
     state = json.loads(state_file.read_text()) if state_file.is_file() else {"spent_s": spent_s, "rounds": []}
@@ -257,7 +293,7 @@ def race(setup: Setup, budget_s: float, round1: dict[str, dict], state_file: Pat
             _keep(state_file, out.rounds, budget_s - left())
             print(f"round {record['round']}: epochs {epochs}; {record['claims']}; "
                   f"{_duration(record['spent_s'])} of {_duration(budget_s)} spent", flush=True)
-        chosen = _next_round(claims, epochs, full, run_epoch_s, left())
+        chosen = _next_round(claims, epochs, full, run_epoch_s, left() - REPORT_S - _analyses_s(setup, analyze))
         if not chosen:
             break
         extended = {}
@@ -279,6 +315,26 @@ def race(setup: Setup, budget_s: float, round1: dict[str, dict], state_file: Pat
         _analyze(setup, spec.name, options)
     out.report = setup.report(log, reference)
     return out
+
+
+def _analyses_s(setup: Setup, analyze: bool) -> float:
+    """Time to keep for the analyses at the end of a race: each run they need at what one took here (from the
+    runs analysed so far), or `ANALYSIS_S` where none has run; 0 without `analyze`."""
+    if not analyze or not any(needed_analyses(t) for t in setup.tables.values()):
+        return 0.0
+    from bench.analysis import common
+    from bench.report.baseline import matching
+    from bench.report.load import load_study_runs
+
+    client, total = common.open_store(setup.tracking_uri), 0.0
+    for name, tables in setup.tables.items():
+        study = load_study_runs(client, name)
+        for analysis, rows in needed_analyses(tables).items():
+            runs = [r for params in rows for g in matching(study.groups, params) for r in g.usable]
+            took = [r.final[f"analysis/{analysis}/time_s"] for r in runs if f"analysis/{analysis}/time_s" in r.final]
+            todo = sum(not any(m.startswith(f"analysis/{analysis}/") for m in r.final) for r in runs)
+            total += todo * (sum(took) / len(took) if took else ANALYSIS_S)
+    return total
 
 
 def _next_round(claims: dict[str, Claims], epochs: dict[str, int], full: dict[str, int],

@@ -66,6 +66,17 @@ class Scale:
         return f"{self.epochs} epoch{'s' * (self.epochs != 1)} on {self.images:,} images"
 
 
+LABELS = "eval/tarr"  # whether a conditional generator draws the digit it is asked for
+
+
+def unlearned_labels(tarr: float | None) -> str | None:
+    """Why an analysis of a configuration's generated digits (retraining a classifier on them, ...) cannot test
+    a claim yet: its generators have not learned labels (TARR at its chance floor, or not measured), or None."""
+    if tarr is None or not math.isfinite(tarr) or at_floor(LABELS, tarr):
+        return "the generators have not learned labels yet (TARR at its chance floor)"
+    return None
+
+
 def unlearned_baseline(metric: str, measured_base: float) -> str | None:
     """Why nothing can be compared with our baseline at this scale (it is at its chance floor), or None."""
     return "nothing learned (our baseline is at its chance floor)" if at_floor(metric, measured_base) else None

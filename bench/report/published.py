@@ -216,8 +216,31 @@ def cost_at(groups: list[Group], ours: judge.Scale, report: judge.Scale) -> str:
     runs = sum(len(g.usable) for g in groups)
     if not math.isfinite(seconds):
         return f"the report's scale ({report.text()})"
-    when = f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
-    return f"the report's scale ({report.text()}): about {when} for these {runs} runs on this machine"
+    return f"the report's scale ({report.text()}): about {_minutes(seconds)} for these {runs} runs on this machine"
+
+
+def _labels_unlearned(row: Group, base: Group) -> str | None:
+    """Why an analysis of these configurations' generated digits tests nothing yet (`judge.unlearned_labels`)."""
+    for who, g in (("this row's", row), ("the baseline's", base)):
+        why = judge.unlearned_labels(summarize(g.values(judge.LABELS)).mean if g.values(judge.LABELS) else None)
+        if why:
+            return f"{who} {why.removeprefix('the ')}"
+    return None
+
+
+def analysis_cost(groups: list[Group], metric: str) -> str:
+    """What one run's analysis took here (`analysis/<name>/time_s`, the mean over the runs analysed so far)."""
+    name = metric.split("/")[1]
+    took = [t for g in groups for t in g.values(f"analysis/{name}/time_s")]
+    if not took:
+        return (f"the {name} analysis' time per run is unmeasured here (`gan-bench analyze {name} --run RUN_ID` "
+                "times one)")
+    return f"the {name} analysis takes about {_minutes(sum(took) / len(took))} a run here"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 \
+        else f"{seconds:.0f} s"
 
 
 def _why_not(cell: Cell, base_value: float, row: Stat, base: Stat, ours: judge.Scale | None,
@@ -288,6 +311,9 @@ def compare_table(study: StudyData, table: Table, spec: PublishedTable) -> Compa
                 cell.verdict = "no verdict: the study has no baseline configuration"
             elif metric not in base_values:
                 cell.verdict = "no verdict: the report gives no value for the baseline"
+            elif metric.startswith("analysis/") and (why := _labels_unlearned(r.group, base_group)):
+                cell.diff = Diff()  # a claim, not judgeable until the generators draw the digits asked for
+                cell.verdict = f"{judge.NOT_JUDGEABLE}: {why}; {analysis_cost(study.groups, metric)}"
             else:
                 if metric not in base_stats:
                     base_stats[metric] = summarize(base_group.values(metric))
