@@ -30,7 +30,7 @@ MIN_EVAL_FRACTION = 0.1  # evaluation sample counts shrink at most to a tenth (1
 # What a run costs besides its iterations and evaluations (MLflow run, model summary, sample grids, curve
 # plots, checkpoints), and the report at the end: measured on a 2-core CPU (docs/performance.md).
 RUN_OVERHEAD_S = 4.0
-REPORT_S = 60.0
+REPORT_S = 30.0  # report 002 with 18-42 runs at 1 epoch: 15-28 s, idle and beside two busy processes
 MEASURE_SHARE = 0.1  # measuring throughput may take at most this share of the budget
 ROUND1_SHARE = 0.5  # a racing reproduction plans its first round (one epoch) into this share of the budget
 

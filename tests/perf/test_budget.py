@@ -210,9 +210,14 @@ def test_each_kind_is_timed_first_and_without_a_deadline_everything(tmp_path, fa
     from tests.conftest import random_data
 
     data = random_data(256)
-    timings = estimate.Timings(deadline=fake_clock.now + STEP_COST_S + EVAL_COST_S + 1)  # room for one more
+    longest = max(STEP_COST_S, EVAL_COST_S)  # no timing starts that would end after the deadline
+    timings = estimate.Timings(deadline=fake_clock.now + STEP_COST_S + EVAL_COST_S + longest + 1)  # one more
     estimate.estimate(_study(tmp_path), {"device": "cpu"}, data, data, progress=False, timings=timings)
     assert fake_clock.steps == [(32, 16), (64, 16)]  # batch 64 before batch 32's second width
+    fake_clock.steps.clear()
+    timings = estimate.Timings(deadline=fake_clock.now + STEP_COST_S + EVAL_COST_S + 1)  # 1 s left after the first
+    estimate.estimate(_study(tmp_path), {"device": "cpu"}, data, data, progress=False, timings=timings)
+    assert fake_clock.steps == [(32, 16)]  # a second timing would end 9 s after the deadline: not started
     fake_clock.steps.clear()
     rows = estimate.estimate(_study(tmp_path), {"device": "cpu"}, data, data, progress=False)
     assert len(fake_clock.steps) == 4 and not any(r.estimated_from for r in rows)

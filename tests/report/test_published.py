@@ -358,3 +358,39 @@ def test_claim_counts_leave_out_what_was_not_measured():
     study, table = chance_study()
     assert claim_counts([compare_table(study, table, PublishedTable.model_validate({**PUBLISHED, "epochs": 10}))]) \
         == (0, 5)
+
+
+ANALYSIS = {"report": "002", "table": "Table 4", "rows": [
+    {"params": {"optim.batch_size": 32, "optim.lr_g": 2e-4}, "analysis/retrain/mix/gen100/test_acc": 0.96},
+    {"params": {"optim.batch_size": 64, "optim.lr_g": 2e-3}, "analysis/retrain/mix/gen100/test_acc": 0.97}]}
+
+
+def test_an_analysis_of_generators_that_have_not_learned_labels_is_not_judgeable_with_its_cost():
+    from bench.report.published import claims_line
+
+    study, table = chance_study()  # TARR at chance: nothing an analysis of the digits could test
+    c = compare_table(study, table, PublishedTable.model_validate(ANALYSIS))
+    got = cell(c, 64, 2e-3, "analysis/retrain/mix/gen100/test_acc")
+    assert got.verdict.startswith("not judgeable at this scale: this row's generators have not learned labels yet "
+                                  "(TARR at its chance floor); the retrain analysis' time per run is unmeasured")
+    assert claims_line([c]) == "claims: 0 settled, 0 judged, 1 not judgeable at this scale"
+    for r in study.groups[0].runs:  # one configuration's runs were analysed here: 5 min each
+        r.final["analysis/retrain/time_s"] = 300.0
+    got = cell(compare_table(study, table, PublishedTable.model_validate(ANALYSIS)), 64, 2e-3,
+               "analysis/retrain/mix/gen100/test_acc")
+    assert got.verdict.endswith("the retrain analysis takes about 5 min a run here")
+
+    study, table = fixture_study()  # TARR learned (0.5-0.87) but not analysed yet: not measured, as before
+    got = cell(compare_table(study, table, PublishedTable.model_validate(ANALYSIS)), 64, 2e-3,
+               "analysis/retrain/mix/gen100/test_acc")
+    assert got.verdict.startswith("not measured")
+
+
+def test_a_reproduction_runs_only_the_parts_of_an_analysis_its_tables_need():
+    from bench.analysis import retrain
+    from bench.reproduce import options_for
+
+    tables = [PublishedTable.model_validate(ANALYSIS), PublishedTable.model_validate({**ANALYSIS, "rows": [
+        {"params": {"optim.batch_size": 32}, "analysis/retrain/filtered/conf0.98/test_acc": 0.9}]})]
+    assert options_for(retrain, tables, {}).groups == ("mix", "filtered")
+    assert options_for(retrain, tables, {"groups": ("few",), "epochs": 2}).groups == ("few",)  # the user's wins
