@@ -90,7 +90,7 @@ def cmd_extend(args: argparse.Namespace) -> int:
 
     try:
         result = api.extend_study(args.study, args.epochs, storage=args.storage, tracking_uri=args.tracking_uri,
-                                  progress=not args.quiet)
+                                  runs=set(args.run) if args.run else None, progress=not args.quiet)
     except KeyboardInterrupt:
         print("interrupted: the runs being extended keep their last finished epoch; run the same command again to "
               "continue them", file=sys.stderr)
@@ -175,6 +175,8 @@ def register_cli(subparsers) -> None:
                                    "cannot be extended are named with the reason and left as they are (exit 1).")
     x.add_argument("study", help="study file or study name")
     x.add_argument("--epochs", type=int, required=True, metavar="N", help="the epochs every run has afterwards")
+    x.add_argument("--run", action="append", metavar="RUN_ID",
+                   help="only the trial with this MLflow run (its seeds extend together; repeatable)")
     x.add_argument("--storage")
     x.add_argument("--tracking-uri")
     x.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -12,6 +12,7 @@ import torch
 
 from bench import experiment
 from bench.cli import main
+from bench.errors import InputError
 from bench.run_config import build_config
 from bench.studies.extend import extend_study
 from bench.studies.invocation import counts
@@ -177,6 +178,8 @@ def test_only_the_trials_with_the_given_runs_extend(tmp_path, store, tiny):
     assert after[grow.info.run_id].data.tags["extended_to_epochs"] == "2"
     assert "extended_to_epochs" not in after[keep.info.run_id].data.tags
     assert _history(c, keep.info.run_id, "eval/tarr") == _history(c, keep.info.run_id, "eval/tarr")[:1]
+    with pytest.raises(InputError, match="run='nope': not a run of study 'ext-some'"):
+        extend_study("ext-some", 3, tracking_uri=store, runs={"nope"}, progress=False)
 
 
 def _state_file(run) -> Path:
