@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -108,6 +109,38 @@ def sigint_default() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def running_ui(store: str, log: Path):
+    """`gan-bench ui` on `store` as a user starts it, its output in `log`: yields (process, url) once it says
+    "ready", and stops it with Ctrl-C's SIGINT on the way out (killed if it does not stop in a minute)."""
+    import signal
+    import subprocess
+    import sys
+
+    from bench import ui
+
+    port = ui.free_port()
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "bench", "ui", "--port", str(port), "--tracking-uri", store],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=sigint_default)
+    try:
+        deadline = time.monotonic() + time_limit(120)
+        while "ready: " not in log.read_text():
+            assert proc.poll() is None, f"gan-bench ui exited early:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"the MLflow UI did not come up:\n{log.read_text()[-3000:]}"
+            time.sleep(0.5)
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+            try:
+                proc.wait(time_limit(60))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
 
 
 def random_data(n: int = 64, seed: int = 0):

@@ -4,10 +4,7 @@ MLflow's REST API, bound to 127.0.0.1, and stops cleanly on Ctrl-C; bad options 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -19,7 +16,7 @@ from mlflow import MlflowClient
 
 from bench import ui
 from bench.cli import main
-from tests.conftest import sigint_default, time_limit
+from tests.conftest import running_ui, time_limit
 
 STUDY = "ui-test"
 
@@ -62,19 +59,8 @@ def port_open(port: int) -> bool:
 def test_ui_serves_the_study_over_mlflow_rest(tiny, store, tmp_path):
     parent, child = make_study(tiny, store)
     expected = MlflowClient(store).get_run(child).data.metrics
-    port = ui.free_port()
     log = tmp_path / "ui.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "bench", "ui", "--port", str(port), "--tracking-uri", store],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=sigint_default)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + time_limit(120)
-        while "ready: " not in log.read_text():
-            assert proc.poll() is None, f"gan-bench ui exited early:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"the MLflow UI did not come up:\n{log.read_text()[-3000:]}"
-            time.sleep(0.5)
+    with running_ui(store, log) as (proc, url):
         assert f"at {url}" in log.read_text()  # the URL is printed
         with urllib.request.urlopen(url, timeout=time_limit(30)) as r:  # the UI itself
             assert r.status == 200 and b"<html" in r.read(2000).lower()
@@ -97,17 +83,8 @@ def test_ui_serves_the_study_over_mlflow_rest(tiny, store, tmp_path):
         assert sorted(m["step"] for m in history) == [1, 2]
         files = api(url, "artifacts/list", run_id=child, path="images").get("files", [])
         assert any(f["path"].endswith(".png") for f in files)
-    finally:
-        stopping = time.monotonic()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-            try:
-                proc.wait(time_limit(60))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-    assert proc.returncode == 0, log.read_text()[-3000:]
-    print(f"stopped in {time.monotonic() - stopping:.1f} s")
+    assert proc.returncode == 0, log.read_text()[-3000:]  # Ctrl-C stops it cleanly
+    port = urllib.parse.urlparse(url).port
     deadline = time.monotonic() + time_limit(10)
     while port_open(port) and time.monotonic() < deadline:
         time.sleep(0.2)

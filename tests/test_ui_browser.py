@@ -14,17 +14,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from bench import ui
 from bench.cli import main
-from tests.conftest import sigint_default, time_limit
+from tests.conftest import running_ui, time_limit
 
 CHROMIUM = "/usr/bin/chromium"
 STUDY = "ui-browser"
@@ -115,75 +112,57 @@ def test_mlflow_ui_in_chromium(finished_study, tmp_path):
     shots = tmp_path / "screenshots"
     shots.mkdir()
 
-    port = ui.free_port()
     log = tmp_path / "ui.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "bench", "ui", "--port", str(port),
-                                 "--tracking-uri", finished_study["store"]],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=sigint_default)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + time_limit(120)
-        while "ready: " not in log.read_text():
-            assert proc.poll() is None, f"gan-bench ui exited early:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"the MLflow UI did not come up:\n{log.read_text()[-3000:]}"
-            time.sleep(0.5)
-        assert "Ctrl-C" in log.read_text()  # it says how to stop it
+        with running_ui(finished_study["store"], log) as (proc, url):
+            assert "Ctrl-C" in log.read_text()  # it says how to stop it
 
-        with sync_playwright() as pw:
-            context = pw.chromium.launch_persistent_context(
-                str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS,
-                viewport={"width": 1400, "height": 900})
-            try:
-                page = context.new_page()
+            with sync_playwright() as pw:
+                context = pw.chromium.launch_persistent_context(
+                    str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS,
+                    viewport={"width": 1400, "height": 900})
+                try:
+                    page = context.new_page()
 
-                # The experiment page: model-training view, the study's description, the parent run.
-                page.goto(f"{url}/#/experiments/{exp.experiment_id}")
-                page.get_by_text(f"study:{STUDY}").first.wait_for(timeout=time_limit(60) * 1000)
-                page.wait_for_timeout(1000)
-                page.screenshot(path=shots / "1-experiment.png")
-                body = page.inner_text("body")
-                assert "Model training" in body and "Runs" in body
-                for genai in ("Judges", "Sessions", "Prompts & versions", "Agent versions"):
-                    assert genai not in body, f"GenAI sidebar item {genai!r} shown:\n{body[:1500]}"
-                assert DESCRIPTION in body
-                # The trials under their parent: expand the parent row.
-                page.locator(".ag-cell-wrapper", has=page.get_by_text(f"study:{STUDY}")).locator("button").first.click()
-                for name in trials:
-                    page.get_by_text(name).first.wait_for(timeout=time_limit(30) * 1000)
-                page.screenshot(path=shots / "2-trials.png")
+                    # The experiment page: model-training view, the study's description, the parent run.
+                    page.goto(f"{url}/#/experiments/{exp.experiment_id}")
+                    page.get_by_text(f"study:{STUDY}").first.wait_for(timeout=time_limit(60) * 1000)
+                    page.wait_for_timeout(1000)
+                    page.screenshot(path=shots / "1-experiment.png")
+                    body = page.inner_text("body")
+                    assert "Model training" in body and "Runs" in body
+                    for genai in ("Judges", "Sessions", "Prompts & versions", "Agent versions"):
+                        assert genai not in body, f"GenAI sidebar item {genai!r} shown:\n{body[:1500]}"
+                    assert DESCRIPTION in body
+                    # The trials under their parent: expand the parent row.
+                    page.locator(".ag-cell-wrapper", has=page.get_by_text(f"study:{STUDY}")).locator("button").first.click()
+                    for name in trials:
+                        page.get_by_text(name).first.wait_for(timeout=time_limit(30) * 1000)
+                    page.screenshot(path=shots / "2-trials.png")
 
-                # A trial's Model metrics tab: the sample grid as an image, visible in its card.
-                name, run_id = sorted(trials.items())[0]
-                page.goto(f"{url}/#/experiments/{exp.experiment_id}/runs/{run_id}/model-metrics")
-                page.get_by_text(name).first.wait_for(timeout=time_limit(60) * 1000)
-                image = page.locator("img[src*='get-artifact'][src*='samples']").first
-                for _ in range(30):  # the image section is below the eval and train charts
-                    if image.count() and image.is_visible():
-                        break
-                    page.mouse.move(700, 500)
-                    page.mouse.wheel(0, 1000)
-                    page.wait_for_timeout(500)
-                image.wait_for(state="visible", timeout=time_limit(30) * 1000)
-                image.scroll_into_view_if_needed()
-                page.wait_for_timeout(1000)
-                page.screenshot(path=shots / "3-samples.png")
-                assert image.evaluate("i => i.complete && i.naturalWidth") > 0
-                card = page.locator("[data-testid=experiment-view-compare-runs-card]", has=image)
-                box, card_box = image.bounding_box(), card.bounding_box()
-                assert box["height"] > 100, box  # the grid itself, not a sliver under the run's parameters
-                assert box["y"] + box["height"] / 2 < card_box["y"] + card_box["height"], (box, card_box)
-            finally:
-                context.close()
+                    # A trial's Model metrics tab: the sample grid as an image, visible in its card.
+                    name, run_id = sorted(trials.items())[0]
+                    page.goto(f"{url}/#/experiments/{exp.experiment_id}/runs/{run_id}/model-metrics")
+                    page.get_by_text(name).first.wait_for(timeout=time_limit(60) * 1000)
+                    image = page.locator("img[src*='get-artifact'][src*='samples']").first
+                    for _ in range(30):  # the image section is below the eval and train charts
+                        if image.count() and image.is_visible():
+                            break
+                        page.mouse.move(700, 500)
+                        page.mouse.wheel(0, 1000)
+                        page.wait_for_timeout(500)
+                    image.wait_for(state="visible", timeout=time_limit(30) * 1000)
+                    image.scroll_into_view_if_needed()
+                    page.wait_for_timeout(1000)
+                    page.screenshot(path=shots / "3-samples.png")
+                    assert image.evaluate("i => i.complete && i.naturalWidth") > 0
+                    card = page.locator("[data-testid=experiment-view-compare-runs-card]", has=image)
+                    box, card_box = image.bounding_box(), card.bounding_box()
+                    assert box["height"] > 100, box  # the grid itself, not a sliver under the run's parameters
+                    assert box["y"] + box["height"] / 2 < card_box["y"] + card_box["height"], (box, card_box)
+                finally:
+                    context.close()
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(time_limit(60))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
         keep = os.environ.get("GANBENCH_SCREENSHOTS")
         if keep:
             shutil.copytree(shots, keep, dirs_exist_ok=True)
