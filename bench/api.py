@@ -44,6 +44,15 @@ def _plans_dir(tracking_uri: str) -> Path:
     return Path(_storage(None, tracking_uri)).parent / "plans"
 
 
+def _group_size(specs: list, overrides: dict[str, Any], requested: int | None) -> int:
+    """Runs per group for these studies: `requested`, else the device's default for their seeds."""
+    from bench.run_config import build_config
+    from bench.studies.invocation import group_size
+
+    device = build_config(specs[0].base, overrides).device
+    return group_size(device, max(spec.repeats for spec in specs), requested)
+
+
 def train(config: dict[str, Any] | None = None, *, overrides: dict[str, Any] | None = None,
           tracking_uri: str | None = None, experiment: str = "gan-bench", run_name: str | None = None,
           progress: bool = True, announce: bool = False):
@@ -74,14 +83,13 @@ def run_study(file: str | Path, *, overrides: dict[str, Any] | None = None, stor
     retried, closes the parent run and raises KeyboardInterrupt. `StudyOutcome.ok` is False when a
     trial failed or a worker died.
     """
-    from bench.run_config import build_config
-    from bench.studies.invocation import group_size as default_group_size, load_spec, run_file
+    from bench.studies.invocation import load_spec, run_file
 
     overrides = {**(overrides or {}), **_shortcuts(epochs, train_subset)}
     uri = _uri(tracking_uri)
     if budget:
         spec, _ = load_spec(file, overrides)
-        size = default_group_size(build_config(spec.base, overrides).device, spec.repeats, group_size)
+        size = _group_size([spec], overrides, group_size)
         overrides.update(plan_budget([file], budget, overrides=overrides, group_size=size, tracking_uri=uri,
                                      epochs=epochs, train_subset=train_subset, progress=progress)[spec.name])
         group_size = size
@@ -141,15 +149,11 @@ def plan_budget(files: list[str | Path], budget: str, *, overrides: dict[str, An
     measured here and printed; kept beside the store (`keep`) so that the same call resumes the same plan.
     `group_size` as in `run_study` (None: the device's default)."""
     from bench.perf.budget import plan_scales
-    from bench.run_config import build_config
-    from bench.studies.invocation import group_size as default_group_size
     from bench.studies.spec import load_study_file
 
     overrides = {**(overrides or {}), **_shortcuts(epochs, train_subset)}
     specs = [load_study_file(f, overrides)[0] for f in files]
-    if group_size is None:
-        group_size = default_group_size(build_config(specs[0].base, overrides).device,
-                                        max(spec.repeats for spec in specs))
+    group_size = _group_size(specs, overrides, group_size)
     return plan_scales(specs, budget, overrides, _plans_dir(_uri(tracking_uri)), group=group_size, epochs=epochs,
                        train_images=train_subset, share=share, plan_only=not keep, progress=progress)
 
@@ -173,8 +177,6 @@ def reproduce(report_id: str, *, studies_dir: str | Path | None = None, out_dir:
 
     from bench import reproduce as rep
     from bench.perf.budget import ROUND1_SHARE, parse_duration
-    from bench.run_config import build_config
-    from bench.studies.invocation import group_size as default_group_size
     from bench.tracking import safe_name
 
     overrides = {**(overrides or {}), **_shortcuts(epochs, train_subset)}
@@ -187,8 +189,7 @@ def reproduce(report_id: str, *, studies_dir: str | Path | None = None, out_dir:
     budget_s = parse_duration(budget) if budget else None
     print(f"report {report_id}: {len(studies)} stud{'y' if len(studies) == 1 else 'ies'}: "
           + ", ".join(f"{s.name} ({', '.join(t.table for t in tables[s.name])})" for _, s in studies))
-    size = default_group_size(build_config(studies[0][1].base, overrides).device,  # decided (and said) once
-                              max(spec.repeats for _, spec in studies), group_size)
+    size = _group_size([spec for _, spec in studies], overrides, group_size)  # decided (and said) once
     uri = _uri(tracking_uri)
     setup = rep.Setup(report_id, studies, tables, overrides, _storage(storage, uri), uri, out, workers, size,
                       progress)
