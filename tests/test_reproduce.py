@@ -115,7 +115,10 @@ def test_reproduce_runs_the_reports_studies_and_shows_published_beside_measured(
     rows = [r for r in every if r["table"] == "Table 9"]
     assert {r["study"] for r in rows} == {"rep-a"} and len(rows) == 4  # 2 rows x 2 metrics
     retrain = [r for r in every if r["table"] == "Table 10"]  # no run was analysed yet
-    assert [r["verdict"] for r in retrain] == ["baseline", "not measured (no finished run logged it)"]
+    learned = all(sum(v) / len(v) > 0.15 for v in tarr.values())  # TARR above the judge's floor
+    assert retrain[0]["verdict"] == "baseline"
+    assert retrain[1]["verdict"].startswith("not measured (no finished run logged it)" if learned else
+                                            "not judgeable at this scale: this row's generators have not learned")
     assert retrain[0]["measured_n"] == "0"
     ls = next(r for r in rows if r["setting"] == "LS row" and r["metric"] == "eval/tarr")
     assert float(ls["published"]) == 0.6 and math.isclose(float(ls["published_frac"]), 0.6 / 0.99)
@@ -227,7 +230,7 @@ def test_reproduce_with_a_budget_prints_its_plan_keeps_it_and_judges_no_claim_at
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "round 1: every study for 1 epoch, planned into 50% of the budget" in printed
-    assert "budget 150s: measuring this machine's throughput" in printed
+    assert "budget 5m: measuring this machine's throughput" in printed
     assert "plan: 1 epoch on 160 of 60,000 training images" in printed and "runs, estimated" in printed
     assert printed.count("grouping: on the CPU a trial's 2 seeds train together") == 1  # decided once, for the
     # plan and the runs alike

@@ -313,6 +313,7 @@ def compare_table(study: StudyData, table: Table, spec: PublishedTable) -> Compa
                 cell.verdict = "no verdict: the report gives no value for the baseline"
             elif metric.startswith("analysis/") and (why := _labels_unlearned(r.group, base_group)):
                 cell.diff = Diff()  # a claim, not judgeable until the generators draw the digits asked for
+                cell.published_diff = value - base_values[metric]
                 cell.verdict = f"{judge.NOT_JUDGEABLE}: {why}; {analysis_cost(study.groups, metric)}"
             else:
                 if metric not in base_stats:
@@ -346,6 +347,8 @@ def compare_study(study: StudyData, table: Table, specs: list[PublishedTable]) -
 
 
 def _diff_text(metric: str, d: Diff) -> str:
+    if not math.isfinite(d.diff):
+        return "no value"
     sign = "+" if d.diff >= 0 else "-"
     text = f"{sign}{_fmt(metric, abs(d.diff))}"
     if d.tested:

@@ -374,6 +374,8 @@ def test_an_analysis_of_generators_that_have_not_learned_labels_is_not_judgeable
     assert got.verdict.startswith("not judgeable at this scale: this row's generators have not learned labels yet "
                                   "(TARR at its chance floor); the retrain analysis' time per run is unmeasured")
     assert claims_line([c]) == "claims: 0 settled, 0 judged, 1 not judgeable at this scale"
+    (line,) = [line for line in verdict_lines(c) if "retrain" in line]
+    assert "published +0.010, ours no value: not judgeable at this scale: this row's generators" in line
     for r in study.groups[0].runs:  # one configuration's runs were analysed here: 5 min each
         r.final["analysis/retrain/time_s"] = 300.0
     got = cell(compare_table(study, table, PublishedTable.model_validate(ANALYSIS)), 64, 2e-3,
