@@ -205,7 +205,8 @@ def reproduce_uniform(setup: Setup, scales: dict[str, dict], analyze: bool, opti
     return out
 
 
-def _analyze(setup: Setup, name: str, options: dict[str, dict]) -> None:
+def _analyze(setup: Setup, name: str, options: dict[str, dict]) -> int:
+    """Run the analyses study `name`'s tables need; returns how many runs were analysed."""
     if needed_analyses(setup.tables[name]):
         from bench.perf.budget import REPORT_S
 
@@ -213,6 +214,8 @@ def _analyze(setup: Setup, name: str, options: dict[str, dict]) -> None:
         n = run_analyses(setup.tracking_uri, name, setup.tables[name], options, setup.overrides.get("data.root"),
                          setup.overrides.get("device", "auto"), setup.progress, deadline)
         print(f"{name}: {n} run(s) analysed")
+        return n
+    return 0
 
 
 # Racing the open claims: successive halving's shape, with claims, not configurations, as what stops.
@@ -284,7 +287,7 @@ def race(setup: Setup, budget_s: float, round1: dict[str, dict], state_file: Pat
             run_epoch_s[spec.name] = (time.perf_counter() - t0) / epochs[spec.name] / runs
     extended: dict[str, list[int]] = {}
     while True:
-        report = setup.report(log=False, reference=reference)
+        report = setup.report(log, reference)  # each round's report is the latest, on the parent runs too
         claims = {name: open_claims(report, name) for name in epochs}
         record = {"round": len(out.rounds) + 1, "epochs": dict(epochs), "run_epoch_s": dict(run_epoch_s),
                   "extended": extended, "spent_s": round(budget_s - left(), 1), "claims": report_summary(report)}
@@ -311,9 +314,8 @@ def race(setup: Setup, budget_s: float, round1: dict[str, dict], state_file: Pat
                 run_epoch_s[name] = max(run_epoch_s[name], (time.perf_counter() - t0) / trained)
             extended[name] = [target, len(runs)]
             epochs[name] = target
-    for _, spec in setup.studies if analyze else ():
-        _analyze(setup, spec.name, options)
-    out.report = setup.report(log, reference)
+    analysed = sum(_analyze(setup, spec.name, options) for _, spec in setup.studies) if analyze else 0
+    out.report = setup.report(log, reference) if analysed else report  # the last round's, unless analyses added
     return out
 
 

@@ -311,7 +311,8 @@ def compare_table(study: StudyData, table: Table, spec: PublishedTable) -> Compa
                 cell.verdict = "no verdict: the study has no baseline configuration"
             elif metric not in base_values:
                 cell.verdict = "no verdict: the report gives no value for the baseline"
-            elif metric.startswith("analysis/") and (why := _labels_unlearned(r.group, base_group)):
+            elif (metric.startswith("analysis/") and not (r.group.values(metric) and base_group.values(metric))
+                  and (why := _labels_unlearned(r.group, base_group))):  # not analysed, and no use analysing yet
                 cell.diff = Diff()  # a claim, not judgeable until the generators draw the digits asked for
                 cell.published_diff = value - base_values[metric]
                 cell.verdict = f"{judge.NOT_JUDGEABLE}: {why}; {analysis_cost(study.groups, metric)}"

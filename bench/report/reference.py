@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+
 from bench.report.load import Group, param_value
 
 
@@ -35,9 +41,32 @@ def reference_scores(groups: list[Group], data_root: str | None, cache: dict,
         except DataError as e:
             cache[key] = (None, f"reference row skipped: data not found ({e}); pass --data-root")
         else:
-            scores = real_scores(ctx.evaluator, ctx.train_full, ctx.test, cfg.eval)
+            kept = _kept(cfg, evaluator_path(cfg.data.dataset, cfg.eval), ctx.device)
+            scores = json.loads(kept.read_text()) if kept.is_file() else None
+            if scores is None:
+                scores = real_scores(ctx.evaluator, ctx.train_full, ctx.test, cfg.eval)
+                _keep(kept, scores)
             cache[key] = (scores, f"reference row: {cfg.data.dataset} real data through the evaluator "
                                   f"{ctx.evaluator.meta.get('version', '')} (TARR column: the evaluator's test accuracy; "
                                   f"IS of {min(cfg.eval.n_real, len(ctx.test))} real test images; FID real train "
                                   "vs real test; per-class accuracy on the test split)")
     return cache[key]
+
+
+def _kept(cfg, evaluator_file: Path, device) -> Path:
+    """Where the reference scores of this evaluator (its file's identity), dataset, evaluation settings and
+    device kind are kept: they take seconds to compute and never change (the data files are checksummed)."""
+    from bench.evaluator import cache_dir
+
+    stat = evaluator_file.stat()
+    key = json.dumps([cfg.data.dataset, str(evaluator_file.resolve()), stat.st_size, stat.st_mtime_ns,
+                      cfg.eval.model_dump(mode="json"), str(getattr(device, "type", device))], sort_keys=True)
+    return cache_dir() / "references" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
+def _keep(path: Path, scores: dict) -> None:
+    with contextlib.suppress(OSError):  # a read-only cache only costs the next report the same seconds
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(scores))
+        os.replace(tmp, path)
