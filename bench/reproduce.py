@@ -9,6 +9,7 @@ The command itself (arguments, the run of each study) is `bench.cli.reproduce`.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import tomllib
@@ -271,20 +272,40 @@ def race(setup: Setup, budget_s: float, round1: dict[str, dict], state_file: Pat
     setup.deadline = clock + budget_s
     left = lambda: budget_s - (time.perf_counter() - clock)  # noqa: E731
     out = Reproduction(setup.report_id, rounds=state["rounds"])
+    kept = _Kept(state_file, state, lambda: budget_s - left())
     full = {spec.name: _report_epochs(spec) for _, spec in setup.studies}
     last = state["rounds"][-1] if state["rounds"] else {}
     epochs, run_epoch_s = dict(last.get("epochs", {})), dict(last.get("run_epoch_s", {}))
-    if not state["rounds"]:
-        for path, spec in setup.studies:
-            print(f"\n== round 1: study {spec.name} ({path}) ==")
-            t0 = time.perf_counter()
-            done = setup.run(path, round1.get(spec.name, {}))
-            out.studies.append(done)
-            if not done.ok:
-                return out
-            epochs[spec.name] = round1.get(spec.name, {}).get("optim.epochs", full[spec.name])
-            runs = max(1, done.counts["complete"] * spec.repeats)
-            run_epoch_s[spec.name] = (time.perf_counter() - t0) / epochs[spec.name] / runs
+    with kept.beating():
+        if not state["rounds"]:
+            round1_done = state.setdefault("round1", {})  # study -> seconds per run and epoch, once it finished
+            for path, spec in setup.studies:
+                epochs[spec.name] = round1.get(spec.name, {}).get("optim.epochs", full[spec.name])
+                if spec.name in round1_done:  # an earlier call finished it
+                    run_epoch_s[spec.name] = round1_done[spec.name]
+                    continue
+                print(f"\n== round 1: study {spec.name} ({path}) ==")
+                t0, before = time.perf_counter(), _completed(setup, spec.name)
+                done = setup.run(path, round1.get(spec.name, {}))
+                out.studies.append(done)
+                if not done.ok:
+                    return out
+                runs = (done.counts["complete"] - before) * spec.repeats  # trained in this call
+                with kept.lock:  # the heartbeat writes the same state
+                    run_epoch_s[spec.name] = round1_done[spec.name] = (
+                        (time.perf_counter() - t0) / epochs[spec.name] / runs if runs > 0
+                        else max(round1_done.values(), default=0.0))
+                kept.save()
+        return _rounds(setup, out, kept, epochs, run_epoch_s, full, left, budget_s, analyze, options, reference, log)
+
+
+def _rounds(setup: Setup, out: Reproduction, kept: "_Kept", epochs: dict[str, int], run_epoch_s: dict[str, float],
+            full: dict[str, int], left, budget_s: float, analyze: bool, options: dict[str, dict], reference: bool,
+            log: bool) -> Reproduction:
+    """After round 1: judge, extend the runs behind open claims, and again, while the budget lasts."""
+    from bench.perf.budget import REPORT_S
+    from bench.studies.extend import extend_study
+
     extended: dict[str, list[int]] = {}
     while True:
         report = setup.report(log, reference)  # each round's report is the latest, on the parent runs too
@@ -292,8 +313,9 @@ def race(setup: Setup, budget_s: float, round1: dict[str, dict], state_file: Pat
         record = {"round": len(out.rounds) + 1, "epochs": dict(epochs), "run_epoch_s": dict(run_epoch_s),
                   "extended": extended, "spent_s": round(budget_s - left(), 1), "claims": report_summary(report)}
         if not out.rounds or out.rounds[-1]["epochs"] != epochs:
-            out.rounds.append(record)
-            _keep(state_file, out.rounds, budget_s - left())
+            with kept.lock:
+                out.rounds.append(record)
+            kept.save()
             print(f"round {record['round']}: epochs {epochs}; {record['claims']}; "
                   f"{_duration(record['spent_s'])} of {_duration(budget_s)} spent", flush=True)
         chosen = _next_round(claims, epochs, full, run_epoch_s, left() - REPORT_S - _analyses_s(setup, analyze))
@@ -368,11 +390,60 @@ def _report_epochs(spec: StudySpec) -> int:
     return build_config(spec.base).optim.epochs
 
 
-def _keep(state_file: Path, rounds: list[dict], spent_s: float) -> None:
-    import json
+class _Kept:
+    """A race's state file: its rounds and the time spent, rewritten (atomically) after each study and round,
+    and every `EVERY_S` seconds meanwhile, so a reproduction killed mid-round resumes counting what it spent."""
 
-    state_file.parent.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps({"spent_s": round(spent_s, 1), "rounds": rounds}, indent=1))
+    EVERY_S = 30.0
+
+    def __init__(self, path: Path, state: dict, spent):
+        import threading
+
+        self.path, self.state, self.spent, self.lock = path, state, spent, threading.Lock()
+
+    def save(self) -> None:
+        import json
+        import os
+
+        with self.lock:
+            self.state["spent_s"] = round(self.spent(), 1)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.state, indent=1))
+            os.replace(tmp, self.path)
+
+    @contextlib.contextmanager
+    def beating(self):
+        import threading
+
+        stop = threading.Event()
+
+        def every_while() -> None:
+            while not stop.wait(self.EVERY_S):
+                self.save()
+
+        beat = threading.Thread(target=every_while, daemon=True, name="race-state")
+        self.save()
+        beat.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            beat.join()
+            self.save()
+
+
+def _completed(setup: Setup, name: str) -> int:
+    """Complete trials of study `name` so far (0 before it exists)."""
+    import optuna
+
+    from bench.studies.invocation import counts
+    from bench.studies.storage import read_storage
+
+    try:
+        return counts(optuna.load_study(study_name=name, storage=read_storage(setup.storage)))["complete"]
+    except Exception:  # no storage or no such study yet: nothing completed
+        return 0
 
 
 def _duration(seconds: float) -> str:

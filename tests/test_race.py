@@ -98,3 +98,44 @@ def test_a_race_extends_only_the_open_study_and_resumes_from_its_rounds(tmp_path
     out = reproduce.race(again, 3600.0, round1, state, analyze=False, options={}, reference=False, log=False)
     assert again.trained == [] and len(extended) == 1  # round 1 not trained again, nothing extended
     assert len(out.rounds) == 2
+
+
+def test_a_race_stopped_in_round_1_resumes_counting_the_time_it_spent(tmp_path, extended, monkeypatch):
+    """Killed while study b trains (Ctrl-C here): the state file already holds the time spent and that study a
+    finished round 1; the same command then trains b only and goes on from the time kept."""
+    state = tmp_path / "race.json"
+    round1 = {"a": {"optim.epochs": 1}, "b": {"optim.epochs": 1}}
+    setup = FakeSetup()
+    trained_b = setup.run
+
+    def stopped(path, scale):
+        if path == "b.toml":
+            raise KeyboardInterrupt
+        return trained_b(path, scale)
+
+    setup.run = stopped
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.race(setup, 3600.0, round1, state, analyze=False, options={}, reference=False, log=False,
+                       spent_s=100.0)
+    kept = json.loads(state.read_text())
+    assert kept["rounds"] == [] and list(kept["round1"]) == ["a"] and kept["spent_s"] >= 100.0
+
+    again = FakeSetup()
+    out = reproduce.race(again, 3600.0, round1, state, analyze=False, options={}, reference=False, log=False)
+    assert again.trained == [("b.toml", 1)]  # a is not trained again
+    assert out.rounds[0]["spent_s"] >= 100.0 and out.rounds[0]["run_epoch_s"].keys() == {"a", "b"}
+
+
+def test_the_state_file_is_rewritten_while_a_round_runs(tmp_path, monkeypatch):
+    state = tmp_path / "race.json"
+    monkeypatch.setattr(reproduce._Kept, "EVERY_S", 0.01)
+    spent = iter(range(1000))
+    kept = reproduce._Kept(state, {"rounds": []}, lambda: next(spent))
+    with kept.beating():
+        import time
+
+        deadline = time.monotonic() + 10
+        while json.loads(state.read_text())["spent_s"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert json.loads(state.read_text())["spent_s"] >= 3  # saved by the heartbeat, not only at the ends
+    assert not list(tmp_path.glob("*.tmp"))  # written whole, through a temporary file
