@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from scipy import stats
 
 from bench.cli import main
+from bench.reproduce import find_studies, run_analyses
 
 VARIANTS = """
 name = "rep-a"
@@ -119,6 +120,11 @@ def test_reproduce_runs_the_reports_studies_and_shows_published_beside_measured(
     assert retrain[0]["verdict"] == "baseline"
     assert retrain[1]["verdict"].startswith("not measured (no finished run logged it)" if learned else
                                             "not judgeable at this scale: this row's generators have not learned")
+    if not learned:  # nothing to analyse yet: --analyze would say so and train no classifier
+        tables = [t for _, spec in find_studies(folder, "9", {}) for t in spec.published]
+        capsys.readouterr()
+        assert run_analyses(store, "rep-a", tables, {}, str(data_root), "cpu", False) == 0
+        assert "not analysing ls (retrain): the generators have not learned labels yet" in capsys.readouterr().out
     assert retrain[0]["measured_n"] == "0"
     ls = next(r for r in rows if r["setting"] == "LS row" and r["metric"] == "eval/tarr")
     assert float(ls["published"]) == 0.6 and math.isclose(float(ls["published_frac"]), 0.6 / 0.99)
@@ -179,7 +185,10 @@ TINY_RETRAIN = ["real_size=100", "epochs=1", "min_steps=1", "finetune_epochs=1",
 
 
 @pytest.mark.slow
-def test_reproduce_analyze_measures_analysis_rows_once(tmp_path, store, tiny, data_root, capsys):
+def test_reproduce_analyze_measures_analysis_rows_once(tmp_path, store, tiny, data_root, capsys, monkeypatch):
+    from bench.report import judge
+
+    monkeypatch.setattr(judge, "ACCURACY_MARGIN", -1.0)  # count the tiny runs' TARR as learned: analyses run
     folder = tmp_path / "studies"
     folder.mkdir()
     (folder / "rep-a.toml").write_text(textwrap.dedent(VARIANTS))
