@@ -222,7 +222,7 @@ def cost_at(groups: list[Group], ours: judge.Scale, report: judge.Scale) -> str:
 def _labels_unlearned(row: Group, base: Group) -> str | None:
     """Why an analysis of these configurations' generated digits tests nothing yet (`judge.unlearned_labels`)."""
     for who, g in (("this row's", row), ("the baseline's", base)):
-        why = judge.unlearned_labels(summarize(g.values(judge.LABELS)).mean if g.values(judge.LABELS) else None)
+        why = judge.unlearned_labels(summarize(g.values(judge.LABELS)).mean)  # no value: nan, unlearned
         if why:
             return f"{who} {why.removeprefix('the ')}"
     return None

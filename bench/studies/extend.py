@@ -145,8 +145,9 @@ def extend_study(study: str | Path, epochs: int, *, storage_url: str | None = No
     storage_url = storage_url or default_storage(uri)
     optuna_study = _open(name, storage_url)
     known = {r for t in optuna_study.get_trials(deepcopy=False) for r in t.user_attrs.get("mlflow_run_ids", [])}
-    for run_id in sorted(set(runs or ()) - known):
-        raise InputError(f"run={run_id!r}: not a run of study {name!r}", field="run")
+    unknown = sorted(set(runs or ()) - known)
+    if unknown:
+        raise InputError(f"run={unknown[0]!r}: not a run of study {name!r}", field="run")
     parent_id = optuna_study.user_attrs.get(PARENT_ATTR)
     if parent_id is None:
         raise StudyError(f"study {name!r} has no MLflow parent run (attribute {PARENT_ATTR}); it was not created "
